@@ -46,6 +46,9 @@ class RetrievalSettings(BaseModel):
     lexical_weight: float = 1.0
     # Answer-or-abstain: the top entry's cosine similarity must reach this.
     min_score: float = 0.45
+    # Share of a generated answer's content words that must appear in its sources; below it the source's own
+    # answer is shown instead of the model's wording.
+    min_support: float = 0.5
 
 
 class IngestSettings(BaseModel):
@@ -54,6 +57,8 @@ class IngestSettings(BaseModel):
     chunk_overlap: int = 32
     job_time_limit_s: int = 3600
     max_retries: int = 3
+    # Celery queue the ingest task goes to (workers: `celery -A ingest.celery_app worker -Q <queue>`).
+    queue: str = "ingest"
 
 
 class ChatSettings(BaseModel):
@@ -78,6 +83,8 @@ class Settings(BaseSettings):
     secret_key: str = DEV_SECRET
     # Bearer token for the knowledge upload API until console logins exist.
     admin_token: str = DEV_SECRET
+    # Host sites sign identified customers' ids with this (HMAC-SHA256); unset = identified customers refused.
+    customer_hmac_secret: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     # Run `alembic upgrade head` when the web app starts.

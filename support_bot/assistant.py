@@ -1,0 +1,361 @@
+"""One customer turn: remember -> retrieve -> answer-or-abstain -> generate -> ground -> store."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from support_bot.config import Settings
+from support_bot.db import session_scope
+from support_bot.errors import Forbidden, InvalidInput, NotFound, SupportBotError
+from support_bot.llm.prompt import ChatMessage
+from support_bot.memory import fit_history, history_messages
+from support_bot.models import Conversation, Customer, Message
+
+log = logging.getLogger(__name__)
+
+# Per-message overhead of chat markup ([INST], role headers) when estimating history size.
+_TURN_OVERHEAD_TOKENS = 8
+_CITATION_RE = re.compile(r"\[(\d{1,2})\]")
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have how i if in is it its me my no not of on or our "
+    "so that the their there these this to us was we what when where which who will with you your".split()
+)
+
+ABSTAIN_TEXT = (
+    "I'm sorry, I couldn't find an answer to that in our help center, and I don't want to guess. "
+    "Would you like me to connect you with a person?"
+)
+ERROR_TEXT = "I'm sorry, something went wrong while I was answering. Please try again, or ask to talk to a person."
+
+
+@dataclass
+class TurnEvent:
+    """One server-sent event of a message post: token, done or error."""
+
+    event: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def sign_customer_id(customer_id: str, secret: str) -> str:
+    """The signature a host site computes for an identified customer: hex HMAC-SHA256 of the id."""
+    return hmac.new(secret.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+
+
+def start_conversation(
+    *, session: Session, settings: Settings, customer_id: str | None = None, signature: str | None = None
+) -> tuple[Conversation, str]:
+    """Create a conversation; returns it with its bearer token (shown once, stored hashed)."""
+    customer = None
+    if customer_id is not None:
+        secret = settings.customer_hmac_secret
+        if not secret:
+            raise Forbidden("identified customers are not enabled on this server (no customer HMAC secret is set)")
+        if not signature or not hmac.compare_digest(sign_customer_id(customer_id, secret), signature):
+            raise Forbidden("the customer signature does not match the customer id")
+        customer = session.scalar(select(Customer).where(Customer.external_id == customer_id))
+        if customer is None:
+            customer = Customer(external_id=customer_id)
+            session.add(customer)
+            session.flush()
+    token = secrets.token_urlsafe(32)
+    conversation = Conversation(token_hash=hash_token(token), customer_id=customer.id if customer else None)
+    session.add(conversation)
+    session.flush()
+    return conversation, token
+
+
+def authorize(*, session: Session, conversation_id: str, token: str | None) -> Conversation:
+    """The conversation if the token is its own; NotFound otherwise, revealing nothing."""
+    conversation = session.get(Conversation, conversation_id) if conversation_id else None
+    if conversation is None or not token or not hmac.compare_digest(conversation.token_hash, hash_token(token)):
+        raise NotFound("conversation not found")
+    return conversation
+
+
+def message_payload(msg: Message) -> dict[str, Any]:
+    return {
+        "id": msg.id,
+        "role": msg.role,
+        "text": msg.text,
+        "created_at": msg.created_at.isoformat() if msg.created_at else None,
+        "citations": msg.citations or [],
+        "abstained": msg.abstained,
+    }
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1]
+
+
+def support_ratio(answer: str, sources: list[str]) -> float:
+    """Share of the answer's content words that appear in the sources it was given."""
+    words = _content_words(_CITATION_RE.sub(" ", answer))
+    if not words:
+        return 0.0
+    vocab = set(_content_words(" ".join(sources)))
+    return sum(1 for w in words if w in vocab) / len(words)
+
+
+def system_prompt(settings: Settings, sources: list[Any]) -> str:
+    chat = settings.chat
+    lines = [
+        f"You are {chat.bot_name}, the customer-support assistant of {chat.company_name}. "
+        f"Your tone is {chat.tone}.",
+        "Answer the customer's question using only the numbered sources below. "
+        "Cite the source you used like [1]. If the sources do not answer the question, say you don't know "
+        "and offer to connect the customer with a person. Never invent prices, policies or facts.",
+        "",
+        "Sources:",
+    ]
+    for n, hit in enumerate(sources, start=1):
+        lines.append(f"[{n}] {hit.text}")
+    return "\n".join(lines)
+
+
+class Assistant:
+    """Runs customer turns against the configured retriever and model."""
+
+    def __init__(self, settings: Settings, *, engine: Any = None, retriever: Any = None):
+        self.settings = settings
+        self._engine = engine
+        self._retriever = retriever
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from support_bot.llm.engine import get_engine
+
+            with self._lock:
+                if self._engine is None:
+                    self._engine = get_engine(self.settings)
+        return self._engine
+
+    @property
+    def retriever(self):
+        if self._retriever is None:
+            from support_bot.knowledge.retriever import get_retriever
+
+            with self._lock:
+                if self._retriever is None:
+                    self._retriever = get_retriever(self.settings)
+        return self._retriever
+
+    def validate_text(self, text: str) -> str:
+        text = (text or "").strip()
+        if not text:
+            raise InvalidInput("the message text is empty")
+        limit = self.settings.chat.max_message_chars
+        if len(text) > limit:
+            raise InvalidInput(f"the message is too long ({len(text)} characters; the limit is {limit})")
+        return text
+
+    def record_customer_message(
+        self, *, conversation_id: str, text: str, client_message_id: str | None
+    ) -> tuple[Message, Message | None, bool]:
+        """Store the customer's message once per client_message_id: (message, its reply if any, created now)."""
+        for _attempt in range(2):
+            with session_scope(self.settings) as session:
+                if client_message_id:
+                    existing = session.scalar(
+                        select(Message).where(
+                            Message.conversation_id == conversation_id,
+                            Message.client_message_id == client_message_id,
+                        )
+                    )
+                    if existing is not None:
+                        reply = session.scalar(select(Message).where(Message.reply_to_id == existing.id))
+                        return existing, reply, False
+                msg = Message(
+                    conversation_id=conversation_id, role="customer", text=text, client_message_id=client_message_id
+                )
+                session.add(msg)
+                try:
+                    session.flush()
+                except IntegrityError:
+                    # A concurrent post with the same client_message_id won the insert: read theirs.
+                    session.rollback()
+                    continue
+                return msg, None, True
+        raise SupportBotError("could not store the message; please retry")
+
+    def wait_for_reply(self, question: Message) -> Message | None:
+        """A re-post of a message still being answered waits for that answer (bounded by the model timeout)."""
+        created = question.created_at.timestamp() if question.created_at else 0.0
+        deadline = created + self.settings.llm.timeout_s
+        while True:
+            with session_scope(self.settings) as session:
+                reply = session.scalar(select(Message).where(Message.reply_to_id == question.id))
+            if reply is not None or time.time() >= deadline:
+                return reply
+            time.sleep(0.2)
+
+    def turn(
+        self,
+        *,
+        conversation_id: str,
+        text: str,
+        client_message_id: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[TurnEvent]:
+        """Answer one customer message, yielding token events then done (or error)."""
+        text = self.validate_text(text)
+        question, reply, created = self.record_customer_message(
+            conversation_id=conversation_id, text=text, client_message_id=client_message_id
+        )
+        if not created and reply is None:
+            # Either another request is answering it now, or an earlier attempt died: wait, then answer ourselves.
+            reply = self.wait_for_reply(question)
+        if reply is not None:
+            yield TurnEvent("done", self._done_payload(reply))
+            return
+        yield from self._answer(question, stop=stop)
+
+    def _answer(self, question: Message, *, stop: threading.Event | None) -> Iterator[TurnEvent]:
+        settings = self.settings
+        with session_scope(settings) as session:
+            earlier = list(
+                session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == question.conversation_id, Message.seq < question.seq)
+                    .order_by(Message.seq)
+                )
+            )
+        history = history_messages(earlier, max_turns=settings.chat.history_turns)
+
+        try:
+            result = self.retriever.search(question.text)
+            if result.abstain and history:
+                # A follow-up ("and for kids?") may only make sense with the previous question.
+                previous = next((m.text for m in reversed(history) if m.role == "user"), "")
+                retry = self.retriever.search(f"{previous} {question.text}")
+                if not retry.abstain:
+                    result = retry
+        except SupportBotError as exc:
+            yield TurnEvent("error", {"detail": exc.detail})
+            return
+
+        if result.abstain or not result.hits:
+            yield from self._stream_fixed(ABSTAIN_TEXT)
+            reply = self._store_reply(question, ABSTAIN_TEXT, [], abstained=True)
+            yield TurnEvent("done", self._done_payload(reply))
+            return
+
+        hits = result.hits[: settings.retrieval.top_k]
+        try:
+            engine = self.engine
+            messages = self._build_prompt(engine, hits, history, question.text)
+            pieces: list[str] = []
+            for piece in engine.stream(messages, max_new_tokens=settings.llm.max_new_tokens, stop=stop):
+                pieces.append(piece)
+                yield TurnEvent("token", {"text": piece})
+        except SupportBotError as exc:
+            log.warning("generation unavailable: %s", exc.detail)
+            yield TurnEvent("error", {"detail": exc.detail})
+            return
+        except Exception:
+            log.exception("generation failed")
+            yield TurnEvent("error", {"detail": ERROR_TEXT})
+            return
+
+        answer, citations = self.ground(("".join(pieces)).strip(), hits)
+        reply = self._store_reply(question, answer, citations, abstained=False)
+        yield TurnEvent("done", self._done_payload(reply))
+
+    def _build_prompt(self, engine, hits, history: list[ChatMessage], question: str) -> list[ChatMessage]:
+        system = ChatMessage(role="system", content=system_prompt(self.settings, hits))
+        user = ChatMessage(role="user", content=question)
+        fixed = engine.prompt_tokens([system, user])
+        budget = engine.context_window - self.settings.llm.max_new_tokens - fixed
+        if budget < 0:
+            # Sources alone overflow the window: keep fewer of them, never the question.
+            while len(hits) > 1 and budget < 0:
+                hits = hits[:-1]
+                system = ChatMessage(role="system", content=system_prompt(self.settings, hits))
+                budget = engine.context_window - self.settings.llm.max_new_tokens - engine.prompt_tokens([system, user])
+        window = fit_history(
+            history,
+            budget_tokens=max(budget, 0),
+            count_tokens=lambda msgs: sum(engine.count_tokens(m.content) + _TURN_OVERHEAD_TOKENS for m in msgs),
+        )
+        limit = engine.context_window - self.settings.llm.max_new_tokens
+        # The estimate above is cheap; the real count of the assembled prompt has the last word.
+        while window and engine.prompt_tokens([system, *window, user]) > limit:
+            window = window[2:]
+        return [system, *window, user]
+
+    def ground(self, answer: str, hits: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+        """Keep citations to sources that were given; fall back to the source's own answer when unsupported."""
+        valid = {n for n in (int(m) for m in _CITATION_RE.findall(answer)) if 1 <= n <= len(hits)}
+        answer = _CITATION_RE.sub(lambda m: m.group(0) if int(m.group(1)) in valid else "", answer).strip()
+        answer = re.sub(r"[ \t]{2,}", " ", answer)
+        texts = [h.text for h in hits]
+        if not answer or support_ratio(answer, texts) < self.settings.retrieval.min_support:
+            top = hits[0]
+            return f"{(top.answer or top.text).strip()} [1]", [self._citation(1, top)]
+        if not valid:
+            # Supported but uncited: credit the sources whose words the answer uses, best first.
+            ranked = sorted(range(len(hits)), key=lambda i: -support_ratio(answer, [texts[i]]))
+            valid = {ranked[0] + 1}
+        return answer, [self._citation(n, hits[n - 1]) for n in sorted(valid)]
+
+    @staticmethod
+    def _citation(n: int, hit: Any) -> dict[str, Any]:
+        return {
+            "n": n,
+            "chunk_id": hit.chunk_id,
+            "source": hit.source,
+            "entry_id": hit.entry_id,
+            "title": hit.title,
+            "url": hit.url,
+        }
+
+    @staticmethod
+    def _stream_fixed(text: str) -> Iterator[TurnEvent]:
+        for piece in re.findall(r"\S+\s*", text):
+            yield TurnEvent("token", {"text": piece})
+
+    def _store_reply(self, question: Message, text: str, citations: list, *, abstained: bool) -> Message:
+        with session_scope(self.settings) as session:
+            reply = Message(
+                conversation_id=question.conversation_id,
+                role="bot",
+                text=text,
+                reply_to_id=question.id,
+                citations=citations,
+                abstained=abstained,
+            )
+            session.add(reply)
+            conversation = session.get(Conversation, question.conversation_id)
+            if conversation is not None:
+                conversation.updated_at = reply.created_at
+            session.flush()
+            return reply
+
+    @staticmethod
+    def _done_payload(reply: Message) -> dict[str, Any]:
+        return {
+            "message_id": reply.id,
+            "text": reply.text,
+            "citations": reply.citations or [],
+            "abstained": bool(reply.abstained),
+            "handoff": False,
+        }

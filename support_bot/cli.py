@@ -1,0 +1,209 @@
+"""The `support-bot` command.
+
+This module is the composition root: it wires the domain core to the web and ingest adapters, so it imports
+`web` and `ingest` lazily inside the commands that need them; nothing else in `support_bot` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from support_bot.config import get_settings
+from support_bot.errors import SupportBotError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_FAQ = REPO_ROOT / "examples" / "demo-faq.csv"
+
+
+def _ingest_fn(settings, path: Path) -> None:
+    from ingest.pipeline import ingest_path
+
+    job = ingest_path(settings=settings, path=path)
+    if job.status != "succeeded":
+        raise SupportBotError(f"ingest of {path.name} failed: {job.error}")
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from support_bot.db import migrate
+    from web.app import create_app
+
+    settings = get_settings()
+    migrate(settings)
+    if args.seed:
+        seed(settings)
+    if settings.llm.backend == "transformers":
+        from support_bot.llm.pull import resolve_model
+
+        resolve_model(settings)  # fail now, with the command to run, rather than at the first question
+    app = create_app(settings)
+    print(f"support-bot serving on http://{args.host or settings.host}:{args.port or settings.port}", file=sys.stderr)
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
+    return 0
+
+
+def seed(settings) -> None:
+    """Ingest the demo FAQ once, so a fresh install can answer questions."""
+    from sqlalchemy import select
+
+    from support_bot.db import session_scope
+    from support_bot.models import Source
+
+    with session_scope(settings) as session:
+        if session.scalar(select(Source).limit(1)) is not None:
+            return
+    print(f"Seeding the demo FAQ from {DEMO_FAQ.relative_to(REPO_ROOT)}", file=sys.stderr)
+    _ingest_fn(settings, DEMO_FAQ)
+
+
+def cmd_migrate(_args) -> int:
+    from support_bot.db import migrate
+
+    migrate(get_settings())
+    print("database is at the newest schema", file=sys.stderr)
+    return 0
+
+
+def cmd_models_pull(args) -> int:
+    from support_bot.llm.pull import pull_model
+
+    settings = get_settings()
+    name = args.name or settings.llm.model
+    path = pull_model(name, settings, source=args.source, progress=True)
+    print(f"{name}: ready at {path}", file=sys.stderr)
+    if args.embeddings or not args.name:
+        from support_bot.knowledge.embedder import get_embedder
+
+        embedder = get_embedder(settings)
+        print(f"embeddings ({settings.embedding.model}, {embedder.dim}-d): ready", file=sys.stderr)
+    return 0
+
+
+def cmd_models_list(_args) -> int:
+    from support_bot.llm.pull import list_models
+
+    rows = list_models(get_settings())
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        mark = "installed" if r["installed"] else "-"
+        print(f"{r['name']:<{width}}  {mark:<9}  {r['description']}")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from support_bot.db import migrate
+
+    settings = get_settings()
+    migrate(settings)
+    failed = 0
+    for file in args.files:
+        from ingest.pipeline import ingest_path
+
+        path = Path(file)
+        if not path.is_file():
+            print(f"error: {file}: no such file", file=sys.stderr)
+            failed += 1
+            continue
+        job = ingest_path(settings=settings, path=path, source_name=args.source)
+        if job.status == "succeeded":
+            note = "unchanged (same file as the live version)" if job.unchanged else f"{job.progress_total} chunks"
+            print(f"{path.name} -> source '{job.source_name}': {note}", file=sys.stderr)
+        else:
+            print(f"error: {path.name}: {job.error}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_worker(args) -> int:
+    settings = get_settings()
+    if not settings.redis_url:
+        raise SupportBotError(
+            "the Celery worker needs Redis: set SUPPORT_BOT_REDIS_URL (without it, `support-bot serve` ingests in-process)"
+        )
+    from ingest.celery_app import app
+
+    argv = ["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}"]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_eval_retrieval(args) -> int:
+    from support_bot.evaluation import eval_retrieval
+
+    result = eval_retrieval(
+        faq_path=Path(args.faq), queries_path=Path(args.queries), k=args.k, settings=get_settings(), ingest=_ingest_fn
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="support-bot", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the web app (migrates first)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--seed", action="store_true", help="ingest the demo FAQ if the knowledge base is empty")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    p.set_defaults(func=cmd_migrate)
+
+    models = sub.add_parser("models", help="download and list models").add_subparsers(dest="models_cmd", required=True)
+    p = models.add_parser("pull", help="download a model (default: the configured one, plus embeddings)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--from", dest="source", help="a local HF directory or .gguf file for a Llama-2 preset")
+    p.add_argument("--embeddings", action="store_true", help="also check the embedding model")
+    p.set_defaults(func=cmd_models_pull)
+    p = models.add_parser("list", help="list model presets and what is installed")
+    p.set_defaults(func=cmd_models_list)
+
+    p = sub.add_parser("ingest", help="ingest knowledge files (FAQ CSV)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--source", help="source name (default: the file name without extension)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("worker", help="run a Celery ingest worker (needs SUPPORT_BOT_REDIS_URL)")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.set_defaults(func=cmd_worker)
+
+    ev = sub.add_parser("eval", help="evaluation commands (see EVAL.md)").add_subparsers(dest="eval_cmd", required=True)
+    p = ev.add_parser("retrieval", help="retrieval and abstention quality on an FAQ and labelled queries")
+    p.add_argument("--faq", required=True)
+    p.add_argument("--queries", required=True)
+    p.add_argument("--k", type=int, default=10)
+    p.set_defaults(func=cmd_eval_retrieval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except SupportBotError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Health probes and the demo page."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids: set[str] = set()
+        self.scripts: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "script" and attrs.get("src"):
+            self.scripts.append(attrs["src"])
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    res = client.get("/readyz")
+    assert res.status_code == 200 and res.json()["checks"]["database"] == "ok"
+
+
+@pytest.mark.parametrize("app_settings", ["sqlite"], indirect=True)
+def test_readiness_reports_a_missing_model(app_settings):
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    settings = app_settings.model_copy(update={"llm": app_settings.llm.model_copy(update={"backend": "transformers"})})
+    with TestClient(create_app(settings)) as c:
+        res = c.get("/readyz")
+    assert res.status_code == 503
+    assert "support-bot models pull" in res.json()["checks"]["model"]
+
+
+def test_demo_page_has_a_chat_panel(client):
+    res = client.get("/")
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/html")
+    page = _Collector()
+    page.feed(res.text)
+    assert {"chat", "chat-log", "chat-form", "chat-input", "chat-send"} <= page.ids
+    assert any(src.endswith("/static/chat.js") for src in page.scripts)
+    assert client.get("/static/chat.js").status_code == 200

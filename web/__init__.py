@@ -1,0 +1,1 @@
+"""FastAPI adapter over support_bot: widget API, knowledge API, health and pages."""

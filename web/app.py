@@ -1,0 +1,69 @@
+"""App factory: `create_app(settings)` builds the FastAPI app; tests build their own."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from support_bot.assistant import Assistant
+from support_bot.config import Settings, get_settings
+from support_bot.db import migrate
+from support_bot.errors import SupportBotError
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(settings: Settings | None = None, *, assistant: Assistant | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.ensure_dirs()
+        if settings.migrate_on_start:
+            migrate(settings)
+        worker = None
+        if not settings.redis_url:
+            from ingest.worker import InProcessWorker
+
+            worker = InProcessWorker.start(settings)
+        yield
+        if worker is not None:
+            worker.stop()
+
+    app = FastAPI(title="support-bot", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.assistant = assistant or Assistant(settings)
+    app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    @app.exception_handler(SupportBotError)
+    async def _domain_error(_request: Request, exc: SupportBotError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+
+    from web.routers import chat, health, knowledge, pages
+
+    app.include_router(health.router)
+    app.include_router(chat.router)
+    app.include_router(knowledge.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    return app

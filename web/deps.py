@@ -1,0 +1,62 @@
+"""Request dependencies as Annotated aliases."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from support_bot.assistant import Assistant
+from support_bot.config import Settings
+from support_bot.db import session_factory
+from support_bot.errors import Unauthorized
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_db(settings: SettingsDep) -> Iterator[Session]:
+    session = session_factory(settings)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def get_assistant(request: Request) -> Assistant:
+    return request.app.state.assistant
+
+
+AssistantDep = Annotated[Assistant, Depends(get_assistant)]
+
+
+def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+TokenDep = Annotated[str | None, Depends(bearer_token)]
+
+
+def require_admin(settings: SettingsDep, token: TokenDep) -> None:
+    if not token or not hmac.compare_digest(token, settings.admin_token):
+        raise Unauthorized("a valid admin token is required (Authorization: Bearer <SUPPORT_BOT_ADMIN_TOKEN>)")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
