@@ -12,6 +12,7 @@ import pytest
 
 from support_bot.config import Settings, get_settings
 from support_bot.db import dispose_engines
+from support_bot.llm.engine import reset_engines
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -48,8 +49,10 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("SUPPORT_BOT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SUPPORT_BOT_LLM__BACKEND", "fake")
     get_settings.cache_clear()
+    reset_engines()
     yield
     get_settings.cache_clear()
+    reset_engines()
     dispose_engines()
 
 

@@ -24,7 +24,7 @@ def model_cache() -> Path:
     """The real default model, pulled once into a cache shared by test runs."""
     from support_bot.llm.pull import pull_model
 
-    cache = Path(os.environ.get("SUPPORT_BOT_TEST_MODEL_CACHE", Path.home() / ".cache" / "support-bot" / "models"))
+    cache = Path(os.environ.get("SUPPORT_BOT_TEST_MODEL_CACHE", Path.home() / ".cache" / "support-bot-test"))
     settings = Settings(llm={"cache_dir": cache})
     pull_model(settings.llm.model, settings, progress=False)
     return cache

@@ -37,5 +37,5 @@ def client(app_settings) -> TestClient:
 @pytest.fixture
 def fake_engine(app_settings):
     engine = get_engine(app_settings)
-    engine.reset() if hasattr(engine, "reset") else None
+    engine.calls.clear()
     return engine

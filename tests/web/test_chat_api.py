@@ -70,7 +70,7 @@ def test_conversation_memory_reaches_the_prompt(client, fake_engine):
     ask(client, conv_id, headers, "How long does shipping take?")
     fake_engine.queue_reply("Express shipping costs $14.95 on any order [1].")
     ask(client, conv_id, headers, "And how much does express shipping cost?")
-    prompt = fake_engine.last_messages
+    prompt = fake_engine.calls[-1]
     roles = [m.role for m in prompt]
     assert roles == ["system", "user", "assistant", "user"]
     assert prompt[1].content == "How long does shipping take?"

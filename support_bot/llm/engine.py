@@ -1,0 +1,101 @@
+"""The generation engine interface and the per-process engine cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from support_bot.config import Settings
+from support_bot.errors import ConfigurationError
+from support_bot.llm.prompt import ChatMessage
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Streams a chat model's answer; all backends (transformers, OpenAI-compatible, fake) look like this."""
+
+    name: str
+    context_window: int
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes as message content."""
+        ...
+
+    def prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        """Tokens the whole prompt for `messages` takes, format and special tokens included."""
+        ...
+
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer in pieces; ends early when `stop` is set or `timeout_s` passes."""
+        ...
+
+    def generate(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+    ) -> str:
+        """The whole answer at once."""
+        ...
+
+
+_engines: dict[tuple[str, ...], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _cache_key(settings: Settings) -> tuple[str, ...]:
+    llm = settings.llm
+    if llm.backend == "openai":
+        return (llm.backend, llm.openai_base_url, llm.openai_model, llm.model)
+    return (llm.backend, llm.model, llm.device, str(settings.model_cache_dir))
+
+
+def get_engine(settings: Settings) -> Engine:
+    """The engine for these settings, created on first use and shared afterwards (models load once per process)."""
+    key = _cache_key(settings)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _create_engine(settings)
+            _engines[key] = engine
+        return engine
+
+
+def _create_engine(settings: Settings) -> Engine:
+    # Imports stay inside the branches so that picking the fake or OpenAI backend never loads torch.
+    match settings.llm.backend:
+        case "transformers":
+            from support_bot.llm.transformers_engine import TransformersEngine
+
+            return TransformersEngine(settings)
+        case "openai":
+            from support_bot.llm.openai_engine import OpenAIEngine
+
+            return OpenAIEngine(settings)
+        case "fake":
+            from support_bot.llm.fake import FakeEngine
+
+            return FakeEngine(name=f"fake:{settings.llm.model}")
+        case other:
+            raise ConfigurationError(f"Unknown LLM backend {other!r}; use transformers, openai or fake")
+
+
+def reset_engines() -> None:
+    """Forget every cached engine (tests, or after changing models)."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()

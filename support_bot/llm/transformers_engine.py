@@ -1,0 +1,290 @@
+"""Local generation with transformers: GGUF or Hugging Face weights, CPU (fp32) or GPU (bf16), streamed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from support_bot.config import Settings
+from support_bot.errors import ConfigurationError, InvalidInput
+from support_bot.llm.presets import PRESETS
+from support_bot.llm.prompt import ChatMessage, count_tokens, render_prompt_ids
+from support_bot.llm.pull import ResolvedModel, resolve_model
+
+log = logging.getLogger(__name__)
+
+CONVERTED_STAMP = "gguf_source.json"
+_DTYPES = {
+    "float32": "float32", "fp32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+}  # fmt: skip
+
+
+def pick_device(requested: str) -> str:
+    """"auto" becomes cuda when a GPU is visible, else cpu."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigurationError(f"LLM device {requested!r} was asked for but no GPU is visible")
+    return requested
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """"auto" becomes bf16 on a GPU and fp32 on a CPU (CPU bf16 matmuls are slow and lossy)."""
+    import torch
+
+    if requested == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return getattr(torch, _DTYPES[requested.lower()])
+    except KeyError:
+        raise ConfigurationError(f"Unknown LLM dtype {requested!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def _dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    import transformers
+    from packaging.version import Version
+
+    # transformers renamed torch_dtype to dtype in 4.56.
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return {key: dtype}
+
+
+def converted_dir(settings: Settings, resolved: ResolvedModel) -> Path:
+    """Where the de-quantized Hugging Face copy of a GGUF model is cached."""
+    if resolved.name in PRESETS:
+        return settings.model_cache_dir / resolved.name / "converted"
+    key = hashlib.sha256(str(resolved.weights).encode()).hexdigest()[:12]
+    return settings.model_cache_dir / "_converted" / f"{Path(resolved.gguf_file or 'model').stem}-{key}"
+
+
+def _gguf_stamp(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"gguf": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _converted_is_current(directory: Path, stamp: dict[str, Any]) -> bool:
+    try:
+        return json.loads((directory / CONVERTED_STAMP).read_text(encoding="utf-8")) == stamp
+    except (OSError, ValueError):
+        return False
+
+
+def _save_converted(model: Any, tokenizer: Any, directory: Path, stamp: dict[str, Any]) -> None:
+    """Cache a plain HF copy of a GGUF-loaded model; best effort, loading from the GGUF still works without it."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        # The de-quantized weights are ordinary tensors; only the GGUF markers block save_pretrained.
+        model.config.__dict__.pop("quantization_config", None)
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / CONVERTED_STAMP).write_text(json.dumps(stamp), encoding="utf-8")
+        tmp.chmod(0o755)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except Exception as exc:  # noqa: BLE001 - a missing cache only costs load time
+        log.warning("could not cache a converted copy of %s: %s", stamp["gguf"], exc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_tokenizer(settings: Settings, resolved: ResolvedModel) -> Any:
+    """The model's tokenizer, from the converted cache when there is one."""
+    from transformers import AutoTokenizer
+
+    if resolved.gguf_file:
+        cached = converted_dir(settings, resolved)
+        if _converted_is_current(cached, _gguf_stamp(resolved.weights)):
+            return AutoTokenizer.from_pretrained(cached)
+        return AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
+    return AutoTokenizer.from_pretrained(resolved.path)
+
+
+def load_model(settings: Settings, resolved: ResolvedModel, *, device: str, dtype: Any) -> tuple[Any, Any]:
+    """(tokenizer, model) ready for generation on `device`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    placement: dict[str, Any] = {}
+    if device.startswith("cuda"):
+        # Plain "cuda" lets accelerate spread a model that needs several GPUs (Llama-2-70B) across them.
+        placement = {"device_map": "auto" if device == "cuda" else {"": device}}
+    source: Path = resolved.path
+    if resolved.gguf_file:
+        cached = converted_dir(settings, resolved)
+        stamp = _gguf_stamp(resolved.weights)
+        if not _converted_is_current(cached, stamp):
+            # Measured with SmolLM2-135M on 2 CPU cores: ~31 s to de-quantize the GGUF (tokenizer included) against
+            # ~0.6 s to load the converted copy, so convert once and load the copy from then on.
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(
+                resolved.path, gguf_file=resolved.gguf_file, **_dtype_kwargs(torch.float32)
+            )
+            _save_converted(model, tokenizer, cached, stamp)
+            model = model.to(device=device if device != "cuda" else "cuda:0", dtype=dtype)
+            model.eval()
+            return tokenizer, model
+        source = cached
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(dtype), **placement)
+    if not placement:
+        model = model.to(device)
+    model.eval()
+    return tokenizer, model
+
+
+class _Halt:
+    """Stopping criterion: the caller's stop event, our own halt event (consumer gone) or the deadline."""
+
+    def __init__(self, events: list[threading.Event], deadline: float) -> None:
+        self.events = events
+        self.deadline = deadline
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = time.monotonic() >= self.deadline or any(e.is_set() for e in self.events)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersEngine:
+    """One local model; generation is serialized with a lock (one request at a time)."""
+
+    def __init__(self, settings: Settings, *, resolved: ResolvedModel | None = None) -> None:
+        self.settings = settings
+        self.resolved = resolved or resolve_model(settings)
+        self.name = f"transformers:{self.resolved.name}"
+        self.context_window = self.resolved.context_window
+        self.device = pick_device(settings.llm.device)
+        self.dtype = pick_dtype(settings.llm.dtype, self.device)
+        self.tokenizer, self.model = load_model(settings, self.resolved, device=self.device, dtype=self.dtype)
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes as message content, by the model's own tokenizer."""
+        return count_tokens(self.tokenizer, text)
+
+    def prompt_ids(self, messages: list[ChatMessage]) -> list[int]:
+        """The prompt exactly as the model receives it."""
+        return render_prompt_ids(self.tokenizer, messages, self.resolved.prompt_format)
+
+    def prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        """Tokens of the whole prompt, format and special tokens included."""
+        return len(self.prompt_ids(messages))
+
+    def generation_config(self, max_new_tokens: int) -> Any:
+        """Greedy when temperature is 0; built fresh so sampling defaults shipped with a model don't leak in."""
+        from transformers import GenerationConfig
+
+        base = self.model.generation_config
+        eos = base.eos_token_id if base.eos_token_id is not None else self.tokenizer.eos_token_id
+        pad = base.pad_token_id
+        if pad is None:
+            pad = eos[0] if isinstance(eos, list) else eos
+        temperature = self.settings.llm.temperature
+        sampling: dict[str, Any] = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": base.top_p or 1.0}
+        return GenerationConfig(
+            bos_token_id=base.bos_token_id, eos_token_id=eos, pad_token_id=pad,
+            max_new_tokens=max_new_tokens, **sampling,
+        )  # fmt: skip
+
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+    ) -> Iterator[str]:
+        """Yield decoded text pieces as tokens are generated."""
+        ids = self.prompt_ids(messages)
+        room = self.context_window - len(ids)
+        if room <= 0:
+            raise InvalidInput(
+                f"The prompt takes {len(ids)} tokens but {self.resolved.name} holds only {self.context_window}"
+            )
+        wanted = self.settings.llm.max_new_tokens if max_new_tokens is None else max_new_tokens
+        timeout = self.settings.llm.timeout_s if timeout_s is None else timeout_s
+        return self._pieces(ids, min(wanted, room), stop, time.monotonic() + timeout)
+
+    def _pieces(self, ids: list[int], new_tokens: int, stop: threading.Event | None, deadline: float) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"{self.name} stayed busy with other requests past the generation timeout")
+        try:
+            if new_tokens <= 0 or (stop is not None and stop.is_set()):
+                return
+            halt = threading.Event()
+            events = [halt] if stop is None else [halt, stop]
+            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=0.1)
+            input_ids = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+            errors: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    with torch.inference_mode():
+                        self.model.generate(
+                            input_ids=input_ids,
+                            attention_mask=torch.ones_like(input_ids),
+                            generation_config=self.generation_config(new_tokens),
+                            stopping_criteria=StoppingCriteriaList([_Halt(events, deadline)]),
+                            streamer=streamer,
+                        )
+                except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+                    errors.append(exc)
+                    streamer.end()
+
+            worker = threading.Thread(target=run, name="llm-generate", daemon=True)
+            worker.start()
+            try:
+                while True:
+                    if (stop is not None and stop.is_set()) or time.monotonic() >= deadline:
+                        break
+                    try:
+                        piece = next(streamer)
+                    except StopIteration:
+                        break
+                    except queue.Empty:
+                        continue
+                    if piece:
+                        yield piece
+            finally:
+                # Also reached when the consumer abandons the stream: stop the model instead of generating unseen.
+                halt.set()
+                worker.join()
+            if errors:
+                raise errors[0]
+        finally:
+            self._lock.release()
+
+    def generate(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+    ) -> str:
+        """The whole answer at once."""
+        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout_s=timeout_s))
