@@ -109,7 +109,12 @@ def cmd_ingest(args) -> int:
             print(f"error: {file}: no such file", file=sys.stderr)
             failed += 1
             continue
-        job = ingest_path(settings=settings, path=path, source_name=args.source)
+        try:
+            job = ingest_path(settings=settings, path=path, source_name=args.source)
+        except SupportBotError as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            failed += 1
+            continue
         if job.status == "succeeded":
             note = "unchanged (same file as the live version)" if job.unchanged else f"{job.progress_total} chunks"
             print(f"{path.name} -> source '{job.source_name}': {note}", file=sys.stderr)

@@ -20,7 +20,7 @@ def test_ingest_of_a_bad_file_names_the_problem(tmp_path, capsys):
 
 def test_ingest_then_reingest_changes_nothing(tmp_path, capsys):
     faq = tmp_path / "shop.csv"
-    faq.write_text("id,question,answer\n1,Do you sell socks?,Yes, wool socks in every size.\n", encoding="utf-8")
+    faq.write_text("id,question,answer\n1,Do you sell socks?,\"Yes, wool socks in every size.\"\n", encoding="utf-8")
     assert main(["ingest", str(faq)]) == 0
     assert "1 chunks" in capsys.readouterr().err
     assert main(["ingest", str(faq)]) == 0

@@ -39,9 +39,10 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
             migrate(settings)
         worker = None
         if not settings.redis_url:
-            from ingest.worker import InProcessWorker
+            from ingest.worker import get_worker
 
-            worker = InProcessWorker.start(settings)
+            worker = get_worker()
+            worker.start(settings)
         yield
         if worker is not None:
             worker.stop()
