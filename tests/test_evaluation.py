@@ -13,8 +13,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAQ = FIXTURES / "northwind_faq.csv"
 QUERIES = FIXTURES / "northwind_queries.jsonl"
 KEYS = {
-    "n", "n_answerable", "recall@1", "recall@5", "mrr@10", "abstain_precision", "abstain_recall",
-    "answer_precision", "answer_coverage", "p50_ms", "p99_ms",
+    "n",
+    "n_answerable",
+    "recall@1",
+    "recall@5",
+    "mrr@10",
+    "abstain_precision",
+    "abstain_recall",
+    "answer_precision",
+    "answer_coverage",
+    "p50_ms",
+    "p99_ms",
 }
 
 
@@ -46,7 +55,7 @@ def test_bad_queries_file_is_refused(tmp_path):
     with pytest.raises(InvalidInput, match="line 2 is not JSON"):
         load_queries(path)
     path.write_text('{"relevant": ["1"]}\n')
-    with pytest.raises(InvalidInput, match="no \"query\""):
+    with pytest.raises(InvalidInput, match='no "query"'):
         load_queries(path)
 
 

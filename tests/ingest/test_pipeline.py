@@ -20,7 +20,9 @@ from .conftest import FAQ
 
 def _chunks(settings) -> list[tuple[str, str, int]]:
     with session_scope(settings) as s:
-        return [tuple(r) for r in s.execute(select(Chunk.id, Chunk.entry_id, Chunk.document_id).order_by(Chunk.ordinal))]
+        return [
+            tuple(r) for r in s.execute(select(Chunk.id, Chunk.entry_id, Chunk.document_id).order_by(Chunk.ordinal))
+        ]
 
 
 def _count(settings, model) -> int:
@@ -42,7 +44,7 @@ def test_ingest_end_to_end(kb):
     with session_scope(kb) as s:
         source = s.scalar(select(Source))
         doc = s.scalar(select(Document))
-        assert (source.name, source.kind, source.active_version) == ("northwind_faq.csv", "faq_csv", 1)
+        assert (source.name, source.kind, source.active_version) == ("northwind_faq", "faq_csv", 1)
         assert (doc.version, doc.n_chunks, doc.filename, doc.id) == (1, 11, "northwind_faq.csv", job.document_id)
         chunk = s.scalar(select(Chunk).where(Chunk.entry_id == "ret-01"))
         # Two unit vectors: the bare question and question + answer.
@@ -52,7 +54,7 @@ def test_ingest_end_to_end(kb):
     # The upload is not kept once its job has succeeded.
     assert list(kb.uploads_dir.iterdir()) == []
     hits = Retriever(kb).search("Can I send my bike back for a refund?").hits
-    assert hits[0].entry_id == "ret-01" and hits[0].source == "northwind_faq.csv"
+    assert hits[0].entry_id == "ret-01" and hits[0].source == "northwind_faq"
 
 
 def test_same_file_twice_changes_nothing(kb):
@@ -217,3 +219,25 @@ def test_long_answers_are_split_and_collapse_to_one_hit(kb):
     assert hits[0].entry_id == "asm-01"
     assert len({h.entry_id for h in hits}) == len(hits)
     assert hits[0].answer.startswith("Your bike arrives 90% assembled.")
+
+
+@pytest.mark.postgres
+def test_versions_and_idempotency_on_postgres(postgres_url, settings, embedder, tmp_path):
+    from support_bot.db import migrate
+
+    pg = settings.model_copy(update={"database_url": postgres_url})
+    migrate(pg)
+    first = ingest_path(settings=pg, path=FAQ, source_name="faq")
+    assert first.status == "succeeded" and len(_chunks(pg)) == 11
+    assert ingest_path(settings=pg, path=FAQ, source_name="faq").unchanged is True
+    changed = _write(tmp_path, "v2.csv", "id,question,answer\ng1,Do you sell gift cards?,\"Yes, from $25.\"\n")
+    with session_scope(pg) as s:
+        job_id = create_job(session=s, settings=pg, source_name="faq", filename="v2.csv", data=changed.read_bytes()).id
+    assert run_job(job_id, pg).status == "succeeded"
+    with session_scope(pg) as s:
+        s.get(IngestJob, job_id).status = "running"
+    assert run_job(job_id, pg).status == "succeeded"
+    assert [c[1] for c in _chunks(pg)] == ["g1"]
+    with session_scope(pg) as s:
+        assert s.scalar(select(Source.active_version)) == 2 and _count(pg, Document) == 1
+    assert Retriever(pg).search("Can I buy a gift card?").hits[0].entry_id == "g1"

@@ -60,7 +60,7 @@ def test_paraphrases_find_the_right_entry(loaded, question):
     assert top.entry_id == PARAPHRASES[question]
     assert top.dense_score > result.hits[1].dense_score
     assert top.text.startswith(top.title + "\n") and top.text.endswith(top.answer)
-    assert top.source == "northwind_faq.csv" and top.chunk_id
+    assert top.source == "northwind_faq" and top.chunk_id
 
 
 @pytest.mark.parametrize("question", UNRELATED)
@@ -105,7 +105,7 @@ def test_retriever_created_before_a_publish_sees_it(kb, tmp_path):
     ingest_path(settings=kb, path=extra)
     result = retriever.search("Can I buy a gift card for a friend?")
     assert result.index_version == 2
-    assert (result.hits[0].entry_id, result.hits[0].source) == ("g1", "gifts.csv")
+    assert (result.hits[0].entry_id, result.hits[0].source) == ("g1", "gifts")
     assert not result.abstain
     # Both sources stay searchable side by side.
-    assert retriever.search("How long does shipping take?").hits[0].source == "northwind_faq.csv"
+    assert retriever.search("How long does shipping take?").hits[0].source == "northwind_faq"

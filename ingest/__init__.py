@@ -1,0 +1,1 @@
+"""Ingestion: loaders (one per format), chunking, the Celery-free pipeline, and the workers that run it."""

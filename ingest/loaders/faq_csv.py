@@ -1,0 +1,122 @@
+"""FAQ CSV loader: header `id,question,answer[,url]`, UTF-8 (BOM allowed), RFC 4180 quoting."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from support_bot.errors import InvalidInput
+
+REQUIRED = ("id", "question", "answer")
+OPTIONAL = ("url",)
+MAX_ID_CHARS = 255
+_MAX_REPORTED = 5
+
+
+@dataclass(frozen=True)
+class FaqEntry:
+    id: str
+    question: str
+    answer: str
+    url: str | None = None
+    # Physical line of the row in the file, for messages.
+    line: int = 0
+
+
+def _clean(value: str) -> str:
+    return value.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def _decode(data: bytes, name: str) -> str:
+    if not data.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise InvalidInput(f"{name}: the file is empty")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\x00" in data[:4096] and _looks_utf16(data[:4096])):
+        raise InvalidInput(f"{name}: the file is UTF-16 encoded, not UTF-8; save it as UTF-8 (in Excel: 'CSV UTF-8')")
+    if b"\x00" in data:
+        raise InvalidInput(f"{name}: the file looks like binary data, not a CSV text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InvalidInput(
+            f"{name}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line} is not valid UTF-8); "
+            "save it as UTF-8 (in Excel: 'CSV UTF-8')"
+        ) from None
+    controls = sum(1 for ch in text[:65536] if ord(ch) < 32 and ch not in "\t\r\n")
+    if controls > max(8, len(text[:65536]) // 200):
+        raise InvalidInput(f"{name}: the file looks like binary data, not a CSV text file")
+    return text
+
+
+def _looks_utf16(head: bytes) -> bool:
+    # ASCII text in UTF-16 has a NUL in every other byte.
+    even, odd = head[0::2], head[1::2]
+    return even.count(0) > len(even) * 0.3 or odd.count(0) > len(odd) * 0.3
+
+
+def _short(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def parse_faq_csv(data: bytes, *, filename: str = "faq.csv") -> list[FaqEntry]:
+    """Parse and validate an FAQ CSV; any problem is an InvalidInput naming the file and what is wrong."""
+    name = PurePath(filename).name or "faq.csv"
+    text = _decode(data, name)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise InvalidInput(f"{name}: malformed CSV on line {reader.line_num}: {exc}") from None
+
+    rows = [(line, row) for line, row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise InvalidInput(f"{name}: the file is empty")
+    header = rows[0][1]
+    columns = [c.strip().lstrip("\ufeff").lower() for c in header]
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        found = ", ".join(repr(_short(c)) for c in columns[:8]) + (", …" if len(columns) > 8 else "")
+        raise InvalidInput(
+            f"{name}: missing column(s) {', '.join(missing)} in the header (found: {found}); "
+            f"expected the header {','.join(REQUIRED)}[,{','.join(OPTIONAL)}]"
+        )
+    dupes = sorted({c for c in columns if c and columns.count(c) > 1})
+    if dupes:
+        raise InvalidInput(f"{name}: the header repeats column(s) {', '.join(dupes)}")
+    if len(rows) == 1:
+        raise InvalidInput(f"{name}: the file has a header but no rows")
+
+    pos = {c: columns.index(c) for c in (*REQUIRED, *OPTIONAL) if c in columns}
+    errors: list[str] = []
+    entries: list[FaqEntry] = []
+    seen: dict[str, int] = {}
+    for number, (line, row) in enumerate(rows[1:], 1):
+        where = f"row {number} (line {line})"
+        if len(row) < len(columns) or any(cell.strip() for cell in row[len(columns) :]):
+            errors.append(f"{where} has {len(row)} fields but the header has {len(columns)}")
+            continue
+        values = {c: _clean(row[i]) for c, i in pos.items()}
+        empty = [c for c in REQUIRED if not values[c]]
+        if empty:
+            errors.append(f"{where} has an empty {' and '.join(empty)}")
+            continue
+        entry_id = values["id"]
+        if len(entry_id) > MAX_ID_CHARS:
+            errors.append(f"{where} has an id longer than {MAX_ID_CHARS} characters")
+            continue
+        if entry_id in seen:
+            errors.append(f"{where} repeats id {_short(entry_id)!r} first used on line {seen[entry_id]}")
+            continue
+        seen[entry_id] = line
+        url = values.get("url") or None
+        # Links are rendered in the widget, so only web links are accepted (no javascript: or data: URLs).
+        if url and not url.lower().startswith(("http://", "https://")):
+            errors.append(f"{where} has a url that is not an http(s) link: {_short(url)!r}")
+            continue
+        entries.append(FaqEntry(id=entry_id, question=values["question"], answer=values["answer"], url=url, line=line))
+    if errors:
+        more = f" (and {len(errors) - _MAX_REPORTED} more problems)" if len(errors) > _MAX_REPORTED else ""
+        raise InvalidInput(f"{name}: " + "; ".join(errors[:_MAX_REPORTED]) + more)
+    return entries
