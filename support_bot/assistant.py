@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from support_bot.db import session_scope
 from support_bot.errors import Forbidden, InvalidInput, NotFound, SupportBotError
 from support_bot.llm.prompt import ChatMessage
 from support_bot.memory import fit_history, history_messages
-from support_bot.models import Conversation, Customer, Message
+from support_bot.models import Conversation, Customer, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,9 @@ def support_ratio(answer: str, sources: list[str]) -> float:
     return sum(1 for w in words if w in vocab) / len(words)
 
 
-def system_prompt(settings: Settings, sources: list[Any]) -> str:
+def system_prompt(
+    settings: Settings, sources: list[Any], *, summary: str | None = None, customer_notes: list[str] | None = None
+) -> str:
     chat = settings.chat
     lines = [
         f"You are {chat.bot_name}, the customer-support assistant of {chat.company_name}. "
@@ -127,6 +130,11 @@ def system_prompt(settings: Settings, sources: list[Any]) -> str:
     ]
     for n, hit in enumerate(sources, start=1):
         lines.append(f"[{n}] {hit.text}")
+    if customer_notes:
+        lines += ["", "Notes from this customer's earlier conversations (context only, not sources):"]
+        lines += [f"- {note}" for note in customer_notes]
+    if summary:
+        lines += ["", f"Summary of the earlier part of this conversation: {summary}"]
     return "\n".join(lines)
 
 
@@ -138,6 +146,8 @@ class Assistant:
         self._engine = engine
         self._retriever = retriever
         self._lock = threading.Lock()
+        # Summaries are written off the answer's path, one at a time.
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
 
     @property
     def engine(self):
@@ -232,6 +242,7 @@ class Assistant:
     def _answer(self, question: Message, *, stop: threading.Event | None) -> Iterator[TurnEvent]:
         settings = self.settings
         with session_scope(settings) as session:
+            conversation = session.get(Conversation, question.conversation_id)
             earlier = list(
                 session.scalars(
                     select(Message)
@@ -239,7 +250,10 @@ class Assistant:
                     .order_by(Message.seq)
                 )
             )
+            summary = conversation.summary if conversation else None
+            customer_notes = self._customer_notes(session, conversation) if conversation else []
         history = history_messages(earlier, max_turns=settings.chat.history_turns)
+        complete = len(history_messages(earlier, max_turns=len(earlier)))
 
         try:
             result = self.retriever.search(question.text)
@@ -257,12 +271,16 @@ class Assistant:
             yield from self._stream_fixed(ABSTAIN_TEXT)
             reply = self._store_reply(question, ABSTAIN_TEXT, [], abstained=True)
             yield TurnEvent("done", self._done_payload(reply))
+            self._background.submit(self._refresh_summary_logged, question.conversation_id)
             return
 
         hits = result.hits[: settings.retrieval.top_k]
         try:
             engine = self.engine
-            messages = self._build_prompt(engine, hits, history, question.text)
+            messages = self._build_prompt(
+                engine, hits, history, question.text, summary=summary, complete_turns=complete,
+                customer_notes=customer_notes,
+            )
             pieces: list[str] = []
             for piece in engine.stream(messages, max_new_tokens=settings.llm.max_new_tokens, stop=stop):
                 pieces.append(piece)
@@ -279,9 +297,83 @@ class Assistant:
         answer, citations = self.ground(("".join(pieces)).strip(), hits)
         reply = self._store_reply(question, answer, citations, abstained=False)
         yield TurnEvent("done", self._done_payload(reply))
+        self._background.submit(self._refresh_summary_logged, question.conversation_id)
 
-    def _build_prompt(self, engine, hits, history: list[ChatMessage], question: str) -> list[ChatMessage]:
-        system = ChatMessage(role="system", content=system_prompt(self.settings, hits))
+    def _customer_notes(self, session: Session, conversation: Conversation) -> list[str]:
+        """Summaries of the same identified customer's other conversations, newest first."""
+        limit = self.settings.chat.customer_memory_conversations
+        if not conversation.customer_id or limit <= 0:
+            return []
+        rows = session.scalars(
+            select(Conversation.summary)
+            .where(
+                Conversation.customer_id == conversation.customer_id,
+                Conversation.id != conversation.id,
+                Conversation.summary.is_not(None),
+            )
+            .order_by(Conversation.updated_at.desc())
+            .limit(limit)
+        )
+        return [r for r in rows if r]
+
+    def refresh_summary(self, conversation_id: str, *, force: bool = False) -> str | None:
+        """Fold messages newer than the summary into it, with the model, when enough have accumulated."""
+        from support_bot.memory import needs_summary, summary_prompt
+
+        with session_scope(self.settings) as session:
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is None:
+                return None
+            messages = list(
+                session.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq))
+            )
+            upto, previous = conversation.summary_upto_seq, conversation.summary
+        every = 1 if force else self.settings.chat.summary_every_messages
+        if not messages or not needs_summary(messages, upto_seq=upto, every=every):
+            return previous
+        newer = [m for m in messages if upto is None or m.seq > upto]
+        text = self.engine.generate(
+            summary_prompt(previous=previous, messages=newer), max_new_tokens=self.settings.chat.summary_max_tokens
+        ).strip()
+        if not text:
+            return previous
+        with session_scope(self.settings) as session:
+            conversation = session.get(Conversation, conversation_id)
+            # A concurrent refresh may have moved the watermark further: keep the newer one.
+            if conversation.summary_upto_seq is None or conversation.summary_upto_seq < messages[-1].seq:
+                conversation.summary, conversation.summary_upto_seq = text, messages[-1].seq
+        return text
+
+    def _refresh_summary_logged(self, conversation_id: str) -> None:
+        try:
+            self.refresh_summary(conversation_id)
+        except Exception:
+            log.exception("could not refresh the summary of conversation %s", conversation_id)
+
+    def wait_background(self, timeout: float = 120.0) -> None:
+        """Wait for queued summary work (tests and shutdown)."""
+        self._background.submit(lambda: None).result(timeout)
+
+    def _build_prompt(
+        self,
+        engine,
+        hits,
+        history: list[ChatMessage],
+        question: str,
+        *,
+        summary: str | None = None,
+        complete_turns: int | None = None,
+        customer_notes: list[str] | None = None,
+    ) -> list[ChatMessage]:
+        def make_system(hits, window_len: int) -> ChatMessage:
+            # The rolling summary stands in for turns that no longer fit the window.
+            dropped = (complete_turns if complete_turns is not None else len(history)) > window_len
+            text = system_prompt(
+                self.settings, hits, summary=summary if dropped else None, customer_notes=customer_notes
+            )
+            return ChatMessage(role="system", content=text)
+
+        system = make_system(hits, len(history))
         user = ChatMessage(role="user", content=question)
         fixed = engine.prompt_tokens([system, user])
         budget = engine.context_window - self.settings.llm.max_new_tokens - fixed
@@ -289,7 +381,7 @@ class Assistant:
             # Sources alone overflow the window: keep fewer of them, never the question.
             while len(hits) > 1 and budget < 0:
                 hits = hits[:-1]
-                system = ChatMessage(role="system", content=system_prompt(self.settings, hits))
+                system = make_system(hits, 0)
                 budget = engine.context_window - self.settings.llm.max_new_tokens - engine.prompt_tokens([system, user])
         window = fit_history(
             history,
@@ -297,9 +389,11 @@ class Assistant:
             count_tokens=lambda msgs: sum(engine.count_tokens(m.content) + _TURN_OVERHEAD_TOKENS for m in msgs),
         )
         limit = engine.context_window - self.settings.llm.max_new_tokens
+        system = make_system(hits, len(window))
         # The estimate above is cheap; the real count of the assembled prompt has the last word.
         while window and engine.prompt_tokens([system, *window, user]) > limit:
             window = window[2:]
+            system = make_system(hits, len(window))
         return [system, *window, user]
 
     def ground(self, answer: str, hits: list[Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -346,7 +440,7 @@ class Assistant:
             session.add(reply)
             conversation = session.get(Conversation, question.conversation_id)
             if conversation is not None:
-                conversation.updated_at = reply.created_at
+                conversation.updated_at = utcnow()
             session.flush()
             return reply
 

@@ -72,6 +72,11 @@ class ChatSettings(BaseModel):
     tone: str = "friendly, concise and professional"
     max_message_chars: int = 4000
     history_turns: int = 10
+    # Refresh the conversation's rolling summary once this many messages are newer than it (0 = never).
+    summary_every_messages: int = 6
+    summary_max_tokens: int = 120
+    # Summaries of an identified customer's earlier conversations given to the model.
+    customer_memory_conversations: int = 3
 
 
 class SafetySettings(BaseModel):

@@ -39,3 +39,32 @@ def fit_history(
     while window and count_tokens(window) > budget_tokens:
         window = window[2:]
     return window
+
+
+SUMMARY_INSTRUCTION = (
+    "You write short notes for a customer-support team. Summarize the conversation below in at most three short "
+    "sentences: what the customer needs, what they were told, and what is still open. Use only facts from the "
+    "conversation; do not add advice."
+)
+_SPEAKER = {"customer": "Customer", "bot": "Assistant", "agent": "Agent"}
+
+
+def transcript(messages: Sequence[Message]) -> str:
+    return "\n".join(f"{_SPEAKER[m.role]}: {m.text.strip()}" for m in messages if m.role in _SPEAKER and m.text.strip())
+
+
+def summary_prompt(*, previous: str | None, messages: Sequence[Message]) -> list[ChatMessage]:
+    """The prompt that folds newer messages into the previous summary."""
+    parts = []
+    if previous:
+        parts.append(f"Summary so far:\n{previous.strip()}\n")
+    parts.append(f"Conversation{' since then' if previous else ''}:\n{transcript(messages)}")
+    return [ChatMessage(role="system", content=SUMMARY_INSTRUCTION), ChatMessage(role="user", content="\n".join(parts))]
+
+
+def needs_summary(messages: Sequence[Message], *, upto_seq: int | None, every: int) -> bool:
+    """True once `every` messages are newer than the summary's watermark."""
+    if every <= 0:
+        return False
+    newer = [m for m in messages if m.role in _SPEAKER and (upto_seq is None or m.seq > upto_seq)]
+    return len(newer) >= every

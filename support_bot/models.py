@@ -50,7 +50,9 @@ class Conversation(Base):
     token_hash: Mapped[str] = mapped_column(String(64))
     # bot -> queued -> assigned -> resolved (or back to bot)
     status: Mapped[str] = mapped_column(String(16), default="bot", index=True)
+    # Model-written rolling summary of the conversation up to message seq `summary_upto_seq`.
     summary: Mapped[str | None] = mapped_column(Text)
+    summary_upto_seq: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
