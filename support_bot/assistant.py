@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from support_bot.config import Settings
 from support_bot.db import session_scope
+from support_bot.grounding import ground_answer
 from support_bot.errors import Forbidden, InvalidInput, NotFound, SupportBotError
 from support_bot.llm.prompt import ChatMessage
 from support_bot.memory import fit_history, history_messages
@@ -29,12 +30,6 @@ log = logging.getLogger(__name__)
 
 # Per-message overhead of chat markup ([INST], role headers) when estimating history size.
 _TURN_OVERHEAD_TOKENS = 8
-_CITATION_RE = re.compile(r"\[(\d{1,2})\]")
-_WORD_RE = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    "a an and are as at be but by can do does for from has have how i if in is it its me my no not of on or our "
-    "so that the their there these this to us was we what when where which who will with you your".split()
-)
 
 ABSTAIN_TEXT = (
     "I'm sorry, I couldn't find an answer to that in our help center, and I don't want to guess. "
@@ -100,19 +95,6 @@ def message_payload(msg: Message) -> dict[str, Any]:
         "citations": msg.citations or [],
         "abstained": msg.abstained,
     }
-
-
-def _content_words(text: str) -> list[str]:
-    return [w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1]
-
-
-def support_ratio(answer: str, sources: list[str]) -> float:
-    """Share of the answer's content words that appear in the sources it was given."""
-    words = _content_words(_CITATION_RE.sub(" ", answer))
-    if not words:
-        return 0.0
-    vocab = set(_content_words(" ".join(sources)))
-    return sum(1 for w in words if w in vocab) / len(words)
 
 
 def system_prompt(
@@ -397,19 +379,14 @@ class Assistant:
         return [system, *window, user]
 
     def ground(self, answer: str, hits: list[Any]) -> tuple[str, list[dict[str, Any]]]:
-        """Keep citations to sources that were given; fall back to the source's own answer when unsupported."""
-        valid = {n for n in (int(m) for m in _CITATION_RE.findall(answer)) if 1 <= n <= len(hits)}
-        answer = _CITATION_RE.sub(lambda m: m.group(0) if int(m.group(1)) in valid else "", answer).strip()
-        answer = re.sub(r"[ \t]{2,}", " ", answer)
-        texts = [h.text for h in hits]
-        if not answer or support_ratio(answer, texts) < self.settings.retrieval.min_support:
+        """Keep what the sources support, cited; fall back to the top source's own answer when nothing is."""
+        grounded = ground_answer(answer, [h.text for h in hits], min_support=self.settings.retrieval.min_support)
+        if not grounded.text:
             top = hits[0]
             return f"{(top.answer or top.text).strip()} [1]", [self._citation(1, top)]
-        if not valid:
-            # Supported but uncited: credit the sources whose words the answer uses, best first.
-            ranked = sorted(range(len(hits)), key=lambda i: -support_ratio(answer, [texts[i]]))
-            valid = {ranked[0] + 1}
-        return answer, [self._citation(n, hits[n - 1]) for n in sorted(valid)]
+        if grounded.dropped:
+            log.info("dropped %d unsupported sentence(s) from an answer", len(grounded.dropped))
+        return grounded.text, [self._citation(n, hits[n - 1]) for n in grounded.used]
 
     @staticmethod
     def _citation(n: int, hit: Any) -> dict[str, Any]:

@@ -51,9 +51,9 @@ class RetrievalSettings(BaseModel):
     # small FAQ); this changed nothing on covid-faq and rescues clear paraphrases such as "which cards can I pay with".
     min_score_distinct: float = 0.5
     min_margin: float = 0.25
-    # Share of a generated answer's content words that must appear in its sources; below it the source's own
-    # answer is shown instead of the model's wording.
-    min_support: float = 0.5
+    # A generated sentence is kept only when one source holds this share of its content words and every figure
+    # in it verbatim; when no sentence is kept, the top source's own answer is shown instead.
+    min_support: float = 0.75
 
 
 class IngestSettings(BaseModel):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from support_bot.assistant import Assistant, support_ratio
+from support_bot.assistant import Assistant
+from support_bot.grounding import ground_answer, numeric_phrases, support_ratio
 from support_bot.llm.prompt import ChatMessage
 
 
@@ -35,13 +36,13 @@ def test_support_ratio_counts_content_words_in_sources():
 
 def test_ground_keeps_valid_citations_and_drops_invented_ones(settings):
     answer, cites = Assistant(settings).ground("Gift cards never expire [2][5].", HITS)
-    assert answer == "Gift cards never expire [2]."
+    assert answer == "Gift cards never expire. [2]"
     assert [(c["n"], c["entry_id"]) for c in cites] == [(2, "gift-01")]
 
 
 def test_ground_credits_the_source_an_uncited_answer_uses(settings):
     answer, cites = Assistant(settings).ground("Gift cards never expire.", HITS)
-    assert answer == "Gift cards never expire."
+    assert answer == "Gift cards never expire. [2]"
     assert [c["entry_id"] for c in cites] == ["gift-01"]
 
 
@@ -81,3 +82,48 @@ def test_prompt_fits_the_window_dropping_oldest_history_never_the_question(setti
     kept = messages[1:-1]
     assert kept and kept == history[-len(kept):]
     assert [m.role for m in kept][0] == "user"
+
+
+REFUNDS = (
+    "What is your return policy?\nYou can return unused items in their original packaging within 30 days of delivery "
+    "for a full refund.",
+    "How long do refunds take?\nRefunds are issued to your original payment method within 5 business days after we "
+    "receive the return. Your bank may take another 2 to 3 days to show it.",
+    "How long does shipping take?\nStandard shipping takes 3 to 5 business days within the continental US.",
+)
+
+
+def test_figures_must_appear_verbatim_in_the_supporting_source():
+    # A small model's real output: right words, wrong figures, then a repetition loop.
+    answer = (
+        "Refunds take 3 to 5 business days to arrive. You can return any item within 30 days of delivery for a full "
+        "refund.\nRefunds are issued to your original payment method within 5 business days after we receive the "
+        "return.\nRefunds are issued to your original payment method within 10 business days after we receive the "
+        "return.\nRefunds are issued to your original payment method within 24 hours after we receive the return.\n"
+        "Refunds are issued to your original payment method within 24 hours after we receive the return.\nRefunds"
+    )
+    grounded = ground_answer(answer, list(REFUNDS), min_support=0.75)
+    assert grounded.text == (
+        "You can return any item within 30 days of delivery for a full refund. Refunds are issued to your original "
+        "payment method within 5 business days after we receive the return. [1][2]"
+    )
+    assert grounded.used == [1, 2]
+    assert any("3 to 5" in d for d in grounded.dropped) and any("24 hours" in d for d in grounded.dropped)
+
+
+def test_numeric_phrases_keep_ranges_and_units():
+    assert numeric_phrases("Costs $14.95, ships in 3 to 5 days, 20% off, 1-2 weeks") == [
+        "$14.95", "3 to 5", "20%", "1-2"
+    ]
+
+
+def test_decimals_do_not_split_sentences():
+    source = "How much does shipping cost?\nExpress shipping costs $14.95 on any order."
+    grounded = ground_answer("Express shipping costs $14.95 on any order [1].", [source], min_support=0.75)
+    assert grounded.text == "Express shipping costs $14.95 on any order. [1]"
+    assert ground_answer("Express shipping costs $12.95.", [source], min_support=0.75).text == ""
+
+
+def test_nothing_supported_gives_empty_text():
+    grounded = ground_answer("We sell spaceships at half price.", list(REFUNDS), min_support=0.75)
+    assert grounded.text == "" and grounded.used == []

@@ -44,7 +44,7 @@ def test_summary_is_written_after_enough_messages_and_used_when_history_is_trimm
     # history_turns=1 keeps only the last exchange verbatim
     assert [m.content for m in prompt[1:]] == [
         "How much is express shipping?",
-        "Express shipping costs $14.95 on any order [1].",
+        "Express shipping costs $14.95 on any order. [1]",
         "Do you ship internationally?",
     ]
 

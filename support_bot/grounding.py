@@ -1,0 +1,103 @@
+"""Is a generated answer supported by its sources? Sentence by sentence, numbers verbatim."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+CITATION_RE = re.compile(r"\s*\[(\d{1,2})\]")
+_WORD_RE = re.compile(r"[a-z0-9]+(?:[.,:][0-9]+)*")
+# Sentence ends are punctuation followed by space (so "$14.95" stays whole) and line breaks.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+# A number with its unit sign, and ranges such as "3 to 5" or "2-3": a claim is only as good as its figures.
+_NUMERIC_RE = re.compile(
+    r"[$€£]?\d[\d,]*(?:\.\d+)?%?(?:\s*(?:to|-|–|or|and)\s*[$€£]?\d[\d,]*(?:\.\d+)?%?)*", re.IGNORECASE
+)
+_STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have how i if in is it its me my no not of on or our "
+    "so that the their there these this to us was we what when where which who will with you your also please "
+    "any all just very more some".split()
+)
+
+
+def _stem(word: str) -> str:
+    # Plural and third-person "s" only: enough to match "items"/"item", "takes"/"take".
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def content_words(text: str) -> list[str]:
+    return [_stem(w) for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1]
+
+
+def numeric_phrases(text: str) -> list[str]:
+    return [re.sub(r"\s+", " ", m.group(0).strip().lower()) for m in _NUMERIC_RE.finditer(text)]
+
+
+def _has_phrase(phrase: str, source: str) -> bool:
+    pattern = r"(?<![\d.,])" + re.escape(phrase).replace(r"\ ", r"\s+") + r"(?![\d])"
+    return re.search(pattern, source, re.IGNORECASE) is not None
+
+
+def sentence_support(sentence: str, source: str) -> float:
+    """Share of the sentence's content words found in the source; 0 if any figure in it is not in the source."""
+    words = content_words(sentence)
+    if not words:
+        return 0.0
+    if any(not _has_phrase(p, source) for p in numeric_phrases(sentence)):
+        return 0.0
+    vocab = set(content_words(source))
+    return sum(1 for w in words if w in vocab) / len(words)
+
+
+def support_ratio(answer: str, sources: list[str]) -> float:
+    """Share of the answer's content words that appear anywhere in the sources."""
+    words = content_words(CITATION_RE.sub(" ", answer))
+    if not words:
+        return 0.0
+    vocab = set(content_words(" ".join(sources)))
+    return sum(1 for w in words if w in vocab) / len(words)
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
+
+
+@dataclass
+class Grounded:
+    text: str
+    # 1-based source numbers the kept text relies on, in order of first use.
+    used: list[int] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def ground_answer(answer: str, sources: list[str], *, min_support: float, min_words: int = 2) -> Grounded:
+    """Keep the sentences one source supports (figures verbatim), drop repeats and the rest, and cite them."""
+    kept: list[str] = []
+    used: list[int] = []
+    dropped: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+    for sentence in split_sentences(answer):
+        cited = [int(n) for n in CITATION_RE.findall(sentence) if 1 <= int(n) <= len(sources)]
+        plain = CITATION_RE.sub("", sentence).strip()
+        key = tuple(content_words(plain))
+        if len(key) < min_words or key in seen:
+            # Fragments (e.g. cut off by the token limit) and repetition loops add nothing.
+            if key and key not in seen:
+                dropped.append(sentence)
+            continue
+        seen.add(key)
+        scores = [sentence_support(plain, src) for src in sources]
+        best = max(range(len(sources)), key=lambda i: scores[i]) if sources else -1
+        if best < 0 or scores[best] < min_support:
+            dropped.append(sentence)
+            continue
+        # Prefer the source the model cited when that source supports the sentence too.
+        supporting = [n for n in cited if scores[n - 1] >= min_support] or [best + 1]
+        kept.append(plain)
+        for n in supporting:
+            if n not in used:
+                used.append(n)
+    if not kept:
+        return Grounded(text="", used=[], dropped=dropped)
+    text = " ".join(kept)
+    return Grounded(text=f"{text} {''.join(f'[{n}]' for n in used)}", used=used, dropped=dropped)
