@@ -82,8 +82,6 @@ def ground_answer(answer: str, sources: list[str], *, min_support: float, min_wo
         key = tuple(content_words(plain))
         if len(key) < min_words or key in seen:
             # Fragments (e.g. cut off by the token limit) and repetition loops add nothing.
-            if key and key not in seen:
-                dropped.append(sentence)
             continue
         seen.add(key)
         scores = [sentence_support(plain, src) for src in sources]
@@ -97,7 +95,8 @@ def ground_answer(answer: str, sources: list[str], *, min_support: float, min_wo
         for n in supporting:
             if n not in used:
                 used.append(n)
-    if not kept:
+    # An answer that is mostly unsupported is a confused one: what survives would mislead by omission.
+    if not kept or len(kept) < len(dropped):
         return Grounded(text="", used=[], dropped=dropped)
     text = " ".join(kept)
     return Grounded(text=f"{text} {''.join(f'[{n}]' for n in used)}", used=used, dropped=dropped)

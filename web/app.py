@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,6 +30,17 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _warm_up(app: FastAPI) -> None:
+    try:
+        app.state.assistant.engine  # noqa: B018  (loading is the point)
+        app.state.model_status = "ok"
+    except SupportBotError as exc:
+        app.state.model_status = exc.detail
+    except Exception as exc:  # the reason is shown on /readyz; the server keeps serving pages and history
+        log.exception("model failed to load")
+        app.state.model_status = f"failed to load: {type(exc).__name__}: {exc}"
+
+
 def create_app(settings: Settings | None = None, *, assistant: Assistant | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -37,6 +49,9 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
         settings.ensure_dirs()
         if settings.migrate_on_start:
             migrate(settings)
+        app.state.model_status = "loading"
+        # Load the model before the first customer needs it; /readyz says "loading" until then.
+        threading.Thread(target=_warm_up, args=(app,), name="model-warm-up", daemon=True).start()
         worker = None
         if not settings.redis_url:
             from ingest.worker import get_worker

@@ -24,6 +24,8 @@ from support_bot.llm.pull import ResolvedModel, resolve_model
 log = logging.getLogger(__name__)
 
 CONVERTED_STAMP = "gguf_source.json"
+# How often a waiting stream looks at its stop event and deadline while no token arrives.
+_POLL_S = 0.05
 _DTYPES = {
     "float32": "float32", "fp32": "float32",
     "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -150,32 +152,85 @@ def load_model(settings: Settings, resolved: ResolvedModel, *, device: str, dtyp
     return tokenizer, model
 
 
-class _Halt:
-    """Stopping criterion: the caller's stop event, our own halt event (consumer gone) or the deadline."""
+def _usable_attention(model: Any) -> None:
+    """Decode steps pass an explicit 4D mask, which the sdpa and eager attention paths take as is."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager"):
+        log.info("switching attention from %s to sdpa for batched decoding", implementation)
+        model.set_attn_implementation("sdpa")
 
-    def __init__(self, events: list[threading.Event], deadline: float) -> None:
-        self.events = events
-        self.deadline = deadline
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
+def _limit_cpu_threads() -> None:
+    """One intra-op thread per CPU this process may run on; more only adds contention."""
+    import torch
 
-        done = time.monotonic() >= self.deadline or any(e.is_set() for e in self.events)
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    if torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
 
 
 class TransformersEngine:
-    """One local model; generation is serialized with a lock (one request at a time)."""
+    """One local model served by a continuous-batching scheduler: concurrent requests share decode steps."""
 
-    def __init__(self, settings: Settings, *, resolved: ResolvedModel | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, resolved: ResolvedModel | None = None, max_batch_size: int = 32
+    ) -> None:
         self.settings = settings
         self.resolved = resolved or resolve_model(settings)
-        self.name = f"transformers:{self.resolved.name}"
-        self.context_window = self.resolved.context_window
         self.device = pick_device(settings.llm.device)
         self.dtype = pick_dtype(settings.llm.dtype, self.device)
-        self.tokenizer, self.model = load_model(settings, self.resolved, device=self.device, dtype=self.dtype)
-        self._lock = threading.Lock()
+        tokenizer, model = load_model(settings, self.resolved, device=self.device, dtype=self.dtype)
+        self._start(tokenizer, model, max_batch_size=max_batch_size)
+
+    @classmethod
+    def from_model(
+        cls,
+        settings: Settings,
+        *,
+        model: Any,
+        tokenizer: Any,
+        resolved: ResolvedModel,
+        max_batch_size: int = 32,
+        cuda_graphs: bool | None = None,
+    ) -> TransformersEngine:
+        """An engine around an already loaded model (benchmarks with random weights, tests)."""
+        engine = cls.__new__(cls)
+        engine.settings = settings
+        engine.resolved = resolved
+        engine.device = str(model.get_input_embeddings().weight.device)
+        engine.dtype = model.get_input_embeddings().weight.dtype
+        engine._start(tokenizer, model, max_batch_size=max_batch_size, cuda_graphs=cuda_graphs)
+        return engine
+
+    def _start(self, tokenizer: Any, model: Any, *, max_batch_size: int, cuda_graphs: bool | None = None) -> None:
+        from support_bot.llm.batching import ContinuousBatcher
+
+        self.tokenizer, self.model = tokenizer, model
+        self.name = f"transformers:{self.resolved.name}"
+        self.context_window = self.resolved.context_window
+        if not self.device.startswith("cuda"):
+            _limit_cpu_threads()
+        _usable_attention(model)
+        config = self.generation_config(1)
+        eos = config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.batcher = ContinuousBatcher(
+            model,
+            eos_token_ids=eos_ids,
+            max_seq_len=self.context_window,
+            max_batch_size=max_batch_size,
+            temperature=self.settings.llm.temperature,
+            top_p=config.top_p if config.do_sample and config.top_p is not None else 1.0,
+            cuda_graphs=cuda_graphs,
+            name=self.name,
+        )
+
+    def close(self) -> None:
+        """Stop the scheduler thread (requests still running end with an error)."""
+        self.batcher.close()
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes as message content, by the model's own tokenizer."""
@@ -216,67 +271,84 @@ class TransformersEngine:
         timeout_s: float | None = None,
     ) -> Iterator[str]:
         """Yield decoded text pieces as tokens are generated."""
-        ids = self.prompt_ids(messages)
-        room = self.context_window - len(ids)
+        return self.stream_ids(
+            self.prompt_ids(messages), max_new_tokens=max_new_tokens, stop=stop, timeout_s=timeout_s
+        )
+
+    def stream_ids(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int | None = None,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+        ignore_eos: bool = False,
+    ) -> Iterator[str]:
+        """Like `stream`, from a ready token-id prompt; `ignore_eos` decodes the full length (benchmarks)."""
+        from support_bot.llm.batching import GenerationRequest
+
+        room = self.context_window - len(prompt_ids)
         if room <= 0:
             raise InvalidInput(
-                f"The prompt takes {len(ids)} tokens but {self.resolved.name} holds only {self.context_window}"
+                f"The prompt takes {len(prompt_ids)} tokens but {self.resolved.name} holds only {self.context_window}"
             )
+        if not prompt_ids:
+            raise InvalidInput("The prompt is empty")
         wanted = self.settings.llm.max_new_tokens if max_new_tokens is None else max_new_tokens
         timeout = self.settings.llm.timeout_s if timeout_s is None else timeout_s
-        return self._pieces(ids, min(wanted, room), stop, time.monotonic() + timeout)
+        request = GenerationRequest(
+            prompt_ids=list(prompt_ids),
+            max_new_tokens=min(wanted, room),
+            deadline=time.monotonic() + timeout,
+            stop=stop,
+            ignore_eos=ignore_eos,
+        )
+        return self._pieces(request)
 
-    def _pieces(self, ids: list[int], new_tokens: int, stop: threading.Event | None, deadline: float) -> Iterator[str]:
-        import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+    def _pieces(self, request: Any) -> Iterator[str]:
+        from support_bot.llm.batching import Finished
+        from support_bot.llm.detokenize import IncrementalDecoder
 
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(f"{self.name} stayed busy with other requests past the generation timeout")
+        if request.max_new_tokens <= 0 or (request.stop is not None and request.stop.is_set()):
+            return
+        decoder = IncrementalDecoder(self.tokenizer)
+        self.batcher.submit(request)
         try:
-            if new_tokens <= 0 or (stop is not None and stop.is_set()):
-                return
-            halt = threading.Event()
-            events = [halt] if stop is None else [halt, stop]
-            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=0.1)
-            input_ids = torch.tensor([ids], dtype=torch.long, device=self.model.device)
-            errors: list[BaseException] = []
-
-            def run() -> None:
+            finished = False
+            while not finished:
+                if request.halt_reason(time.monotonic()) is not None:
+                    if not request.admitted.is_set() and time.monotonic() >= request.deadline:
+                        raise TimeoutError(f"{self.name} stayed busy with other requests past the generation timeout")
+                    return
                 try:
-                    with torch.inference_mode():
-                        self.model.generate(
-                            input_ids=input_ids,
-                            attention_mask=torch.ones_like(input_ids),
-                            generation_config=self.generation_config(new_tokens),
-                            stopping_criteria=StoppingCriteriaList([_Halt(events, deadline)]),
-                            streamer=streamer,
-                        )
-                except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
-                    errors.append(exc)
-                    streamer.end()
-
-            worker = threading.Thread(target=run, name="llm-generate", daemon=True)
-            worker.start()
-            try:
+                    # The wait is bounded so a stop or timeout is noticed even while the scheduler is busy.
+                    items = [request.output.get(timeout=_POLL_S)]
+                except queue.Empty:
+                    if not self.batcher.alive:
+                        raise RuntimeError(f"{self.name} stopped unexpectedly") from None
+                    continue
+                # Drain whatever else is ready: a slow consumer gets bigger pieces instead of falling behind.
                 while True:
-                    if (stop is not None and stop.is_set()) or time.monotonic() >= deadline:
-                        break
                     try:
-                        piece = next(streamer)
-                    except StopIteration:
-                        break
+                        items.append(request.output.get_nowait())
                     except queue.Empty:
-                        continue
-                    if piece:
-                        yield piece
-            finally:
-                # Also reached when the consumer abandons the stream: stop the model instead of generating unseen.
-                halt.set()
-                worker.join()
-            if errors:
-                raise errors[0]
+                        break
+                ids: list[int] = []
+                for item in items:
+                    if isinstance(item, BaseException):
+                        raise item
+                    if isinstance(item, Finished):
+                        finished = True
+                        break
+                    ids.append(item)
+                piece = decoder.push(ids)
+                if finished:
+                    piece += decoder.flush()
+                if piece and not (request.stop is not None and request.stop.is_set()):
+                    yield piece
         finally:
-            self._lock.release()
+            # Also reached when the consumer abandons the stream: the scheduler frees the row at its next step.
+            request.cancel()
 
     def generate(
         self,

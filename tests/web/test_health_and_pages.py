@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from html.parser import HTMLParser
 
 import pytest
@@ -21,10 +22,19 @@ class _Collector(HTMLParser):
             self.scripts.append(attrs["src"])
 
 
+def wait_ready(client, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        res = client.get("/readyz")
+        if res.json()["checks"]["model"] != "loading" or time.monotonic() > deadline:
+            return res
+        time.sleep(0.1)
+
+
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    res = client.get("/readyz")
-    assert res.status_code == 200 and res.json()["checks"]["database"] == "ok"
+    res = wait_ready(client)
+    assert res.status_code == 200 and res.json()["checks"] == {"database": "ok", "model": "ok"}
 
 
 @pytest.mark.parametrize("app_settings", ["sqlite"], indirect=True)
@@ -35,7 +45,7 @@ def test_readiness_reports_a_missing_model(app_settings):
 
     settings = app_settings.model_copy(update={"llm": app_settings.llm.model_copy(update={"backend": "transformers"})})
     with TestClient(create_app(settings)) as c:
-        res = c.get("/readyz")
+        res = wait_ready(c)
     assert res.status_code == 503
     assert "support-bot models pull" in res.json()["checks"]["model"]
 
