@@ -104,7 +104,9 @@ class SafetySettings(BaseModel):
             "disallowed_topic": "block",
         }
     )
-    # Topics the bot must not discuss: plain phrases matched as whole words (and by meaning when embeddings are on).
+    # Topics the bot must not discuss. Each entry matches as a whole phrase and, with embeddings on, by meaning
+    # (cosine >= disallowed_topic_similarity); for the latter write entries as example questions ("which
+    # cryptocurrency should I invest in"), since single words sit far from whole questions in embedding space.
     disallowed_topics: list[str] = Field(default_factory=list)
     disallowed_topic_similarity: float = 0.62
     # Replacement customer-facing replies per category ({company} and {max_chars} are filled in).
@@ -122,6 +124,8 @@ class SafetySettings(BaseModel):
     # A local Llama Guard checkpoint (directory); when set it classifies input and output as an extra signal.
     llama_guard_model: str | None = None
     llama_guard_device: str = "cpu"
+    # "llamaguard-7b" (the prompt written by the adapter) or "chat_template" (successors' own template).
+    llama_guard_format: Literal["llamaguard-7b", "chat_template"] = "llamaguard-7b"
 
 
 class Settings(BaseSettings):

@@ -1,9 +1,11 @@
-"""The embedding model's BERT forward pass in numpy, for one message at a time inside the guard's latency budget.
+"""The embedding model's BERT forward pass in numpy, for one short message at a time inside the guard.
 
-The guard embeds a single short message per turn. Through torch and sentence-transformers that costs ~10x the
-arithmetic in framework overhead; the same weights (read from the model's safetensors file) in a few numpy matmuls
-give the same unit vectors (checked against sentence-transformers in the tests). Only BERT encoders with mean
-pooling and normalization, such as the packaged all-MiniLM-L6-v2, are supported; others use the regular embedder.
+The guard embeds one message per turn, capped to its first few word pieces. Doing that with the model's own
+weights (read from its safetensors file) in a dozen numpy calls per layer gives the model's unit vectors (within
+cos 0.9999 of sentence-transformers, checked in the tests) without importing torch, and with BLAS pinned to
+one thread: on a busy 2-core machine a second BLAS thread only spins, and stalls single calls for hundreds of ms.
+Only BERT encoders with mean pooling and normalization, such as the packaged all-MiniLM-L6-v2, qualify; other
+models go through the regular embedder.
 """
 
 from __future__ import annotations
@@ -17,22 +19,34 @@ import numpy as np
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+    """Layer norm over the last axis, in place (x is a fresh intermediate at every call site)."""
+    x -= x.mean(axis=-1, keepdims=True)
+    var = np.einsum("ij,ij->i", x, x) / np.float32(x.shape[-1])
+    x *= (1.0 / np.sqrt(var + np.float32(eps)))[:, None]
+    x *= weight
+    x += bias
+    return x
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, below float32 resolution of the activations.
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
+_GELU_C = np.float32(0.7978845608028654)  # sqrt(2 / pi)
+_GELU_K = np.float32(0.044715)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x * np.float32(0.7071067811865476)))
+    """GELU in its tanh form: within 5e-4 of the exact erf form, at a quarter of the cost in numpy.
+
+    The library and each message go through the same function, so the approximation cannot bias a comparison;
+    the embeddings stay within cos 0.9999 of the model's own (checked in the tests).
+    """
+    inner = x * x
+    inner *= _GELU_K * x
+    inner += x
+    inner *= _GELU_C
+    np.tanh(inner, out=inner)
+    inner += 1.0
+    inner *= x
+    inner *= np.float32(0.5)
+    return inner
 
 
 class NumpyBertEncoder:
@@ -70,6 +84,10 @@ class NumpyBertEncoder:
                 [w[p + f"attention.self.{n}.weight"] for n in ("query", "key", "value")], axis=0
             ).T.copy()
             qkv_b = np.concatenate([w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")])
+            # Fold the attention's 1/sqrt(head size) into the query projection once, not into every score matrix.
+            scale = np.float32(1.0 / np.sqrt(int(config["hidden_size"]) // self.heads))
+            qkv_w[:, : qkv_w.shape[1] // 3] *= scale
+            qkv_b[: qkv_b.shape[0] // 3] *= scale
             self.layers.append(
                 (
                     qkv_w,
@@ -102,9 +120,8 @@ class NumpyBertEncoder:
             m["path"] for m in json.loads(modules_file.read_text()) if m["type"].endswith("Pooling")
         )
         pooling = json.loads((pooling_dir / "config.json").read_text())
-        if not pooling.get("pooling_mode_mean_tokens") or any(
-            pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
-        ):
+        other_modes = ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens")
+        if not pooling.get("pooling_mode_mean_tokens") or any(pooling.get(k) for k in other_modes):
             raise ValueError(f"{model_dir} does not use plain mean pooling")
 
     def _forward(self, ids: np.ndarray) -> np.ndarray:
@@ -114,19 +131,27 @@ class NumpyBertEncoder:
         x = _layer_norm(x, *self.emb_ln, self.eps)
         d = self.dim
         hd = d // self.heads
-        scale = np.float32(1.0 / np.sqrt(hd))
         for qkv_w, qkv_b, o_w, o_b, ln1, i_w, i_b, f_w, f_b, ln2 in self.layers:
-            qkv = x @ qkv_w + qkv_b
+            qkv = x @ qkv_w
+            qkv += qkv_b
             q = qkv[:, :d].reshape(n, self.heads, hd).transpose(1, 0, 2)
             k = qkv[:, d : 2 * d].reshape(n, self.heads, hd).transpose(1, 2, 0)
             v = qkv[:, 2 * d :].reshape(n, self.heads, hd).transpose(1, 0, 2)
-            scores = (q @ k) * scale
+            scores = q @ k
             scores -= scores.max(axis=-1, keepdims=True)
-            probs = np.exp(scores)
-            probs /= probs.sum(axis=-1, keepdims=True)
-            context = (probs @ v).transpose(1, 0, 2).reshape(n, d)
-            x = _layer_norm(context @ o_w + o_b + x, *ln1, self.eps)
-            x = _layer_norm(_gelu(x @ i_w + i_b) @ f_w + f_b + x, *ln2, self.eps)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(axis=-1, keepdims=True)
+            context = (scores @ v).transpose(1, 0, 2).reshape(n, d)
+            h = context @ o_w
+            h += o_b
+            h += x
+            x = _layer_norm(h, *ln1, self.eps)
+            h = x @ i_w
+            h += i_b
+            h = _gelu(h) @ f_w
+            h += f_b
+            h += x
+            x = _layer_norm(h, *ln2, self.eps)
         pooled = x.mean(axis=0)
         return pooled / max(float(np.linalg.norm(pooled)), 1e-12)
 

@@ -37,6 +37,7 @@ _TRICK_WEIGHTS = {
 # attacks, and otherwise tips over messages that other signals already found suspicious.
 _SIMILARITY_WEIGHT = 0.8
 _SIMILARITY_MIN_CHARS = 100
+_HISTORY_TURN_CHARS = 600
 # Past this combined attack score further attack evidence cannot change the verdict, only the latency.
 _ATTACK_ENOUGH = 0.97
 # Handing a person in distress to a human beats any other verdict on the same message.
@@ -66,6 +67,7 @@ class Verdict:
     """The guard's decision on one customer message."""
 
     action: str  # allow | caution | block | handoff
+    # The strongest category, also when allowed with weak evidence; "none" when no signal fired.
     category: str
     score: float
     reason: str
@@ -181,7 +183,9 @@ class InputGuard:
         if self._llama_guard is None and self.cfg.llama_guard_model:
             from support_bot.safety.llama_guard import get_llama_guard
 
-            self._llama_guard = get_llama_guard(self.cfg.llama_guard_model, device=self.cfg.llama_guard_device)
+            self._llama_guard = get_llama_guard(
+                self.cfg.llama_guard_model, device=self.cfg.llama_guard_device, prompt_format=self.cfg.llama_guard_format
+            )
         return self._llama_guard
 
     def warm_up(self) -> None:
@@ -223,10 +227,11 @@ class InputGuard:
         return signals
 
     def _history_signal(self, text: str, history: list[str], current_attack: float) -> list[Signal]:
-        turns = [h for h in history[-self.cfg.history_turns :] if h and h.strip()]
+        # Escalation happens in short turns; the tails of earlier turns keep this re-scan within the latency budget.
+        turns = [h[-_HISTORY_TURN_CHARS:] for h in history[-self.cfg.history_turns :] if h and h.strip()]
         if not turns:
             return []
-        joined = normalize("\n".join([*turns, text][-(self.cfg.history_turns + 1) :]), decode=False).text
+        joined = normalize("\n".join([*turns, text[:_HISTORY_TURN_CHARS]]), decode=False).text
         joined_attack = category_scores(pattern_signals(joined))["_attack"]
         singles = [category_scores(pattern_signals(normalize(t, decode=False).text))["_attack"] for t in turns]
         # Only evidence that appears when the turns are read together: a single earlier attack must not taint

@@ -121,6 +121,7 @@ def build_prompt(conversation: list[str], *, categories: tuple[GuardCategory, ..
 
 
 _CODE_RE = re.compile(r"\b([OS]\d{1,2})\b")
+PROMPT_FORMATS = ("llamaguard-7b", "chat_template")
 
 
 def parse_output(text: str) -> GuardResult:
@@ -150,7 +151,11 @@ class LlamaGuard:
         device: str = "cpu",
         categories: tuple[GuardCategory, ...] = DEFAULT_CATEGORIES,
         max_new_tokens: int = 10,
+        prompt_format: str = "llamaguard-7b",
     ):
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown Llama Guard prompt format {prompt_format!r} (known: {', '.join(PROMPT_FORMATS)})")
+        self.prompt_format = prompt_format
         self.categories = categories
         self.max_new_tokens = max_new_tokens
         self.device = device
@@ -179,13 +184,21 @@ class LlamaGuard:
         return model, tokenizer
 
     def prompt(self, conversation: list[str]) -> str:
+        """The exact text the model reads (before its tokenizer adds BOS)."""
+        if self.prompt_format == "chat_template":
+            # Successors (Llama Guard 2 and 3) ship their own policy and format in the tokenizer's chat template.
+            roles = ["user" if i % 2 == 0 else "assistant" for i in range(len(conversation))]
+            messages = [{"role": r, "content": t} for r, t in zip(roles, conversation, strict=True)]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
         return build_prompt(conversation, categories=self.categories)
 
     def classify(self, conversation: list[str]) -> GuardResult:
         """Assess the last message of a conversation (User turns at even positions, Agent at odd)."""
         import torch
 
-        encoded = self.tokenizer(self.prompt(conversation), return_tensors="pt")
+        # A chat template writes its own BOS; the 7b format relies on the tokenizer adding it.
+        add_special = self.prompt_format != "chat_template"
+        encoded = self.tokenizer(self.prompt(conversation), return_tensors="pt", add_special_tokens=add_special)
         input_ids = encoded["input_ids"].to(self.model.device)
         attention = encoded.get("attention_mask")
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
@@ -207,18 +220,18 @@ class LlamaGuard:
         return self.classify([customer_text, answer])
 
 
-_guards: dict[tuple[str, str], LlamaGuard] = {}
+_guards: dict[tuple[str, str, str], LlamaGuard] = {}
 _guards_lock = threading.Lock()
 
 
-def get_llama_guard(model_path: str, *, device: str = "cpu") -> LlamaGuard:
+def get_llama_guard(model_path: str, *, device: str = "cpu", prompt_format: str = "llamaguard-7b") -> LlamaGuard:
     """The process-wide Llama Guard for a checkpoint (loaded once)."""
-    key = (model_path, device)
+    key = (model_path, device, prompt_format)
     guard = _guards.get(key)
     if guard is None:
         with _guards_lock:
             guard = _guards.get(key)
             if guard is None:
-                guard = LlamaGuard(model_path, device=device)
+                guard = LlamaGuard(model_path, device=device, prompt_format=prompt_format)
                 _guards[key] = guard
     return guard

@@ -38,9 +38,13 @@ _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
 _CONFUSABLE_RE = re.compile("[" + re.escape("".join(_CONFUSABLES)) + "]")
 _INVISIBLE_RE = re.compile("[" + "".join(f"\\u{cp:04x}" for cp in sorted(_INVISIBLE)) + "\\U000e0000-\\U000e007f]")
 
-_LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i", "|": "l"})
-# A token that mixes letters with leet digits/symbols; plain numbers and amounts are left alone.
-_LEET_TOKEN_RE = re.compile(r"(?=[A-Za-z0-9@$!|]*[A-Za-z])(?=[A-Za-z0-9@$!|]*[013457@$|])[A-Za-z0-9@$!|]{3,}")
+_LEET_TABLE = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i", "|": "l"}
+)
+# Candidate leet tokens: runs of letters, digits and the symbols leet uses (filtered in Python, which keeps the
+# scan linear on long digit or letter runs).
+_LEET_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9@$!|])[A-Za-z0-9@$!|]{3,40}(?![A-Za-z0-9@$!|])")
+_LEET_CHARS = frozenset("013457@$|")
 # "i g n o r e" / "i.g.n.o.r.e": at least four single letters joined by one separator.
 _SPACED_RE = re.compile(r"\b(?:[A-Za-z][ ._\-*]){3,}[A-Za-z]\b")
 _SPACED_SHORT_RE = re.compile(r"\b(?:[A-Za-z][ ._\-*])+[A-Za-z]\b")
@@ -156,7 +160,8 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
     if not cleaned.isascii():
         folded = unicodedata.normalize("NFKC", cleaned)
         # Fullwidth or "mathematical bold" letters are a classic keyword-filter dodge.
-        if folded != cleaned and sum(1 for ch in cleaned if 0xFF01 <= ord(ch) <= 0xFF5E or 0x1D400 <= ord(ch) <= 0x1D7FF) >= 3:
+        styled = sum(1 for ch in cleaned if 0xFF01 <= ord(ch) <= 0xFF5E or 0x1D400 <= ord(ch) <= 0x1D7FF)
+        if folded != cleaned and styled >= 3:
             tricks.append("styled_letters")
         if _CONFUSABLE_RE.search(folded):
             if _mixed_script_words(folded):
@@ -192,22 +197,31 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
         if regional >= 6:
             # Flag letters spell words once read one by one (two in a row render as a country flag).
             tricks.append("regional_indicators")
-            spelled = "".join(chr(ord("a") + ord(ch) - 0x1F1E6) if 0x1F1E6 <= ord(ch) <= 0x1F1FF else ch for ch in cleaned)
+            spelled = "".join(
+                chr(ord("a") + ord(ch) - 0x1F1E6) if 0x1F1E6 <= ord(ch) <= 0x1F1FF else ch for ch in cleaned
+            )
             decoded.append(spelled)
-        leet_tokens = [m.group() for m in _LEET_TOKEN_RE.finditer(cleaned)]
+        leety = [m.group() for m in _LEET_TOKEN_RE.finditer(cleaned) if _is_leet_word(m.group())]
         # One "b4" or "2nd" is ordinary writing; several leet words in a message is a disguise.
-        leety = [t for t in leet_tokens if _is_leet_word(t)]
         if len(leety) >= 2:
             tricks.append("leetspeak")
-            decoded.append(_LEET_TOKEN_RE.sub(lambda m: m.group().translate(_LEET_TABLE), cleaned))
+            decoded.append(
+                _LEET_TOKEN_RE.sub(
+                    lambda m: m.group().translate(_LEET_TABLE) if _mixes_letters(m.group()) else m.group(), cleaned
+                )
+            )
     return Normalized(text=cleaned, decoded=decoded, tricks=tricks)
+
+
+def _mixes_letters(token: str) -> bool:
+    """Letters with leet digits or symbols: once a message is in leetspeak, such tokens are words ("4ll")."""
+    return any(ch.isalpha() for ch in token) and any(ch in _LEET_CHARS for ch in token)
 
 
 def _is_leet_word(token: str) -> bool:
     """A token whose digits/symbols stand for letters: letters on both sides or mostly letters, not an id."""
     letters = sum(ch.isalpha() for ch in token)
-    others = len(token) - letters
-    if letters < 2 or others == 0:
+    if letters < 2 or not any(ch in _LEET_CHARS for ch in token):
         return False
     # Ids such as "abc123" or "x1000" put the digits in one block at an end; leet scatters them.
     stripped = token.strip("0123456789")

@@ -19,22 +19,29 @@ if TYPE_CHECKING:
 CANARY_PREFIX = "SBC"
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_URL_RE = re.compile(r"\b(?:https?://|www\.)[^\s<>()\"']+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|ly|co|info|biz|xyz|app|me|shop)(?:/[^\s<>()\"']*)?", re.IGNORECASE)
-_MONEY_RE = re.compile(
-    r"(?P<cur>[$€£¥₹])\s?(?P<a>\d{1,3}(?:[,\s]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
-    r"|(?P<b>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(?P<unit>usd|eur|gbp|inr|dollars?|euros?|pounds?|bucks|cents?|rupees?)\b",
+_URL_RE = re.compile(
+    r"\b(?:https?://|www\.)[^\s<>()\"']+"
+    # Bare domains ("acme-refunds.com/claim"), but not the domain half of an e-mail address.
+    r"|(?<![@\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|ly|co|info|biz|xyz|app|me|shop)(?:/[^\s<>()\"']*)?",
     re.IGNORECASE,
 )
-_PERCENT_RE = re.compile(r"(?P<p>\d+(?:\.\d+)?)\s?(?:%|per ?cent\b)", re.IGNORECASE)
+_MONEY_RE = re.compile(
+    r"(?P<cur>[$€£¥₹])\s?(?P<a>\d{1,3}(?:[,\s]\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+    # Numbers are only tried from their first digit, so a long digit run costs one pass, not one per digit.
+    r"|(?<![\d.,])(?P<b>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?"
+    r"(?P<unit>usd|eur|gbp|inr|dollars?|euros?|pounds?|bucks|cents?|rupees?)\b",
+    re.IGNORECASE,
+)
+_PERCENT_RE = re.compile(r"(?<![\d.])(?P<p>\d+(?:\.\d+)?)\s?(?:%|per ?cent\b)", re.IGNORECASE)
 # Promo codes, reference numbers: upper-case letters mixed with digits.
-_CODE_RE = re.compile(r"\b(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9][A-Z0-9-]{3,}\b")
+_CODE_RE = re.compile(r"\b(?=[A-Z0-9-]{0,30}\d)(?=[A-Z0-9-]{0,30}[A-Z])[A-Z0-9][A-Z0-9-]{3,30}\b")
 _SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|\n+")
 _STOP = frozenset(
     "a an and are as at be but by can do for from has have i if in is it its me my of on or our so that the their "
     "this to us was we will with you your".split()
 )
 # Families whose presence in an answer means the model took on a jailbreak persona.
-_JAILBREAK_OUTPUT_FAMILIES = {"jailbreak_word", "dan_name", "mode_switch", "dual_response"}
+_JAILBREAK_OUTPUT_FAMILIES = {"jailbreak_word", "dan_name", "mode_switch"}
 _ABUSE_FAMILIES = {"abuse_directed", "profanity", "slur", "threat"}
 
 
@@ -82,6 +89,10 @@ def _percents(text: str) -> set[str]:
     return {f"{float(m.group('p')):.2f}" for m in _PERCENT_RE.finditer(text)}
 
 
+def _amounts(text: str) -> set[str]:
+    return {f"money:{v}" for v in _money(text)} | {f"percent:{v}" for v in _percents(text)}
+
+
 def _urls(text: str) -> set[str]:
     out = set()
     for m in _URL_RE.finditer(text):
@@ -115,7 +126,9 @@ class OutputGuard:
         if self._llama_guard is None and self.cfg.llama_guard_model:
             from support_bot.safety.llama_guard import get_llama_guard
 
-            self._llama_guard = get_llama_guard(self.cfg.llama_guard_model, device=self.cfg.llama_guard_device)
+            self._llama_guard = get_llama_guard(
+                self.cfg.llama_guard_model, device=self.cfg.llama_guard_device, prompt_format=self.cfg.llama_guard_format
+            )
         return self._llama_guard
 
     def check(
@@ -151,7 +164,8 @@ class OutputGuard:
             return None
         result = guard.classify_output(customer_texts[-1] if customer_texts else "", answer)
         if result.unsafe:
-            return "unsafe_content", f"Llama Guard rates the answer unsafe ({', '.join(result.categories) or 'no category'})"
+            codes = ", ".join(result.categories) or "no category"
+            return "unsafe_content", f"Llama Guard rates the answer unsafe ({codes})"
         return None
 
     def _canary(self, answer: str, canary: str) -> tuple[str, str] | None:
@@ -159,7 +173,8 @@ class OutputGuard:
             return None
         compact = re.sub(r"[\s\-_`*]", "", answer).lower()
         secret = canary.split("-", 1)[-1].lower()
-        if canary.lower() in answer.lower() or canary.replace("-", "").lower() in compact or (len(secret) >= 8 and secret in compact):
+        leaked = canary.lower() in answer.lower() or canary.replace("-", "").lower() in compact
+        if leaked or (len(secret) >= 8 and secret in compact):
             return "system_prompt_leak", "the answer contains the system prompt's canary token"
         return None
 
@@ -178,7 +193,9 @@ class OutputGuard:
         leaked = (prompt_grams - shared) & _shingles(_words(answer), n)
         if leaked:
             example = " ".join(sorted(leaked)[0])
-            return "system_prompt_leak", f"the answer repeats {len(leaked)} {n}-word runs of the system prompt, e.g. {example!r}"
+            return "system_prompt_leak", (
+                f"the answer repeats {len(leaked)} {n}-word runs of the system prompt, e.g. {example!r}"
+            )
         return None
 
     def _jailbreak_output(self, answer: str) -> tuple[str, str] | None:
@@ -207,7 +224,10 @@ class OutputGuard:
         foreign = found - allowed
         if foreign:
             kinds = sorted({kind for kind, _ in foreign})
-            return "pii", f"the answer contains personal data ({', '.join(kinds)}) that is neither the customer's nor in the sources"
+            return "pii", (
+                f"the answer contains personal data ({', '.join(kinds)}) that is neither the customer's "
+                "nor in the sources"
+            )
         return None
 
     def _injected_sentences(self, sources: list[str]) -> tuple[list[str], list[str]]:
@@ -233,12 +253,14 @@ class OutputGuard:
             ("link", _urls(bad) - _urls(good), _urls(answer)),
             ("contact", pii_values(bad) - pii_values(good), pii_values(answer)),
             ("code", _codes(bad) - _codes(good), _codes(answer)),
-            ("amount", (_money(bad) | _percents(bad)) - (_money(good) | _percents(good)), _money(answer) | _percents(answer)),
+            ("amount", _amounts(bad) - _amounts(good), _amounts(answer)),
         ]
         for label, planted, in_answer in payload_sets:
             echoed = planted & in_answer
             if echoed:
-                return "indirect_injection", f"the answer repeats a {label} planted by an instruction in a source: {sorted(echoed)[0]!r}"
+                return "indirect_injection", (
+                    f"the answer repeats a {label} planted by an instruction in a source: {sorted(echoed)[0]!r}"
+                )
         # Wording: one planted 4-word run, or two 3-word runs, that the clean source text does not also contain.
         answer_words = _words(answer)
         for n, needed in ((4, 1), (3, 2)):
@@ -248,19 +270,27 @@ class OutputGuard:
             echoed_grams = planted & _shingles(answer_words, n)
             if len(echoed_grams) >= needed:
                 example = " ".join(sorted(echoed_grams)[0])
-                return "indirect_injection", f"the answer follows an instruction planted in a source (repeats {example!r})"
+                return "indirect_injection", (
+                    f"the answer follows an instruction planted in a source (repeats {example!r})"
+                )
         return None
 
-    def _unsupported_contact(self, answer: str, sources: list[str], customer_texts: list[str]) -> tuple[str, str] | None:
+    def _unsupported_contact(
+        self, answer: str, sources: list[str], customer_texts: list[str]
+    ) -> tuple[str, str] | None:
         context = "\n".join([*sources, *customer_texts])
         known_urls = _urls(context)
         for url in _urls(answer):
             if not _url_supported(url, known_urls):
-                return "unsupported_contact", f"the answer gives a link that no source or customer message contains: {url!r}"
+                return "unsupported_contact", (
+                    f"the answer gives a link that no source or customer message contains: {url!r}"
+                )
         # E-mail addresses and phone numbers are covered by the personal-data check.
         return None
 
-    def _unsupported_figures(self, answer: str, sources: list[str], customer_texts: list[str]) -> tuple[str, str] | None:
+    def _unsupported_figures(
+        self, answer: str, sources: list[str], customer_texts: list[str]
+    ) -> tuple[str, str] | None:
         context = "\n".join([*sources, *customer_texts])
         money = _money(answer) - _money(context)
         if money:

@@ -22,16 +22,16 @@ ATTACKS_FILE = DATA_DIR / "attacks.jsonl"
 BENIGN_FILE = DATA_DIR / "benign.jsonl"
 
 # Only the opening of a message is embedded: it is where attacks set up their frame, and the encoder's cost grows
-# with length (about 10 ms for 32 word pieces on one core of a 2-core CPU) while the guard has 20 ms in all.
-EMBED_TOKENS = 32
+# with length (12-15 ms for 24 word pieces on one core of this 2-core CPU) while the guard has 20 ms in all.
+EMBED_TOKENS = 24
 EMBED_CHARS = 200
 
 # Logistic calibration of (closest attack, closest ordinary turn) cosine similarities: fitted by leave-one-out on
 # the packaged library (`python bench/safety.py --calibrate`, rounded), never on evaluation data, then shifted
 # by ln(10) because ordinary turns outnumber attacks in live traffic by far more than in the library.
-_BIAS = -3.9
-_W_ATTACK = 3.5
-_W_MARGIN = 10.7
+_BIAS = -3.7
+_W_ATTACK = 3.3
+_W_MARGIN = 10.8
 BENIGN_PRIOR = 10.0
 
 

@@ -166,6 +166,16 @@ def test_disallowed_topics_from_settings(safety_settings):
     assert g.check("can I pay with a credit card?").action == "allow"
 
 
+def test_disallowed_topics_by_meaning(guard, safety_settings):
+    settings = safety_settings.model_copy(
+        update={"safety": SafetySettings(disallowed_topics=["who should I vote for in the election"])}
+    )
+    g = InputGuard(settings, index=guard.index)
+    verdict = g.check("who should I vote for next month")
+    assert verdict.action == "block" and "disallowed_topic_meaning" in names(verdict)
+    assert g.check("can I vote on new product features?").action == "allow"
+
+
 def test_policy_and_replies_are_configurable(safety_settings):
     settings = safety_settings.model_copy(
         update={
@@ -178,7 +188,8 @@ def test_policy_and_replies_are_configurable(safety_settings):
     )
     g = InputGuard(settings)
     abuse = g.check("fuck you, you useless bot")
-    assert abuse.action == "block" and abuse.reply == f"Please keep it civil, {settings.chat.company_name} staff are people too."
+    assert abuse.action == "block"
+    assert abuse.reply == f"Please keep it civil, {settings.chat.company_name} staff are people too."
     assert g.check("I'll sue you for this").action == "caution"
 
 
@@ -219,7 +230,8 @@ def test_verdict_fields(guard):
 def test_noisy_or_combines_independent_evidence():
     assert noisy_or([]) == 0.0
     assert noisy_or([0.5, 0.5]) == pytest.approx(0.75)
-    scores = category_scores([Signal("a", "jailbreak", 0.4), Signal("b", "prompt_injection", 0.5), Signal("c", "abuse", 0.3)])
+    signals = [Signal("a", "jailbreak", 0.4), Signal("b", "prompt_injection", 0.5), Signal("c", "abuse", 0.3)]
+    scores = category_scores(signals)
     assert scores["_attack"] == pytest.approx(0.7)
     assert scores["abuse"] == pytest.approx(0.3)
 

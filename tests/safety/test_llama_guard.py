@@ -42,7 +42,8 @@ GOLDEN_AGENT = (
 
 
 def test_prompt_format_golden():
-    prompt = build_prompt(["  How do I get a refund? ", "Start a return from your orders page."], categories=ONE_CATEGORY)
+    conversation = ["  How do I get a refund? ", "Start a return from your orders page."]
+    prompt = build_prompt(conversation, categories=ONE_CATEGORY)
     assert prompt == GOLDEN_AGENT
 
 
@@ -93,7 +94,8 @@ def tiny_guard_dir(tmp_path_factory):
         vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator([build_prompt(["where is my order?"]), "safe\nunsafe\nO1,O2,O3,O4,O5,O6"], trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    bos = ("<s>", tok.token_to_id("<s>"))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[bos])
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
     torch.manual_seed(0)
@@ -144,3 +146,20 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(ModelNotAvailable):
         LlamaGuard(tmp_path / "nowhere")
+
+
+def test_successor_models_use_their_own_chat_template(tiny_guard_dir):
+    from transformers import AutoTokenizer
+
+    template = (
+        "{{ bos_token }}[INST] Check the last {{ 'Agent' if messages|length % 2 == 0 else 'User' }} turn.\n"
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}[/INST]"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_guard_dir)
+    tokenizer.chat_template = template
+    guard = LlamaGuard(tiny_guard_dir, prompt_format="chat_template")
+    guard.tokenizer = tokenizer
+    assert guard.prompt(["hi", "hello!"]) == "<s>[INST] Check the last Agent turn.\nuser: hi\nassistant: hello!\n[/INST]"
+    assert guard.classify(["hi", "hello!"]).verdict in {"safe", "unsafe", "unknown"}
+    with pytest.raises(ValueError):
+        LlamaGuard(tiny_guard_dir, prompt_format="llamaguard-9")

@@ -105,7 +105,8 @@ def test_mixed_message_spans_refer_to_the_original():
     text = "Hi, I'm Ana (ana@example.org, +34 612 345 678). Card 5555 5555 5555 4444 was charged twice."
     result = redact(text)
     assert [f.kind for f in result.found] == ["email", "phone", "card"]
-    assert [text[f.start : f.end] for f in result.found] == ["ana@example.org", "+34 612 345 678", "5555 5555 5555 4444"]
+    spans = [text[f.start : f.end] for f in result.found]
+    assert spans == ["ana@example.org", "+34 612 345 678", "5555 5555 5555 4444"]
     assert "ana@" not in result.text and "4444" not in result.text
 
 
