@@ -147,6 +147,13 @@ def cmd_eval_retrieval(args) -> int:
     return 0
 
 
+def cmd_eval_safety(args) -> int:
+    from support_bot.safety.eval import eval_safety
+
+    print(json.dumps(eval_safety(messages_path=Path(args.messages), settings=get_settings())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="support-bot", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -185,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", required=True)
     p.add_argument("--k", type=int, default=10)
     p.set_defaults(func=cmd_eval_retrieval)
+    p = ev.add_parser("safety", help="input-guard detection and false-positive rates on labelled messages")
+    p.add_argument("--messages", required=True)
+    p.set_defaults(func=cmd_eval_safety)
     return parser
 
 

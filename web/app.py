@@ -32,7 +32,7 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 def _warm_up(app: FastAPI) -> None:
     try:
-        app.state.assistant.engine  # noqa: B018  (loading is the point)
+        app.state.assistant.warm_up()
         app.state.model_status = "ok"
     except SupportBotError as exc:
         app.state.model_status = exc.detail
