@@ -462,10 +462,30 @@ FAMILIES: list[Family] = [
          "original", "hidden"),
     ),
     _f(
+        "prompt_mention",
+        "system_prompt_extraction",
+        0.75,
+        # Customers asking about an order never name the model's own prompt; attackers probing for it do.
+        r"\b(?:your|the|its|ur)\s+(?:own\s+)?(?:system|initial|hidden|secret|original|pre|developer|base)[\s-]?"
+        r"(?:prompt|message|instructions)\b|\bsystem[\s-]?prompt\b",
+        ("prompt", "system", "instructions"),
+    ),
+    _f(
+        "quote_instructions",
+        "system_prompt_extraction",
+        0.6,
+        r"\b(?:instruct\w*|prompt|rules|programmed|programming|configured)\b[^.\n]{0,80}"
+        r"\b(?:word for word|verbatim|quote (?:it|them|that)|exact wording|exact words)\b"
+        r"|\b(?:word for word|verbatim|quote)\b[^.\n]{0,80}\b(?:your|ur)\s+(?:own\s+)?"
+        r"(?:instructions|prompt|rules|programming)\b",
+        ("word for word", "verbatim", "quote", "exact wording", "exact words"),
+    ),
+    _f(
         "how_instructed",
         "system_prompt_extraction",
         0.55,
-        r"\bwhat (?:were you|have you been|are you|did they) (?:told|instructed|programmed|prompted|configured|ordered)"
+        r"\bwhat (?:exactly |precisely |really )?(?:were you|have you been|are you|did they) "
+        r"(?:told|instructed|programmed|prompted|configured|ordered)"
         r"(?: to do)?\b(?! to (?:help|do) (?:with )?(?:my|an?|the|this) )"
         r"|\bhow (?:were|are|have) you (?:been )?(?:programmed|instructed|prompted|configured)\b"
         r"|\bwhat (?:rules|restrictions|guidelines) (?:do you|were you|have you been|are you) (?:follow|given|told"
