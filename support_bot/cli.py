@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

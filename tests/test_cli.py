@@ -47,3 +47,10 @@ def test_missing_model_is_one_clear_line(monkeypatch, tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and "support-bot models pull smollm2-135m-instruct" in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_eval_commands_name_a_missing_file(tmp_path, capsys):
+    assert main(["eval", "safety", "--messages", str(tmp_path / "none.jsonl")]) == 2
+    assert "none.jsonl" in capsys.readouterr().err
+    assert main(["eval", "retrieval", "--faq", str(tmp_path / "f.csv"), "--queries", str(tmp_path / "q.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
