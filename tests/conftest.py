@@ -15,6 +15,8 @@ from support_bot.db import dispose_engines
 from support_bot.llm.engine import reset_engines
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# A small FAQ of a fictional bike shop, shared by the knowledge and ingest tests.
+FAQ = FIXTURES / "northwind_faq.csv"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 
@@ -61,6 +63,29 @@ def settings(tmp_path) -> Settings:
     s = Settings()
     s.ensure_dirs()
     return s
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real embedding model, loaded once for the whole test session."""
+    from support_bot.knowledge.embedder import get_embedder
+
+    # get_embedder caches per model, so every test's pipeline and retriever reuse this instance.
+    return get_embedder(Settings())
+
+
+@pytest.fixture
+def kb(settings: Settings, embedder) -> Settings:
+    """Settings whose database has the current schema."""
+    from support_bot.db import migrate
+
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture
+def faq_bytes() -> bytes:
+    return FAQ.read_bytes()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from support_bot.assistant import Assistant
 from support_bot.config import Settings
-from support_bot.db import session_factory
+from support_bot.db import session_scope
 from support_bot.errors import Unauthorized
 
 
@@ -23,15 +23,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def get_db(settings: SettingsDep) -> Iterator[Session]:
-    session = session_factory(settings)()
-    try:
+    with session_scope(settings) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_db)]

@@ -9,7 +9,7 @@ from support_bot.errors import ModelNotAvailable
 from support_bot.knowledge.embedder import Embedder, get_embedder
 from support_bot.knowledge.retriever import Retriever, get_retriever
 
-from .conftest import FAQ
+from tests.conftest import FAQ
 
 PARAPHRASES = {
     "How many days until my order is delivered?": "ship-01",
