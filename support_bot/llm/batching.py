@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ MIN_SPAN = 64
 # Columns a CPU cache starts with; it doubles as rows grow longer.
 MIN_COLUMNS = 256
 # Share of free GPU memory the KV cache may take; the rest is left for activations and captured graphs.
-GPU_CACHE_SHARE = 0.85
+GPU_CACHE_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,11 @@ def _kv_bytes_per_token(model: Any, dtype: Any) -> int:
     return 2 * config.num_hidden_layers * kv_heads * head_dim * itemsize
 
 
+def _static_cache(device: Any) -> bool:
+    """GPUs get one fixed cache allocation (needed by CUDA graphs); CPUs grow theirs as requests need."""
+    return device.type == "cuda"
+
+
 def _gpu_rows_that_fit(model: Any, dtype: Any, columns: int, wanted: int) -> int:
     """Rows of `columns` tokens the GPUs holding the model can cache, at most `wanted`."""
     import torch
@@ -314,21 +320,21 @@ class ContinuousBatcher:
         self._keep_last = _accepts(model, "logits_to_keep")
         self._mask_min = torch.finfo(self.dtype).min
         num_layers = _text_config(model).num_hidden_layers
-        on_gpu = self.input_device.type == "cuda"
+        static = _static_cache(self.input_device)
         single_device = len({p.device for p in model.parameters()}) == 1
         if cuda_graphs is None:
-            cuda_graphs = on_gpu and single_device
-        if cuda_graphs and not (on_gpu and single_device):
+            cuda_graphs = static and single_device
+        if cuda_graphs and not (static and single_device):
             raise ValueError("CUDA graphs need the whole model on one GPU")
         self.cuda_graphs = cuda_graphs
-        if on_gpu:
-            # GPU: one static allocation sized to memory (graphs capture buffer addresses, so no growing later).
+        if static:
+            # One allocation sized to GPU memory: graphs capture buffer addresses, so the cache never moves.
             # A spare last column takes the writes of padding rows in a captured batch bucket.
             columns = max_seq_len + 1
             rows = _gpu_rows_that_fit(model, self.dtype, columns, max_batch_size)
             self.max_rows, self.max_columns = rows, columns
             self.cache = _slot_cache_class()(num_layers, rows, columns)
-            log.info("%s: KV cache of %d rows x %d tokens on GPU", name, rows, columns)
+            log.info("%s: KV cache of %d rows x %d tokens", name, rows, columns)
         else:
             self.max_rows, self.max_columns = max_batch_size, max_seq_len
             self.cache = _slot_cache_class()(num_layers, 1, min(MIN_COLUMNS, max_seq_len))
@@ -476,9 +482,15 @@ class ContinuousBatcher:
             self.cache.reserve(
                 len(tokens), max(lengths) + 1, max_rows=self.max_rows, max_columns=self.max_columns
             )
+            logits = None
             if self._graphs is not None:
-                logits = self._graphs.run(tokens, lengths)
-            else:
+                try:
+                    logits = self._graphs.run(tokens, lengths)
+                except _CaptureFailed:
+                    # Some models do things a graph cannot hold (host syncs, dynamic shapes): serve them eagerly.
+                    log.exception("%s: CUDA graph capture failed; decoding without graphs from now on", self.name)
+                    self._graphs = None
+            if logits is None:
                 logits = self._eager_step(tokens, lengths)
             chosen = self._select(logits)
         except Exception as exc:  # noqa: BLE001 - the batch's requests fail; the scheduler keeps serving
@@ -566,8 +578,34 @@ class ContinuousBatcher:
         self.stats.active = len(self._rows)
 
 
+class _CaptureFailed(RuntimeError):
+    """A decode step could not be captured in a CUDA graph."""
+
+
+def _capture_cuda_graph(step: Callable[[], Any], *, device: Any, pool: Any) -> tuple[Callable[[], None], Any]:
+    """Warm `step` up on a side stream, capture it in a CUDA graph; return (replay, the output tensor it refills)."""
+    import torch
+
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: CUDA calls other threads make meanwhile (a web worker, a benchmark) must not void the capture.
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        output = step()
+    return graph.replay, output
+
+
 class _CudaGraphDecoder:
-    """Decode steps replayed from CUDA graphs, one per (batch bucket, span bucket), captured on first use."""
+    """Decode steps replayed from CUDA graphs, one per (batch bucket, span bucket), captured on first use.
+
+    A graph replays fixed kernels on fixed addresses: the KV cache is allocated once, and each graph owns static
+    token/position inputs that are refilled before every replay. Rows of a bucket beyond the live batch are padding:
+    they write into the cache's spare last column and their logits are ignored.
+    """
 
     def __init__(self, batcher: ContinuousBatcher) -> None:
         import torch
@@ -576,10 +614,12 @@ class _CudaGraphDecoder:
         rows = batcher.max_rows
         self.buckets = tuple(b for b in BATCH_BUCKETS if b < rows) + (rows,)
         self.scratch = batcher.max_columns - 1
-        self.pool = torch.cuda.graph_pool_handle()
-        self.graphs: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}
+        # One memory pool for all graphs: they never run at once, so their temporaries can share memory.
+        self.pool = torch.cuda.graph_pool_handle() if torch.cuda.is_available() else None
+        self.graphs: dict[tuple[int, int], tuple[Callable[[], None], Any, Any, Any]] = {}
 
-    def _span(self, needed: int) -> int:
+    def span(self, needed: int) -> int:
+        """The attention span bucket for `needed` columns: a power of two, at least MIN_SPAN, at most the cache."""
         return min(max(MIN_SPAN, 1 << math.ceil(math.log2(needed))), self.batcher.max_columns)
 
     def run(self, tokens: list[int], lengths: list[int]) -> Any:
@@ -587,20 +627,19 @@ class _CudaGraphDecoder:
 
         n = len(tokens)
         bucket = next(b for b in self.buckets if b >= n)
-        key = (bucket, self._span(max(lengths) + 1))
+        key = (bucket, self.span(max(lengths) + 1))
         entry = self.graphs.get(key)
         if entry is None:
             entry = self._capture(*key)
             self.graphs[key] = entry
-        graph, static_tokens, static_positions, logits = entry
+        replay, static_tokens, static_positions, logits = entry
         pad = bucket - n
-        # Padding rows write into the spare last column and attend to everything, so they stay finite and harmless.
         static_tokens.copy_(torch.tensor(tokens + [0] * pad, dtype=torch.long), non_blocking=True)
         static_positions.copy_(torch.tensor(lengths + [self.scratch] * pad, dtype=torch.long), non_blocking=True)
-        graph.replay()
+        replay()
         return logits[:n]
 
-    def _capture(self, bucket: int, span: int) -> tuple[Any, Any, Any, Any]:
+    def _capture(self, bucket: int, span: int) -> tuple[Callable[[], None], Any, Any, Any]:
         import torch
 
         batcher = self.batcher
@@ -622,17 +661,12 @@ class _CudaGraphDecoder:
             return out.logits[:, -1]
 
         started = time.monotonic()
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                step()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            logits = step()
+        try:
+            replay, logits = _capture_cuda_graph(step, device=device, pool=self.pool)
+        except Exception as exc:
+            raise _CaptureFailed(f"batch {bucket}, span {span}") from exc
         log.info(
             "%s: captured decode step for batch %d, span %d in %.2f s",
             batcher.name, bucket, span, time.monotonic() - started,
         )  # fmt: skip
-        return graph, static_tokens, static_positions, logits
+        return replay, static_tokens, static_positions, logits

@@ -1,10 +1,12 @@
-"""Local generation with transformers: GGUF or Hugging Face weights, CPU (fp32) or GPU (bf16), streamed."""
+"""Local generation with transformers: GGUF or Hugging Face weights, CPU (fp32) or GPU (bf16), streamed, with
+concurrent requests continuously batched (see batching.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import shutil
@@ -160,15 +162,36 @@ def _usable_attention(model: Any) -> None:
         model.set_attn_implementation("sdpa")
 
 
-def _limit_cpu_threads() -> None:
-    """One intra-op thread per CPU this process may run on; more only adds contention."""
-    import torch
-
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a container's CPU quota (cgroup v2 or v1)."""
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         usable = os.cpu_count() or 1
+    quota: float | None = None
+    try:
+        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="utf-8").split()[:2]
+        quota = None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        try:
+            limit_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text(encoding="utf-8"))
+            period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text(encoding="utf-8"))
+            quota = limit_us / period_us if limit_us > 0 else None
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None:
+        usable = min(usable, max(1, math.ceil(quota)))
+    return usable
+
+
+def _limit_cpu_threads() -> None:
+    """At most one intra-op thread per usable CPU: torch counts the host's cores, not a container's share, and
+    surplus threads spin at every barrier against each other (several times slower, not just no faster)."""
+    import torch
+
+    usable = usable_cpus()
     if torch.get_num_threads() > usable:
+        log.info("limiting torch to %d threads (usable CPUs)", usable)
         torch.set_num_threads(usable)
 
 
