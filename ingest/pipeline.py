@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -15,12 +16,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ingest.chunking import ChunkDraft, chunk_faq
-from ingest.loaders import loader_for, parse
+from ingest.loaders import PERSONAL_KINDS, FaqEntry, load, loader_for, parse
 from support_bot.config import Settings
 from support_bot.db import session_scope
 from support_bot.errors import InvalidInput, NotFound, PayloadTooLarge, SupportBotError
 from support_bot.knowledge.index import publish_index, read_current_version
 from support_bot.models import Chunk, Document, IngestJob, Source, new_id, utcnow
+from support_bot.pii import redact
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +269,14 @@ def _swap(
         return doc.id, False
 
 
+def redact_entries(entries: list[FaqEntry]) -> list[FaqEntry]:
+    """Entries with personal data in their id, title and text replaced by placeholders."""
+    return [
+        dataclasses.replace(e, id=redact(e.id).text, question=redact(e.question).text, answer=redact(e.answer).text)
+        for e in entries
+    ]
+
+
 def _process(job: IngestJob, settings: Settings, started: float) -> IngestJob:
     with session_scope(settings) as session:
         source = session.scalar(select(Source).where(Source.name == job.source_name))
@@ -288,8 +298,9 @@ def _process(job: IngestJob, settings: Settings, started: float) -> IngestJob:
         raise InvalidInput(f"{job.filename}: the uploaded file is no longer stored; upload it again") from None
     if hashlib.sha256(data).hexdigest() != job.sha256:
         raise InvalidInput(f"{job.filename}: the stored upload does not match its checksum; upload it again")
-    kind, _ = loader_for(job.filename)
-    entries = parse(job.filename, data)
+    kind, entries = load(job.filename, data)
+    if kind in PERSONAL_KINDS:
+        entries = redact_entries(entries)
     from support_bot.knowledge.embedder import get_embedder
 
     embedder = get_embedder(settings)

@@ -154,6 +154,76 @@ def cmd_eval_safety(args) -> int:
     return 0
 
 
+def _jsonable(record) -> dict:
+    """A kb dataclass as JSON-ready values (times in ISO 8601)."""
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in vars(record).items()}
+
+
+def cmd_kb_list(args) -> int:
+    from support_bot.db import migrate
+    from support_bot.knowledge.admin import list_sources
+
+    settings = get_settings()
+    migrate(settings)
+    rows = list_sources(settings=settings)
+    if args.json:
+        print(json.dumps([_jsonable(r) for r in rows]))
+        return 0
+    if not rows:
+        print("no knowledge sources; add one with `support-bot ingest FILE`", file=sys.stderr)
+        return 0
+    width = max(len("NAME"), *(len(r.name) for r in rows))
+    print(f"{'NAME':<{width}}  {'KIND':<9}  {'VERSION':>7}  {'ENTRIES':>7}  {'CHUNKS':>6}  UPDATED")
+    for r in rows:
+        updated = r.updated_at.strftime("%Y-%m-%d %H:%M") if r.updated_at else "-"
+        print(f"{r.name:<{width}}  {r.kind:<9}  {r.version:>7}  {r.entries:>7}  {r.chunks:>6}  {updated}")
+    return 0
+
+
+def cmd_kb_show(args) -> int:
+    from support_bot.db import migrate
+    from support_bot.knowledge.admin import show_source
+
+    settings = get_settings()
+    migrate(settings)
+    info, entries = show_source(settings=settings, name=args.name)
+    if args.json:
+        print(json.dumps({"source": _jsonable(info), "entries": [_jsonable(e) for e in entries]}))
+        return 0
+    print(f"{info.name} ({info.kind}, version {info.version}, {info.filename}): ", end="")
+    print(f"{info.entries} entries, {info.chunks} chunks")
+    for e in entries:
+        part = f" [part {e.part + 1}/{e.parts}]" if e.parts > 1 else ""
+        print(f"\n[{e.entry_id or '-'}]{part} {e.title or ''}")
+        body = e.text.split("\n", 1)[1] if e.title and e.text.startswith(e.title + "\n") else e.text
+        print(body if args.full or len(body) <= 300 else body[:299] + "…")
+        if e.url:
+            print(e.url)
+    return 0
+
+
+def cmd_kb_delete(args) -> int:
+    from support_bot.db import migrate
+    from support_bot.knowledge.admin import delete_source
+
+    settings = get_settings()
+    migrate(settings)
+    removed = delete_source(settings=settings, name=args.name)
+    print(f"deleted source '{args.name}' ({removed} chunks); the index no longer serves it", file=sys.stderr)
+    return 0
+
+
+def cmd_kb_reindex(_args) -> int:
+    from support_bot.db import migrate
+    from support_bot.knowledge.admin import reindex
+
+    settings = get_settings()
+    migrate(settings)
+    version = reindex(settings=settings)
+    print(f"published index version {version}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="support-bot", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -177,10 +247,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("list", help="list model presets and what is installed")
     p.set_defaults(func=cmd_models_list)
 
-    p = sub.add_parser("ingest", help="ingest knowledge files (FAQ CSV)")
+    p = sub.add_parser("ingest", help="ingest knowledge files (FAQ CSV/JSON/JSONL, Markdown, HTML, text, chat logs)")
     p.add_argument("files", nargs="+")
     p.add_argument("--source", help="source name (default: the file name without extension)")
     p.set_defaults(func=cmd_ingest)
+
+    kb = sub.add_parser("kb", help="manage knowledge sources").add_subparsers(dest="kb_cmd", required=True)
+    p = kb.add_parser("list", help="list sources with version, kind, entry count and last update")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_kb_list)
+    p = kb.add_parser("show", help="show the entries of a source's live version")
+    p.add_argument("name")
+    p.add_argument("--full", action="store_true", help="print whole entries, not the first 300 characters")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_kb_show)
+    p = kb.add_parser("delete", help="delete a source and its chunks, and republish the index")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_kb_delete)
+    p = kb.add_parser("reindex", help="rebuild and publish the index from the database")
+    p.set_defaults(func=cmd_kb_reindex)
 
     p = sub.add_parser("worker", help="run a Celery ingest worker (needs SUPPORT_BOT_REDIS_URL)")
     p.add_argument("--concurrency", type=int, default=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ingest.chunking import chunk_faq, regex_token_offsets, split_tokens
 from ingest.loaders.faq_csv import FaqEntry, parse_faq_csv
 
-from .conftest import FAQ
+from tests.conftest import FAQ
 
 
 def _words(text: str) -> list[str]:

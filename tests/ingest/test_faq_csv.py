@@ -10,7 +10,7 @@ from ingest.loaders import loader_for, parse
 from ingest.loaders.faq_csv import parse_faq_csv
 from support_bot.errors import InvalidInput
 
-from .conftest import FAQ
+from tests.conftest import FAQ
 
 
 def _refused(data: bytes, filename: str = "kb.csv") -> str:

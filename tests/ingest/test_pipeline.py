@@ -15,7 +15,7 @@ from support_bot.knowledge.index import read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, Document, IngestJob, Source
 
-from .conftest import FAQ
+from tests.conftest import FAQ
 
 
 def _chunks(settings) -> list[tuple[str, str, int]]:

@@ -1,0 +1,114 @@
+"""Knowledge-base administration: list, show and delete sources, and rebuild the index from the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+
+from support_bot.config import Settings
+from support_bot.db import session_scope
+from support_bot.errors import NotFound
+from support_bot.knowledge.index import publish_index
+from support_bot.models import Chunk, Document, Source
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    kind: str
+    version: int
+    filename: str | None
+    entries: int
+    chunks: int
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    chunk_id: str
+    entry_id: str | None
+    title: str | None
+    text: str
+    url: str | None
+    part: int
+    parts: int
+
+
+def _info(session, source: Source) -> SourceInfo:
+    doc = session.scalar(
+        select(Document).where(Document.source_id == source.id, Document.version == source.active_version)
+    )
+    live = (Chunk.source_id == source.id, Chunk.document_id == (doc.id if doc else -1))
+    chunks = session.scalar(select(func.count()).select_from(Chunk).where(*live)) or 0
+    # A long entry is stored as several chunks; entries count what ops uploaded.
+    entries = session.scalar(select(func.count(func.distinct(Chunk.entry_id))).where(*live)) or 0
+    no_id = session.scalar(select(func.count()).select_from(Chunk).where(*live, Chunk.entry_id.is_(None))) or 0
+    return SourceInfo(
+        name=source.name,
+        kind=source.kind,
+        version=source.active_version,
+        filename=doc.filename if doc else None,
+        entries=entries + no_id,
+        chunks=chunks,
+        updated_at=source.updated_at,
+    )
+
+
+def list_sources(*, settings: Settings) -> list[SourceInfo]:
+    """Every source with its live version, entry and chunk counts, by name."""
+    with session_scope(settings) as session:
+        return [_info(session, s) for s in session.scalars(select(Source).order_by(Source.name))]
+
+
+def _source(session, name: str) -> Source:
+    source = session.scalar(select(Source).where(Source.name == name))
+    if source is None:
+        raise NotFound(f"no knowledge source named {name!r}")
+    return source
+
+
+def show_source(*, settings: Settings, name: str) -> tuple[SourceInfo, list[EntryInfo]]:
+    """A source's summary and the chunks of its live version in file order."""
+    with session_scope(settings) as session:
+        source = _source(session, name)
+        info = _info(session, source)
+        rows = session.scalars(
+            select(Chunk)
+            .join(Document, Chunk.document_id == Document.id)
+            .where(Chunk.source_id == source.id, Document.version == source.active_version)
+            .order_by(Chunk.ordinal)
+        )
+        entries = [
+            EntryInfo(
+                chunk_id=c.id,
+                entry_id=c.entry_id,
+                title=c.title,
+                text=c.text,
+                url=c.url,
+                part=int((c.extra or {}).get("part", 0)),
+                parts=int((c.extra or {}).get("parts", 1)),
+            )
+            for c in rows
+        ]
+        return info, entries
+
+
+def delete_source(*, settings: Settings, name: str) -> int:
+    """Remove a source with all its versions and chunks, then publish an index without it; -> chunks removed."""
+    with session_scope(settings) as session:
+        source = _source(session, name)
+        removed = session.scalar(select(func.count()).select_from(Chunk).where(Chunk.source_id == source.id)) or 0
+        # Explicit deletes: SQLite only cascades with foreign keys switched on.
+        session.execute(delete(Chunk).where(Chunk.source_id == source.id))
+        session.execute(delete(Document).where(Document.source_id == source.id))
+        session.execute(delete(Source).where(Source.id == source.id))
+    reindex(settings=settings)
+    return removed
+
+
+def reindex(*, settings: Settings) -> int:
+    """Rebuild the index from the chunks in the database and publish it; -> the new version number."""
+    with session_scope(settings) as session:
+        return publish_index(session=session, settings=settings)
