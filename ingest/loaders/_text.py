@@ -31,7 +31,7 @@ def _looks_utf16(head: bytes) -> bool:
     return even.count(0) > len(even) * 0.3 or odd.count(0) > len(odd) * 0.3
 
 
-def decode_text(data: bytes, name: str, what: str) -> str:
+def decode_text(data: bytes, name: str, what: str, *, save_hint: str = "") -> str:
     """UTF-8 text of an upload, or InvalidInput saying why it is not a `what` (e.g. 'Markdown text file')."""
     if not data.strip(b" \t\r\n\xef\xbb\xbf"):
         raise InvalidInput(f"{name}: the file is empty")
@@ -39,7 +39,7 @@ def decode_text(data: bytes, name: str, what: str) -> str:
         if data.startswith(magic):
             raise InvalidInput(f"{name}: the file is {label}, not a {what}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\x00" in data[:4096] and _looks_utf16(data[:4096])):
-        raise InvalidInput(f"{name}: the file is UTF-16 encoded, not UTF-8; save it as UTF-8")
+        raise InvalidInput(f"{name}: the file is UTF-16 encoded, not UTF-8; save it as UTF-8{save_hint}")
     if b"\x00" in data:
         raise InvalidInput(f"{name}: the file looks like binary data, not a {what}")
     try:
@@ -48,7 +48,7 @@ def decode_text(data: bytes, name: str, what: str) -> str:
         line = data[: exc.start].count(b"\n") + 1
         raise InvalidInput(
             f"{name}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line} is not valid UTF-8); "
-            "save it as UTF-8"
+            f"save it as UTF-8{save_hint}"
         ) from None
     head = text[:65536]
     controls = sum(1 for ch in head if ord(ch) < 32 and ch not in "\t\r\n\f")

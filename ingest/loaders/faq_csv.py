@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from ingest.loaders._text import decode_text
 from support_bot.errors import InvalidInput
 
 REQUIRED = ("id", "question", "answer")
@@ -29,33 +30,6 @@ def _clean(value: str) -> str:
     return value.replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
-def _decode(data: bytes, name: str) -> str:
-    if not data.strip(b" \t\r\n\xef\xbb\xbf"):
-        raise InvalidInput(f"{name}: the file is empty")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\x00" in data[:4096] and _looks_utf16(data[:4096])):
-        raise InvalidInput(f"{name}: the file is UTF-16 encoded, not UTF-8; save it as UTF-8 (in Excel: 'CSV UTF-8')")
-    if b"\x00" in data:
-        raise InvalidInput(f"{name}: the file looks like binary data, not a CSV text file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InvalidInput(
-            f"{name}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line} is not valid UTF-8); "
-            "save it as UTF-8 (in Excel: 'CSV UTF-8')"
-        ) from None
-    controls = sum(1 for ch in text[:65536] if ord(ch) < 32 and ch not in "\t\r\n")
-    if controls > max(8, len(text[:65536]) // 200):
-        raise InvalidInput(f"{name}: the file looks like binary data, not a CSV text file")
-    return text
-
-
-def _looks_utf16(head: bytes) -> bool:
-    # ASCII text in UTF-16 has a NUL in every other byte.
-    even, odd = head[0::2], head[1::2]
-    return even.count(0) > len(even) * 0.3 or odd.count(0) > len(odd) * 0.3
-
-
 def _short(value: str, limit: int = 40) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
@@ -63,7 +37,7 @@ def _short(value: str, limit: int = 40) -> str:
 def parse_faq_csv(data: bytes, *, filename: str = "faq.csv") -> list[FaqEntry]:
     """Parse and validate an FAQ CSV; any problem is an InvalidInput naming the file and what is wrong."""
     name = PurePath(filename).name or "faq.csv"
-    text = _decode(data, name)
+    text = decode_text(data, name, "CSV text file", save_hint=" (in Excel: 'CSV UTF-8')")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         rows = [(reader.line_num, row) for row in reader]

@@ -49,6 +49,21 @@ class Engine(Protocol):
         ...
 
 
+class StreamingEngine:
+    """Shared by the backends (each defines `stream`): `generate` is `stream` joined."""
+
+    def generate(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+    ) -> str:
+        """The whole answer at once."""
+        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout_s=timeout_s))
+
+
 _engines: dict[tuple[str, ...], Engine] = {}
 _engines_lock = threading.Lock()
 

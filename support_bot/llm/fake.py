@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
+from support_bot.llm.engine import StreamingEngine
 from support_bot.llm.prompt import ChatMessage, validate_messages
 
 _PIECE = re.compile(r"\s*\S+")
@@ -15,7 +16,7 @@ _PIECE = re.compile(r"\s*\S+")
 _PER_MESSAGE_OVERHEAD = 4
 
 
-class FakeEngine:
+class FakeEngine(StreamingEngine):
     """Replies with queued texts, else with a text derived from the last user message; streams word by word."""
 
     def __init__(self, *, name: str = "fake", context_window: int = 4096, delay_s: float = 0.0) -> None:
@@ -76,13 +77,3 @@ class FakeEngine:
                 return
             yield piece
 
-    def generate(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_new_tokens: int | None = None,
-        stop: threading.Event | None = None,
-        timeout_s: float | None = None,
-    ) -> str:
-        """The whole reply at once."""
-        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout_s=timeout_s))

@@ -14,6 +14,7 @@ import httpx
 
 from support_bot.config import Settings
 from support_bot.errors import ConfigurationError, ModelNotAvailable, SupportBotError
+from support_bot.llm.engine import StreamingEngine
 from support_bot.llm.prompt import ChatMessage, count_tokens, render_prompt_ids, validate_messages
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ DEFAULT_CONTEXT_WINDOW = 4096
 _PER_MESSAGE_OVERHEAD = 4
 
 
-class OpenAIEngine:
+class OpenAIEngine(StreamingEngine):
     """Streams `/chat/completions` over SSE; the server applies the model's chat format."""
 
     def __init__(self, settings: Settings) -> None:
@@ -136,16 +137,6 @@ class OpenAIEngine:
         except httpx.HTTPError as exc:
             raise ModelNotAvailable(f"Cannot reach the model server at {self.base_url}: {exc}") from exc
 
-    def generate(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_new_tokens: int | None = None,
-        stop: threading.Event | None = None,
-        timeout_s: float | None = None,
-    ) -> str:
-        """The whole answer at once."""
-        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout_s=timeout_s))
 
 
 def _delta_texts(data: str, base_url: str) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 from support_bot.config import Settings
 from support_bot.errors import ConfigurationError, InvalidInput
 from support_bot.llm.presets import PRESETS
+from support_bot.llm.engine import StreamingEngine
 from support_bot.llm.prompt import ChatMessage, count_tokens, render_prompt_ids
 from support_bot.llm.pull import ResolvedModel, resolve_model
 
@@ -195,7 +196,7 @@ def _limit_cpu_threads() -> None:
         torch.set_num_threads(usable)
 
 
-class TransformersEngine:
+class TransformersEngine(StreamingEngine):
     """One local model served by a continuous-batching scheduler: concurrent requests share decode steps."""
 
     def __init__(
@@ -373,13 +374,3 @@ class TransformersEngine:
             # Also reached when the consumer abandons the stream: the scheduler frees the row at its next step.
             request.cancel()
 
-    def generate(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_new_tokens: int | None = None,
-        stop: threading.Event | None = None,
-        timeout_s: float | None = None,
-    ) -> str:
-        """The whole answer at once."""
-        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, stop=stop, timeout_s=timeout_s))
