@@ -245,7 +245,7 @@ def test_pattern_scan_stops_early_only_for_attack_families():
     assert "self_harm" in partial and partial < full
 
 
-class _StubLlamaGuard:
+class _FixedVerdictLlamaGuard:
     """Stands in for the model (its own tests run a real tiny one); returns a fixed assessment."""
 
     def __init__(self, result: GuardResult):
@@ -259,9 +259,9 @@ class _StubLlamaGuard:
 
 def test_llama_guard_verdict_is_an_extra_signal(safety_settings):
     settings = safety_settings.model_copy(update={"safety": SafetySettings(use_embeddings=False)})
-    unsafe = _StubLlamaGuard(GuardResult("unsafe", ["O6"], "unsafe\nO6"))
+    unsafe = _FixedVerdictLlamaGuard(GuardResult("unsafe", ["O6"], "unsafe\nO6"))
     verdict = InputGuard(settings, llama_guard=unsafe).check("what's the quickest way out of all this")
     assert "llama_guard" in names(verdict) and verdict.category == "self_harm" and verdict.action == "handoff"
     assert unsafe.seen == ["what's the quickest way out of all this"]
-    safe = _StubLlamaGuard(GuardResult("safe", [], "safe"))
+    safe = _FixedVerdictLlamaGuard(GuardResult("safe", [], "safe"))
     assert InputGuard(settings, llama_guard=safe).check("where is my order").action == "allow"
