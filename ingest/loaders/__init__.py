@@ -19,6 +19,7 @@ from ingest.loaders.faq_json import (
 )
 from ingest.loaders.html import parse_html
 from ingest.loaders.markdown import parse_markdown
+from ingest.loaders.pdf import parse_pdf
 from ingest.loaders.plain_text import parse_text
 from ingest.loaders._text import display_name, is_html_document
 from support_bot.errors import InvalidInput
@@ -37,6 +38,7 @@ LOADERS: dict[str, tuple[str, Parser]] = {
     ".html": ("html", parse_html),
     ".htm": ("html", parse_html),
     ".txt": ("text", parse_text),
+    ".pdf": ("pdf", parse_pdf),
 }
 CHAT_LOG = "chat_log"
 # Kinds whose text comes from customers and is redacted before it is embedded or stored.
@@ -112,5 +114,6 @@ __all__ = [
     "parse_faq_jsonl",
     "parse_html",
     "parse_markdown",
+    "parse_pdf",
     "parse_text",
 ]

@@ -190,9 +190,10 @@ def test_content_that_does_not_match_the_extension_is_refused(name, data, messag
     assert message in info.value.detail
 
 
-def test_every_extension_has_a_loader_and_pdf_is_not_claimed():
+def test_every_extension_has_a_loader_and_others_are_not_claimed():
     assert loader_for("Guide.MD") == ("markdown", ".md")
     assert loader_for("page.htm") == ("html", ".htm")
-    assert {".csv", ".json", ".jsonl", ".md", ".html", ".txt"} <= set(LOADERS)
-    with pytest.raises(InvalidInput, match="unsupported file type .pdf"):
-        loader_for("manual.pdf")
+    assert loader_for("Manual.PDF") == ("pdf", ".pdf")
+    assert {".csv", ".json", ".jsonl", ".md", ".html", ".txt", ".pdf"} <= set(LOADERS)
+    with pytest.raises(InvalidInput, match="unsupported file type .docx"):
+        loader_for("manual.docx")

@@ -136,7 +136,8 @@ BAD_FILES = {
     "binary junk": ("bad.csv", random.Random(1).randbytes(4096), InvalidInput, "bad.csv:"),
     "50 MB junk": ("bad.csv", b"x" * (50 * 1024 * 1024), PayloadTooLarge, "larger than the 20.0 MiB limit"),
     "empty answer": ("bad.csv", b"id,question,answer\n1,Why?,\n", InvalidInput, "row 1 (line 2) has an empty answer"),
-    "wrong type": ("faq.pdf", b"%PDF-1.7", InvalidInput, "unsupported file type .pdf"),
+    "wrong type": ("faq.docx", b"PK\x03\x04", InvalidInput, "unsupported file type .docx"),
+    "truncated pdf": ("faq.pdf", b"%PDF-1.7\n1 0 obj", InvalidInput, "faq.pdf: the PDF is truncated"),
 }
 
 
