@@ -326,6 +326,8 @@ def main() -> None:
     bare_prefill = 0.0
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
     for repeat in range(args.repeats):
+        if engine is None:
+            engine = new_engine()
         try:
             # generate first: on a GPU its KV cache is freed before the engine allocates its static one.
             _keep_best(reference, bench_generate(engine, prompts, concurrency, args.new_tokens, worker))
@@ -337,11 +339,10 @@ def main() -> None:
         finally:
             engine.close()
         # A fresh engine per repeat: the closed one's KV cache goes before the next generate run needs memory.
-        del engine
+        engine = None
         gc.collect()
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
-        engine = new_engine() if repeat + 1 < args.repeats else None
     worker.shutdown()
 
     ratios = {f"engine_vs_generate_c{n}": round(ours[f"tok_s_c{n}"] / reference[f"tok_s_c{n}"], 3) for n in concurrency}

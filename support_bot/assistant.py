@@ -8,9 +8,9 @@ import logging
 import re
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 
 from support_bot.config import Settings
 from support_bot.db import session_scope
-from support_bot.grounding import ground_answer
 from support_bot.errors import Forbidden, InvalidInput, NotFound, SupportBotError
+from support_bot.grounding import ground_answer
 from support_bot.llm.prompt import ChatMessage
-from support_bot.memory import fit_history, history_messages
+from support_bot.memory import fit_history, history_messages, needs_summary, summary_prompt
 from support_bot.models import Conversation, Customer, Message, SafetyEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -148,25 +148,28 @@ class Assistant:
         # Summaries are written off the answer's path, one at a time.
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
 
+    def _lazy(self, attr: str, make):
+        """Build a heavy part (model, index, guard) on first use, once, imported only then."""
+        value = getattr(self, attr)
+        if value is None:
+            with self._lock:
+                value = getattr(self, attr)
+                if value is None:
+                    value = make()
+                    setattr(self, attr, value)
+        return value
+
     @property
     def engine(self):
-        if self._engine is None:
-            from support_bot.llm.engine import get_engine
+        from support_bot.llm.engine import get_engine
 
-            with self._lock:
-                if self._engine is None:
-                    self._engine = get_engine(self.settings)
-        return self._engine
+        return self._lazy("_engine", lambda: get_engine(self.settings))
 
     @property
     def retriever(self):
-        if self._retriever is None:
-            from support_bot.knowledge.retriever import get_retriever
+        from support_bot.knowledge.retriever import get_retriever
 
-            with self._lock:
-                if self._retriever is None:
-                    self._retriever = get_retriever(self.settings)
-        return self._retriever
+        return self._lazy("_retriever", lambda: get_retriever(self.settings))
 
     def validate_text(self, text: str) -> str:
         text = (text or "").strip()
@@ -249,23 +252,15 @@ class Assistant:
 
     @property
     def input_guard(self):
-        if self._input_guard is None:
-            from support_bot.safety import InputGuard
+        from support_bot.safety import InputGuard
 
-            with self._lock:
-                if self._input_guard is None:
-                    self._input_guard = InputGuard(self.settings)
-        return self._input_guard
+        return self._lazy("_input_guard", lambda: InputGuard(self.settings))
 
     @property
     def output_guard(self):
-        if self._output_guard is None:
-            from support_bot.safety import OutputGuard
+        from support_bot.safety import OutputGuard
 
-            with self._lock:
-                if self._output_guard is None:
-                    self._output_guard = OutputGuard(self.settings)
-        return self._output_guard
+        return self._lazy("_output_guard", lambda: OutputGuard(self.settings))
 
     def warm_up(self) -> None:
         """Load the model and the guards now rather than on the first customer message."""
@@ -319,8 +314,9 @@ class Assistant:
             )
             summary = conversation.summary if conversation else None
             customer_notes = self._customer_notes(session, conversation) if conversation else []
-        history = history_messages(earlier, max_turns=settings.chat.history_turns)
-        complete = len(history_messages(earlier, max_turns=len(earlier)))
+        all_turns = history_messages(earlier, max_turns=len(earlier))
+        history = all_turns[-2 * settings.chat.history_turns :] if settings.chat.history_turns > 0 else []
+        complete = len(all_turns)
         customer_texts = [original] + [m.text for m in earlier if m.role == "customer"]
 
         caution = None
@@ -336,10 +332,9 @@ class Assistant:
                     text=original,
                 )
             if verdict.action in ("block", "handoff"):
-                handoff = verdict.action == "handoff"
-                yield from self._stream_fixed(verdict.reply or "")
-                reply = self._store_reply(question, verdict.reply or "", [], abstained=False, handoff=handoff)
-                yield TurnEvent("done", self._done_payload(reply, handoff=handoff))
+                yield from self._fixed_reply(
+                    question, verdict.reply or "", abstained=False, handoff=verdict.action == "handoff"
+                )
                 return
             if verdict.action == "caution":
                 caution = caution_note(settings, verdict.category)
@@ -357,19 +352,14 @@ class Assistant:
             return
 
         if result.abstain or not result.hits:
-            yield from self._stream_fixed(ABSTAIN_TEXT)
-            reply = self._store_reply(question, ABSTAIN_TEXT, [], abstained=True)
-            yield TurnEvent("done", self._done_payload(reply))
-            self._background.submit(self._refresh_summary_logged, question.conversation_id)
+            yield from self._fixed_reply(question, ABSTAIN_TEXT, abstained=True, summarize=True)
             return
 
         hits = result.hits[: settings.retrieval.top_k]
         if settings.safety.enabled:
             hits = self._screen_sources(hits, question.conversation_id)
             if not hits:
-                yield from self._stream_fixed(ABSTAIN_TEXT)
-                reply = self._store_reply(question, ABSTAIN_TEXT, [], abstained=True)
-                yield TurnEvent("done", self._done_payload(reply))
+                yield from self._fixed_reply(question, ABSTAIN_TEXT, abstained=True)
                 return
         from support_bot.safety.output_guard import make_canary
 
@@ -434,8 +424,6 @@ class Assistant:
 
     def refresh_summary(self, conversation_id: str, *, force: bool = False) -> str | None:
         """Fold messages newer than the summary into it, with the model, when enough have accumulated."""
-        from support_bot.memory import needs_summary, summary_prompt
-
         with session_scope(self.settings) as session:
             conversation = session.get(Conversation, conversation_id)
             if conversation is None:
@@ -540,10 +528,16 @@ class Assistant:
             "url": hit.url,
         }
 
-    @staticmethod
-    def _stream_fixed(text: str) -> Iterator[TurnEvent]:
+    def _fixed_reply(
+        self, question: Message, text: str, *, abstained: bool, handoff: bool = False, summarize: bool = False
+    ) -> Iterator[TurnEvent]:
+        """A reply that needs no model (abstain, refusal, handoff), streamed word by word like a generated one."""
         for piece in re.findall(r"\S+\s*", text):
             yield TurnEvent("token", {"text": piece})
+        reply = self._store_reply(question, text, [], abstained=abstained, handoff=handoff)
+        yield TurnEvent("done", self._done_payload(reply, handoff=handoff))
+        if summarize:
+            self._background.submit(self._refresh_summary_logged, question.conversation_id)
 
     def _store_reply(
         self, question: Message, text: str, citations: list, *, abstained: bool, handoff: bool = False
