@@ -50,7 +50,14 @@ class Engine(Protocol):
 
 
 class StreamingEngine:
-    """Shared by the backends (each defines `stream`): `generate` is `stream` joined."""
+    """Shared by the backends (each defines `stream` and `count_tokens`): `generate` is `stream` joined."""
+
+    # Rough cost of the role markers around each message, for backends without the model's own tokenizer.
+    PER_MESSAGE_OVERHEAD = 4
+
+    def approx_prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        """Content tokens of every message plus a fixed overhead per message."""
+        return sum(self.count_tokens(m.content) + self.PER_MESSAGE_OVERHEAD for m in messages)
 
     def generate(
         self,

@@ -12,8 +12,6 @@ from support_bot.llm.engine import StreamingEngine
 from support_bot.llm.prompt import ChatMessage, validate_messages
 
 _PIECE = re.compile(r"\s*\S+")
-# Rough cost of the role markers around each message; the fake's counts are approximate by design.
-_PER_MESSAGE_OVERHEAD = 4
 
 
 class FakeEngine(StreamingEngine):
@@ -45,7 +43,7 @@ class FakeEngine(StreamingEngine):
 
     def prompt_tokens(self, messages: list[ChatMessage]) -> int:
         """Approximate: words of every message plus a fixed overhead per message."""
-        return sum(self.count_tokens(m.content) + _PER_MESSAGE_OVERHEAD for m in messages)
+        return self.approx_prompt_tokens(messages)
 
     def stream(
         self,

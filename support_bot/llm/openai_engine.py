@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 # Llama-2's window; used unless a local copy of the served model says otherwise.
 DEFAULT_CONTEXT_WINDOW = 4096
-_PER_MESSAGE_OVERHEAD = 4
 
 
 class OpenAIEngine(StreamingEngine):
@@ -76,7 +75,7 @@ class OpenAIEngine(StreamingEngine):
         """Exact with a local tokenizer, else approximate (content plus a fixed overhead per message)."""
         if self._tokenizer is not None:
             return len(render_prompt_ids(self._tokenizer, messages, self._prompt_format))
-        return sum(self.count_tokens(m.content) + _PER_MESSAGE_OVERHEAD for m in messages)
+        return self.approx_prompt_tokens(messages)
 
     def stream(
         self,
