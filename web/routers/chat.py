@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -65,15 +64,15 @@ def create_conversation(
 
 
 @router.post("/conversations/{conversation_id}/messages")
-async def create_message(
+def create_message(
     conversation_id: str,
     body: MessageCreate,
-    request: Request,
     session: SessionDep,
     token: TokenDep,
     assistant: AssistantDep,
 ):
     """Post a customer message; the answer streams back as server-sent events."""
+    # A plain def: the token check's database work runs in the threadpool, not on the event loop.
     authorize(session=session, conversation_id=conversation_id, token=token)
     text = assistant.validate_text(body.text)
     session.close()
@@ -88,11 +87,8 @@ async def create_message(
                 yield sse(event)
         except SupportBotError as exc:
             yield sse(TurnEvent("error", {"detail": exc.detail}))
-        except asyncio.CancelledError:
-            # The customer went away or pressed stop: end generation, keep what was stored.
-            stop.set()
-            raise
         finally:
+            # Also reached when the customer goes away or presses stop: generation ends, what was stored stays.
             stop.set()
 
     return StreamingResponse(
