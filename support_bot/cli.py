@@ -41,7 +41,8 @@ def cmd_serve(args) -> int:
         from support_bot.llm.pull import resolve_model
 
         resolve_model(settings)  # fail now, with the command to run, rather than at the first question
-    app = create_app(settings)
+    # Migrated above (the seed needs the schema), so the app need not do it again at start-up.
+    app = create_app(settings.model_copy(update={"migrate_on_start": False}))
     print(f"support-bot serving on http://{args.host or settings.host}:{args.port or settings.port}", file=sys.stderr)
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
     return 0
