@@ -49,15 +49,6 @@ def sentence_support(sentence: str, source: str) -> float:
     return sum(1 for w in words if w in vocab) / len(words)
 
 
-def support_ratio(answer: str, sources: list[str]) -> float:
-    """Share of the answer's content words that appear anywhere in the sources."""
-    words = content_words(CITATION_RE.sub(" ", answer))
-    if not words:
-        return 0.0
-    vocab = set(content_words(" ".join(sources)))
-    return sum(1 for w in words if w in vocab) / len(words)
-
-
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
 
