@@ -1,4 +1,4 @@
-"""ORM models: customers, conversations, messages, knowledge sources/documents/chunks, ingest jobs."""
+"""ORM models: customers, conversations, messages, knowledge, ingest jobs, console users and the audit log."""
 
 from __future__ import annotations
 
@@ -186,4 +186,61 @@ class SafetyEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     # A short, PII-redacted excerpt of the offending text, for the console.
     excerpt: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class User(Base):
+    """A console user: an agent works the queue, ops manage knowledge, an admin manages users and settings."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # Lower-cased login name (an e-mail address or a short name).
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    role: Mapped[str] = mapped_column(String(16), default="agent", index=True)  # agent | ops | admin
+    # argon2id hash; never the password itself.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A one-time password (set at setup or by an admin) must be changed at the next login.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Agent presence and how many conversations the agent may hold at once.
+    presence: Mapped[str] = mapped_column(String(16), default="offline")  # online | away | offline
+    presence_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    capacity: Mapped[int] = mapped_column(Integer, default=5)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleSession(Base):
+    """A server-side console login; the cookie holds a random token whose SHA-256 is the key here."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+
+
+class AuditLog(Base):
+    """Who did what and when: claims, transfers, replies, resolutions, user and role changes, settings."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Null for the system itself (automatic handoffs, setup).
+    actor_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Kept as written at the time, so the log stays readable after a user is renamed or disabled.
+    actor_name: Mapped[str] = mapped_column(String(255), default="system")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32), default="")
+    target_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
