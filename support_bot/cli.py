@@ -225,6 +225,32 @@ def cmd_kb_reindex(_args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    from support_bot.backup import backup
+
+    settings = get_settings()
+    manifest = backup(settings, Path(args.out), progress=lambda msg: print(msg, file=sys.stderr))
+    rows = sum(manifest["tables"].values())
+    print(f"backup written to {args.out}: {rows} rows, index v{manifest['index_version']}", file=sys.stderr)
+    print(json.dumps(manifest))
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from support_bot.backup import restore
+
+    settings = get_settings()
+    result = restore(
+        settings,
+        Path(args.archive),
+        force=args.force,
+        rebuild_index=args.rebuild_index,
+        progress=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="support-bot", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -267,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_kb_delete)
     p = kb.add_parser("reindex", help="rebuild and publish the index from the database")
     p.set_defaults(func=cmd_kb_reindex)
+
+    p = sub.add_parser("backup", help="write the database and the live index to one .tar.gz archive")
+    p.add_argument("out", help="archive path, e.g. backup-2026-01-31.tar.gz")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="load a backup archive into an empty database and publish its index")
+    p.add_argument("archive")
+    p.add_argument("--force", action="store_true", help="replace the contents of a non-empty database")
+    p.add_argument("--rebuild-index", action="store_true", help="rebuild the index from the restored chunks")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("worker", help="run a Celery ingest worker (needs SUPPORT_BOT_REDIS_URL)")
     p.add_argument("--concurrency", type=int, default=1)

@@ -397,3 +397,25 @@ class IndexReader:
                 log.exception("could not load index from %s; still serving v%d", self.index_dir, self._version.version)
                 self._retry_at = time.monotonic() + self._RETRY_S
             return self._version
+
+
+def install_version(index_dir: Path, source: Path) -> int:
+    """Copy a complete version directory (e.g. from a backup) in as the next version and make it current."""
+    with _publish_lock(index_dir):
+        tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
+        try:
+            shutil.copytree(source, tmp)
+            number = max([read_current_version(index_dir), *_version_dirs(index_dir).keys(), 0]) + 1
+            meta_path = tmp / META
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta["version"] = number
+            meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+            os.rename(tmp, index_dir / f"v{number}")
+            pointer = index_dir / f".CURRENT-{uuid.uuid4().hex}"
+            pointer.write_text(f"v{number}\n", encoding="utf-8")
+            os.replace(pointer, index_dir / CURRENT)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _prune(index_dir, keep_from=number - KEEP_VERSIONS + 1)
+    return number
