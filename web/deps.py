@@ -27,7 +27,8 @@ def get_db(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# "function" scope commits before the response is sent: a client that got 201 can use what it was told exists.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 
 def get_assistant(request: Request) -> Assistant:
