@@ -89,3 +89,27 @@ def faq_csv(n: int, seed: int = 0) -> bytes:
     writer.writerow(["id", "question", "answer"])
     writer.writerows(faq_rows(n, seed))
     return buf.getvalue().encode("utf-8")
+
+
+def topic_mixture_vectors(topics, n: int, seed: int = 0, *, mix: float = 0.6, noise: float = 0.03):
+    """n unit vectors shaped like real embeddings: topic i, plus up to `mix` of a second topic j, plus noise.
+
+    Returns (vectors, i) with i the main topic of each vector. Mixing two real sentence embeddings spreads the
+    vectors over the model's own subspace, as real chunks are, instead of into a few thousand tight balls of
+    near-duplicates.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    topics = np.asarray(topics, dtype=np.float32)
+    out = np.empty((n, topics.shape[1]), dtype=np.float32)
+    main = rng.integers(0, len(topics), n)
+    # In slices, so building a million vectors needs no temporaries of the full size.
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        other = rng.integers(0, len(topics), stop - start)
+        weight = rng.uniform(0, mix, size=(stop - start, 1)).astype(np.float32)
+        v = topics[main[start:stop]] + weight * topics[other]
+        v += rng.normal(scale=noise, size=v.shape).astype(np.float32)
+        out[start:stop] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out, main

@@ -225,6 +225,8 @@ def main() -> None:
             SUPPORT_BOT_DATA_DIR=str(Path(tmp) / "data"),
             SUPPORT_BOT_LLM__BACKEND="fake",
             SUPPORT_BOT_PORT=str(chat_port),
+            # Every simulated customer comes from 127.0.0.1: the per-IP abuse limits would measure themselves.
+            SUPPORT_BOT_WIDGET__RATE_LIMIT_ENABLED="false",
         )
         if args.database_url:
             env["SUPPORT_BOT_DATABASE_URL"] = args.database_url

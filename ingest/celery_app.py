@@ -7,13 +7,39 @@ from celery import Celery
 from support_bot.config import Settings, get_settings
 from support_bot.errors import ConfigurationError
 
+# After the soft limit the task gets this long to record its failure before the hard limit kills the process.
+HARD_LIMIT_GRACE_S = 60
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """Seconds after which Redis hands a task a worker took but never acknowledged (it died) to another worker."""
+    return settings.ingest.visibility_timeout_s or settings.ingest.job_time_limit_s + 600
+
+
+def broker_transport_options(settings: Settings) -> dict:
+    """Redis transport options: redelivery of a dead worker's task, and the key prefix."""
+    timeout = visibility_timeout(settings)
+    options = {
+        "visibility_timeout": timeout,
+        # Workers look for such tasks every tenth of the timeout (1 to 60 s), so a short timeout redelivers soon;
+        # each look is one cheap sorted-set query.
+        "unacked_restore_interval": max(1, min(60, timeout // 10)),
+        "unacked_restore_throttle": 1,
+    }
+    if settings.ingest.broker_key_prefix:
+        options["global_keyprefix"] = settings.ingest.broker_key_prefix
+    return options
+
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the configured Redis, tuned so a lost worker's job is redelivered, not dropped."""
     if not settings.redis_url:
         raise ConfigurationError("SUPPORT_BOT_REDIS_URL must be set to run or reach Celery ingest workers")
     app = Celery("support_bot_ingest", broker=settings.redis_url, backend=settings.redis_url, include=["ingest.tasks"])
+    limit = settings.ingest.job_time_limit_s
     app.conf.update(
+        # Acknowledge only when the task is done, and give the task back if its worker process dies, so a job
+        # whose worker was killed runs again (and resumes what it had staged).
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -21,11 +47,11 @@ def make_celery(settings: Settings) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         task_default_queue=settings.ingest.queue,
-        task_time_limit=settings.ingest.job_time_limit_s,
+        task_soft_time_limit=limit,
+        task_time_limit=limit + HARD_LIMIT_GRACE_S,
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
-        # Redis redelivers an unacked task after this; it must outlast the longest job or the job runs twice at once.
-        broker_transport_options={"visibility_timeout": settings.ingest.job_time_limit_s + 600},
+        broker_transport_options=broker_transport_options(settings),
         worker_hijack_root_logger=False,
     )
     return app

@@ -1,4 +1,9 @@
-"""The ingestion pipeline, free of Celery: submit (validate + store bytes + job row) and run (parse -> publish)."""
+"""The ingestion pipeline, free of Celery: submit (validate, store bytes, job row) and run (parse, stage, go live).
+
+A run stages the new version's chunks batch by batch under a document the source does not serve yet, then makes it
+live in one transaction. A run that dies (SIGKILL, lost connection) leaves its staged batches behind; the next run of
+the same job resumes from them, and the (document, ordinal) unique key keeps every chunk exactly once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import hashlib
 import logging
 import os
 import time
+import unicodedata
 import uuid
 from pathlib import Path, PurePath
 
@@ -29,10 +35,19 @@ log = logging.getLogger(__name__)
 # Worth retrying later (a locked or unreachable database, a dropped connection); everything else fails the job.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
 
-# Chunks embedded between two progress updates. Large groups matter: the encoder sorts a call's texts by length,
-# so short question views batch together instead of being padded to the length of answers.
-_PROGRESS_EVERY = 256
 _MAX_ERROR_CHARS = 2000
+_MAX_NAME_CHARS = 255
+
+# Deadlines use a monotonic clock; tests replace this to run out of time without waiting.
+_clock = time.monotonic
+
+
+class JobTimeLimitExceeded(SupportBotError):
+    """The job ran past settings.ingest.job_time_limit_s."""
+
+
+class JobSuperseded(SupportBotError):
+    """The job's staged version was dropped (a newer upload went live, or the source was deleted)."""
 
 
 def _human_bytes(n: int) -> str:
@@ -49,6 +64,22 @@ def _check_size(size: int, settings: Settings, name: str) -> None:
         raise PayloadTooLarge(f"{name}: the file is {_human_bytes(size)}, larger than the {_human_bytes(limit)} limit")
 
 
+def upload_name(filename: str | None) -> str:
+    """A client-supplied file name reduced to a safe display name: last path part, no control characters."""
+    text = (filename or "").replace("\\", "/")
+    # Control and format characters (NUL, newlines, bidi overrides) would garble logs and the console.
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    name = PurePath(text).name.strip()
+    if name in ("", ".", ".."):
+        return "upload"
+    return name[:_MAX_NAME_CHARS]
+
+
+def source_name_for(filename: str) -> str:
+    """The default source name of an upload: its file name without the extension."""
+    return (PurePath(filename).stem.strip() or filename)[:_MAX_NAME_CHARS]
+
+
 def _store_upload(settings: Settings, sha256: str, ext: str, data: bytes) -> Path:
     # Content-addressed: the user's file name never becomes a path, and identical uploads share one file.
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
@@ -63,15 +94,20 @@ def _store_upload(settings: Settings, sha256: str, ext: str, data: bytes) -> Pat
     return path
 
 
-def create_job(*, session: Session, settings: Settings, source_name: str, filename: str, data: bytes) -> IngestJob:
-    """Validate an upload now (bad files fail here, nothing stored), keep its bytes, and queue a job row."""
-    name = PurePath(filename or "").name or "upload"
-    _check_size(len(data), settings, name)
+def _clean_source_name(source_name: str | None) -> str:
     source_name = (source_name or "").strip()
     if not source_name:
         raise InvalidInput("a source name is required")
-    if len(source_name) > 255:
-        raise InvalidInput("the source name is longer than 255 characters")
+    if len(source_name) > _MAX_NAME_CHARS:
+        raise InvalidInput(f"the source name is longer than {_MAX_NAME_CHARS} characters")
+    return source_name
+
+
+def create_job(*, session: Session, settings: Settings, source_name: str, filename: str, data: bytes) -> IngestJob:
+    """Validate an upload now (bad files fail here, nothing stored), keep its bytes, and queue a job row."""
+    name = upload_name(filename)
+    _check_size(len(data), settings, name)
+    source_name = _clean_source_name(source_name)
     _, ext = loader_for(name)
     entries = parse(name, data)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -79,7 +115,7 @@ def create_job(*, session: Session, settings: Settings, source_name: str, filena
     job = IngestJob(
         id=new_id(),
         source_name=source_name,
-        filename=name[:512],
+        filename=name,
         path=str(path),
         sha256=sha256,
         size_bytes=len(data),
@@ -93,14 +129,55 @@ def create_job(*, session: Session, settings: Settings, source_name: str, filena
     return job
 
 
+def accept_upload(
+    *, session: Session, settings: Settings, source_name: str | None, filename: str | None, data: bytes,
+    size: int | None = None,
+) -> tuple[IngestJob, SupportBotError | None]:
+    """Queue a job for an upload, or record a failed job saying why the file was refused -> (job, refusal or None).
+
+    `size` is the file's full size when `data` holds only its first bytes (an upload cut off at the limit).
+    """
+    name = upload_name(filename)
+    source = (source_name or "").strip() or source_name_for(name)
+    try:
+        if size is not None and size > len(data):
+            _check_size(size, settings, name)
+        return create_job(session=session, settings=settings, source_name=source, filename=name, data=data), None
+    except SupportBotError as exc:
+        # Nothing of the file is kept; the row tells ops which file failed and why.
+        job = IngestJob(
+            id=new_id(),
+            source_name=source[:_MAX_NAME_CHARS] or "upload",
+            filename=name,
+            path="",
+            sha256="",
+            size_bytes=max(size or 0, len(data)),
+            status="failed",
+            progress_done=0,
+            progress_total=0,
+            attempts=0,
+            error=_error_text(exc),
+            finished_at=utcnow(),
+        )
+        session.add(job)
+        session.flush()
+        return job, exc
+
+
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, SupportBotError):
         text = exc.detail
     elif isinstance(exc, OperationalError):
-        text = f"database error (will be retried): {exc.orig}"
+        text = f"database error: {exc.orig}"
     else:
         text = f"{type(exc).__name__}: {exc}"
     return text[:_MAX_ERROR_CHARS]
+
+
+def retry_delay(attempt: int, settings: Settings) -> float:
+    """Seconds to wait before retry number `attempt` (0-based) after a transient error: exponential, capped."""
+    base = settings.ingest.retry_backoff_s
+    return float(min(settings.ingest.retry_backoff_max_s, base * (2**attempt)))
 
 
 def _start(job_id: str, settings: Settings) -> IngestJob:
@@ -137,13 +214,15 @@ def _finish(job_id: str, settings: Settings, started: float, *, document_id: int
         job.document_id = document_id
         job.progress_done = job.progress_total
         job.finished_at = utcnow()
-        job.duration_s = round(time.monotonic() - started, 3)
+        job.duration_s = round(_clock() - started, 3)
     _discard_upload(job, settings)
     return job
 
 
 def _discard_upload(job: IngestJob, settings: Settings) -> None:
     # The bytes are kept until no unfinished job needs them; a failed job keeps them so it can be re-run.
+    if not job.path:
+        return
     with session_scope(settings) as session:
         pending = session.scalar(
             select(func.count())
@@ -182,33 +261,51 @@ def _publish(settings: Settings) -> int:
         return publish_index(session=session, settings=settings)
 
 
-def _embed(job_id: str, settings: Settings, drafts: list[ChunkDraft]) -> list[bytes]:
-    from support_bot.knowledge.embedder import get_embedder
-
-    embedder = get_embedder(settings)
+def _embed(embedder, drafts: list[ChunkDraft]) -> list[bytes]:
+    """Each draft's view vectors as one float32 blob, in draft order."""
+    vectors = embedder.encode([v for d in drafts for v in d.views])
     out: list[bytes] = []
-    for start in range(0, len(drafts), _PROGRESS_EVERY):
-        group = drafts[start : start + _PROGRESS_EVERY]
-        vectors = embedder.encode([v for d in group for v in d.views])
-        offset = 0
-        for d in group:
-            out.append(np.ascontiguousarray(vectors[offset : offset + len(d.views)], dtype=np.float32).tobytes())
-            offset += len(d.views)
-        _set(job_id, settings, progress_done=start + len(group))
+    offset = 0
+    for d in drafts:
+        out.append(np.ascontiguousarray(vectors[offset : offset + len(d.views)], dtype=np.float32).tobytes())
+        offset += len(d.views)
     return out
 
 
-def _swap(
-    job: IngestJob, settings: Settings, kind: str, drafts: list[ChunkDraft], embeddings: list[bytes]
-) -> tuple[int, bool]:
-    """In one transaction: new document version with its chunks goes live, older versions go. -> (doc id, unchanged)."""
+def _lock_job(session: Session, job_id: str) -> IngestJob:
+    # Writing first takes SQLite's write lock (and the job's row lock on Postgres) before anything is read, so two
+    # runs of one job serialize here, and a read-then-write transaction never meets a stale SQLite snapshot.
+    session.execute(update(IngestJob).where(IngestJob.id == job_id).values(attempts=IngestJob.attempts))
+    return session.get(IngestJob, job_id, populate_existing=True)
+
+
+def _superseded(session: Session, job: IngestJob) -> JobSuperseded:
+    source = session.scalar(select(Source).where(Source.name == job.source_name))
+    if source is None:
+        return JobSuperseded(
+            f"{job.filename}: source {job.source_name!r} was deleted while the file was being ingested"
+        )
+    return JobSuperseded(
+        f"{job.filename}: a newer upload of source {job.source_name!r} (version {source.active_version}) went live "
+        "while this file was being ingested; it was not used"
+    )
+
+
+def _stage(job_id: str, settings: Settings, kind: str, n_chunks: int) -> tuple[int, set[int]]:
+    """The job's staged document (made now, or kept from a run that died) -> (document id, ordinals stored)."""
     with session_scope(settings) as session:
-        # Writing first takes SQLite's write lock (and the job's row lock on Postgres) before anything is read,
-        # so two runs of one job serialize here instead of both inserting.
-        session.execute(update(IngestJob).where(IngestJob.id == job.id).values(progress_done=len(drafts)))
-        current = session.get(IngestJob, job.id, populate_existing=True)
-        if current.document_id is not None and session.get(Document, current.document_id) is not None:
-            return current.document_id, False
+        job = _lock_job(session, job_id)
+        if job.document_id is not None:
+            doc = session.get(Document, job.document_id)
+            if doc is None:
+                raise _superseded(session, job)
+            if doc.n_chunks == n_chunks:
+                ordinals = session.scalars(select(Chunk.ordinal).where(Chunk.document_id == doc.id)).all()
+                return doc.id, set(ordinals)
+            # Chunking settings changed since the run that died: its chunks do not line up, start over.
+            session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+            doc.n_chunks = n_chunks
+            return doc.id, set()
         source = session.scalar(select(Source).where(Source.name == job.source_name).with_for_update())
         if source is None:
             try:
@@ -219,26 +316,49 @@ def _swap(
             except IntegrityError:
                 # Another job created the same source a moment ago; use theirs.
                 source = session.scalar(select(Source).where(Source.name == job.source_name).with_for_update())
-        active = _active_document(session, source)
-        if active is not None and active.sha256 == job.sha256:
-            return active.id, True
         last = session.scalar(select(func.max(Document.version)).where(Document.source_id == source.id)) or 0
-        version = max(last, source.active_version) + 1
         doc = Document(
             source_id=source.id,
-            version=version,
+            version=max(last, source.active_version) + 1,
             filename=job.filename,
             sha256=job.sha256,
             size_bytes=job.size_bytes,
-            n_chunks=len(drafts),
+            n_chunks=n_chunks,
         )
         session.add(doc)
         session.flush()
+        job.document_id = doc.id
+        return doc.id, set()
+
+
+def _insert_chunks(session: Session, rows: list[dict]) -> None:
+    # A second run of the same job (a redelivered task racing the first) may store the same ordinals: keep one.
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        session.execute(insert(Chunk), rows)
+        return
+    stmt = dialect_insert(Chunk).on_conflict_do_nothing(index_elements=["document_id", "ordinal"])
+    session.execute(stmt, rows)
+
+
+def _store_batch(
+    job_id: str, settings: Settings, document_id: int, drafts: list[ChunkDraft], embeddings: list[bytes]
+) -> int:
+    """Add one batch of chunks to the staged document and record progress -> chunks stored so far."""
+    with session_scope(settings) as session:
+        job = _lock_job(session, job_id)
+        doc = session.get(Document, document_id)
+        if doc is None:
+            raise _superseded(session, job)
         now = utcnow()
         rows = [
             {
                 "id": new_id(),
-                "source_id": source.id,
+                "source_id": doc.source_id,
                 "document_id": doc.id,
                 "ordinal": d.ordinal,
                 "entry_id": d.entry_id,
@@ -258,15 +378,77 @@ def _swap(
             }
             for d, emb in zip(drafts, embeddings)
         ]
-        if rows:
-            session.execute(insert(Chunk), rows)
-        source.active_version = version
+        try:
+            with session.begin_nested():
+                _insert_chunks(session, rows)
+        except IntegrityError:
+            # The staged document was deleted under us (Postgres checks the foreign key at insert).
+            if session.get(Document, document_id, populate_existing=True) is None:
+                raise _superseded(session, job) from None
+            raise
+        done = session.scalar(select(func.count()).select_from(Chunk).where(Chunk.document_id == document_id)) or 0
+        job.progress_done = done
+        return done
+
+
+def _go_live(job_id: str, settings: Settings, kind: str, document_id: int, n_chunks: int) -> bool:
+    """In one transaction: the staged version becomes the source's live one and older versions go.
+
+    -> False when it already was live (a duplicate run got here first).
+    """
+    with session_scope(settings) as session:
+        job = _lock_job(session, job_id)
+        doc = session.get(Document, document_id)
+        source = session.scalar(select(Source).where(Source.name == job.source_name).with_for_update())
+        if doc is None or source is None or source.id != doc.source_id:
+            raise _superseded(session, job)
+        if source.active_version == doc.version:
+            return False
+        if source.active_version > doc.version:
+            # The failure handler drops the staged version.
+            raise _superseded(session, job)
+        stored = session.scalar(select(func.count()).select_from(Chunk).where(Chunk.document_id == doc.id)) or 0
+        if stored != n_chunks:
+            raise RuntimeError(f"version {doc.version} of {source.name!r} has {stored} of {n_chunks} chunks staged")
+        now = utcnow()
+        source.active_version = doc.version
         source.kind = kind
         source.updated_at = now
-        session.execute(delete(Chunk).where(Chunk.source_id == source.id, Chunk.document_id != doc.id))
-        session.execute(delete(Document).where(Document.source_id == source.id, Document.id != doc.id))
-        current.document_id = doc.id
-        return doc.id, False
+        _delete_older(session, source, doc)
+        job.progress_done = n_chunks
+        return True
+
+
+def _delete_older(session: Session, source: Source, doc: Document) -> None:
+    # Only older versions go: a newer one may be staging for a later upload and will replace this one in turn.
+    older = select(Document.id).where(Document.source_id == source.id, Document.version < doc.version)
+    session.execute(delete(Chunk).where(Chunk.document_id.in_(older)))
+    session.execute(delete(Document).where(Document.source_id == source.id, Document.version < doc.version))
+
+
+def _drop_document(session: Session, doc: Document) -> None:
+    session.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+    session.execute(delete(Document).where(Document.id == doc.id))
+
+
+def _drop_staged(job_id: str, settings: Settings) -> None:
+    """Remove a failed job's staged version (never a live one), and a source it created that never went live."""
+    with session_scope(settings) as session:
+        job = session.get(IngestJob, job_id)
+        if job is None or job.document_id is None:
+            return
+        doc = session.get(Document, job.document_id)
+        if doc is None:
+            return
+        source = session.get(Source, doc.source_id)
+        if source is not None and source.active_version == doc.version:
+            return
+        _drop_document(session, doc)
+        session.flush()
+        if source is not None and not source.active_version:
+            others = session.scalar(select(func.count()).select_from(Document).where(Document.source_id == source.id))
+            if not others:
+                session.delete(source)
 
 
 def redact_entries(entries: list[FaqEntry]) -> list[FaqEntry]:
@@ -277,7 +459,20 @@ def redact_entries(entries: list[FaqEntry]) -> list[FaqEntry]:
     ]
 
 
-def _process(job: IngestJob, settings: Settings, started: float) -> IngestJob:
+def _check_deadline(job: IngestJob, settings: Settings, deadline: float) -> None:
+    if _clock() > deadline:
+        raise _time_limit_error(job.filename, settings)
+
+
+def _time_limit_error(filename: str, settings: Settings) -> JobTimeLimitExceeded:
+    limit = settings.ingest.job_time_limit_s
+    return JobTimeLimitExceeded(
+        f"{filename}: the job took longer than {limit} s (SUPPORT_BOT_INGEST__JOB_TIME_LIMIT_S) and was stopped; "
+        "the live version of the source is unchanged"
+    )
+
+
+def _process(job: IngestJob, settings: Settings, started: float, deadline: float) -> IngestJob:
     with session_scope(settings) as session:
         source = session.scalar(select(Source).where(Source.name == job.source_name))
         active = _active_document(session, source)
@@ -288,10 +483,14 @@ def _process(job: IngestJob, settings: Settings, started: float) -> IngestJob:
         else:
             active_id = None
     if active_id is not None:
+        if not done_before:
+            _drop_staged(job.id, settings)
         if not _index_has(settings, job.source_name, active_id):
             _publish(settings)
         return _finish(job.id, settings, started, document_id=active_id, unchanged=not done_before)
 
+    if not job.path:
+        raise InvalidInput(f"{job.filename}: the file was refused at upload; upload it again")
     try:
         data = Path(job.path).read_bytes()
     except FileNotFoundError:
@@ -299,6 +498,7 @@ def _process(job: IngestJob, settings: Settings, started: float) -> IngestJob:
     if hashlib.sha256(data).hexdigest() != job.sha256:
         raise InvalidInput(f"{job.filename}: the stored upload does not match its checksum; upload it again")
     kind, entries = load(job.filename, data)
+    del data
     if kind in PERSONAL_KINDS:
         entries = redact_entries(entries)
     from support_bot.knowledge.embedder import get_embedder
@@ -310,43 +510,90 @@ def _process(job: IngestJob, settings: Settings, started: float) -> IngestJob:
         chunk_overlap=settings.ingest.chunk_overlap,
         token_offsets=embedder.token_offsets,
     )
-    _set(job.id, settings, progress_total=len(drafts), progress_done=0)
-    embeddings = _embed(job.id, settings, drafts)
-    document_id, unchanged = _swap(job, settings, kind, drafts, embeddings)
-    if not unchanged or not _index_has(settings, job.source_name, document_id):
+    del entries
+    document_id, stored = _stage(job.id, settings, kind, len(drafts))
+    _set(job.id, settings, progress_total=len(drafts), progress_done=len(stored))
+    todo = [d for d in drafts if d.ordinal not in stored]
+    step = max(1, settings.ingest.batch_chunks)
+    for start in range(0, len(todo), step):
+        _check_deadline(job, settings, deadline)
+        group = todo[start : start + step]
+        _store_batch(job.id, settings, document_id, group, _embed(embedder, group))
+    _check_deadline(job, settings, deadline)
+    went_live = _go_live(job.id, settings, kind, document_id, len(drafts))
+    if went_live or not _index_has(settings, job.source_name, document_id):
         _publish(settings)
-    return _finish(job.id, settings, started, document_id=document_id, unchanged=unchanged)
+    return _finish(job.id, settings, started, document_id=document_id, unchanged=False)
 
 
-def _execute(job_id: str, settings: Settings, *, raise_all: bool) -> IngestJob:
-    started = time.monotonic()
+def _execute(
+    job_id: str,
+    settings: Settings,
+    *,
+    raise_all: bool,
+    will_retry: bool = False,
+    timeout_errors: tuple[type[BaseException], ...] = (),
+) -> IngestJob:
+    started = _clock()
     job = _start(job_id, settings)
     if job.status == "succeeded":
         # A re-delivered task for a finished job: nothing to do, and nothing duplicated.
         return job
+    deadline = started + settings.ingest.job_time_limit_s
     try:
-        return _process(job, settings, started)
+        return _process(job, settings, started, deadline)
     except Exception as exc:
-        log.warning("ingest job %s failed: %s", job_id, _error_text(exc))
+        if timeout_errors and isinstance(exc, timeout_errors):
+            exc = _time_limit_error(job.filename, settings)
+        transient = isinstance(exc, TRANSIENT_ERRORS)
+        retrying = transient and will_retry
+        error = _error_text(exc)
+        log.warning("ingest job %s %s: %s", job_id, "will be retried" if retrying else "failed", error)
         try:
+            if not retrying:
+                _drop_staged(job_id, settings)
             job = _set(
                 job_id,
                 settings,
-                status="failed",
-                error=_error_text(exc),
-                finished_at=utcnow(),
-                duration_s=round(time.monotonic() - started, 3),
+                # Back to queued: its staged batches are kept for the retry to resume from.
+                status="queued" if retrying else "failed",
+                error=f"{error} (attempt {job.attempts}; will be retried)" if retrying else error,
+                finished_at=None if retrying else utcnow(),
+                duration_s=round(_clock() - started, 3),
             )
         except Exception:
             log.exception("could not record the failure of ingest job %s", job_id)
-        if raise_all or isinstance(exc, TRANSIENT_ERRORS):
-            raise
+        if raise_all or transient:
+            raise exc
         return job
 
 
-def run_job(job_id: str, settings: Settings) -> IngestJob:
-    """Run a queued job to the end; idempotent. Failures are recorded on the job; transient ones are re-raised."""
-    return _execute(job_id, settings, raise_all=False)
+def run_job(
+    job_id: str,
+    settings: Settings,
+    *,
+    will_retry: bool = False,
+    timeout_errors: tuple[type[BaseException], ...] = (),
+) -> IngestJob:
+    """Run a queued job to the end; idempotent, and resumes what a killed run staged.
+
+    Failures are recorded on the job. Transient ones are re-raised for the caller to retry: with `will_retry` the
+    job goes back to queued, otherwise it is failed. `timeout_errors` are the caller's time-limit exceptions (Celery's
+    soft time limit); they fail the job with the time-limit reason.
+    """
+    return _execute(job_id, settings, raise_all=False, will_retry=will_retry, timeout_errors=timeout_errors)
+
+
+def fail_timed_out_job(job_id: str, settings: Settings) -> IngestJob | None:
+    """Fail a job whose process was killed at the hard time limit (unless it finished), dropping its staging."""
+    with session_scope(settings) as session:
+        job = session.get(IngestJob, job_id)
+        if job is None or job.status in ("succeeded", "failed"):
+            return job
+        filename = job.filename
+    _drop_staged(job_id, settings)
+    error = _error_text(_time_limit_error(filename, settings))
+    return _set(job_id, settings, status="failed", error=error, finished_at=utcnow())
 
 
 def ingest_path(*, settings: Settings, path: Path, source_name: str | None = None) -> IngestJob:

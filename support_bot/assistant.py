@@ -9,6 +9,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from support_bot import handoff
 from support_bot.config import Settings
 from support_bot.db import session_scope
-from support_bot.errors import Forbidden, InvalidInput, NotFound, SupportBotError
+from support_bot.errors import Conflict, Forbidden, InvalidInput, NotFound, SupportBotError
 from support_bot.grounding import ground_answer
 from support_bot.llm.prompt import ChatMessage
 from support_bot.memory import fit_history, history_messages, needs_summary, summary_prompt
@@ -92,15 +94,8 @@ def authorize(*, session: Session, conversation_id: str, token: str | None) -> C
     return conversation
 
 
-def message_payload(msg: Message) -> dict[str, Any]:
-    return {
-        "id": msg.id,
-        "role": msg.role,
-        "text": msg.text,
-        "created_at": msg.created_at.isoformat() if msg.created_at else None,
-        "citations": msg.citations or [],
-        "abstained": msg.abstained,
-    }
+def message_payload(msg: Message, *, author: str | None = None) -> dict[str, Any]:
+    return handoff.message_payload(msg, author=author)
 
 
 def system_prompt(
@@ -147,6 +142,10 @@ class Assistant:
         self._lock = threading.Lock()
         # Summaries are written off the answer's path, one at a time.
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
+        # Questions whose answer this process began and dropped because the customer went away mid-stream (a lost
+        # connection, the stop button): a re-post of one is answered at once, not after waiting for that answer.
+        self._abandoned: OrderedDict[str, None] = OrderedDict()
+        self._abandon_lock = threading.Lock()
 
     def _lazy(self, attr: str, make):
         """Build a heavy part (model, index, guard) on first use, once, imported only then."""
@@ -206,6 +205,7 @@ class Assistant:
                     # A concurrent post with the same client_message_id won the insert: read theirs.
                     session.rollback()
                     continue
+                handoff.emit_message(session, msg)
                 return msg, None, True
         raise SupportBotError("could not store the message; please retry")
 
@@ -216,9 +216,23 @@ class Assistant:
         while True:
             with session_scope(self.settings) as session:
                 reply = session.scalar(select(Message).where(Message.reply_to_id == question.id))
-            if reply is not None or time.time() >= deadline:
+            if reply is not None or time.time() >= deadline or self._take_over(question.id):
                 return reply
             time.sleep(0.2)
+
+    def _take_over(self, question_id: str) -> bool:
+        """True for one caller only when this process dropped the answer to `question_id`."""
+        with self._abandon_lock:
+            if question_id not in self._abandoned:
+                return False
+            del self._abandoned[question_id]
+            return True
+
+    def _mark_abandoned(self, question_id: str) -> None:
+        with self._abandon_lock:
+            self._abandoned[question_id] = None
+            while len(self._abandoned) > 10_000:
+                self._abandoned.popitem(last=False)
 
     def turn(
         self,
@@ -233,13 +247,47 @@ class Assistant:
         question, reply, created = self.record_customer_message(
             conversation_id=conversation_id, text=self.redact(text), client_message_id=client_message_id
         )
-        if not created and reply is None:
-            # Either another request is answering it now, or an earlier attempt died: wait, then answer ourselves.
-            reply = self.wait_for_reply(question)
         if reply is not None:
             yield TurnEvent("done", self._done_payload(reply))
             return
-        yield from self._answer(question, original=text, stop=stop)
+        status = self._episode(conversation_id)
+        if status in ("queued", "assigned"):
+            # A person has (or is about to have) the chat: the message reached them, and the bot says nothing.
+            yield TurnEvent("done", self._silent_payload(conversation_id))
+            return
+        if not created:
+            # Either another request is answering it now, or an earlier attempt died: wait, then answer ourselves.
+            reply = self.wait_for_reply(question)
+            if reply is not None:
+                yield TurnEvent("done", self._done_payload(reply))
+                return
+        try:
+            yield from self._answer(question, original=text, stop=stop)
+        except GeneratorExit:
+            # The customer went away mid-answer; a re-post of the same client_message_id answers it again now.
+            self._mark_abandoned(question.id)
+            raise
+
+    def _episode(self, conversation_id: str) -> str | None:
+        """The conversation's status for this turn; a resolved one the customer writes to again reopens with the bot."""
+        with session_scope(self.settings) as session:
+            conversation = session.get(Conversation, conversation_id)
+            if conversation is None:
+                return None
+            if conversation.status == "resolved":
+                try:
+                    handoff.reopen(session, self.settings, conversation)
+                except Conflict:
+                    session.refresh(conversation)
+            return conversation.status
+
+    def _silent_payload(self, conversation_id: str) -> dict[str, Any]:
+        with session_scope(self.settings) as session:
+            conversation = session.get(Conversation, conversation_id)
+            info = handoff.queue_info(session, self.settings, conversation)
+        return {
+            "message_id": None, "text": "", "citations": [], "abstained": False, "handoff": True, **info.payload()
+        }
 
     def redact(self, text: str) -> str:
         """The customer's text as stored and shown to the model: PII replaced when configured."""
@@ -308,12 +356,18 @@ class Assistant:
             earlier = list(
                 session.scalars(
                     select(Message)
-                    .where(Message.conversation_id == question.conversation_id, Message.seq < question.seq)
+                    .where(
+                        Message.conversation_id == question.conversation_id,
+                        Message.seq < question.seq,
+                        Message.private.is_(False),
+                    )
                     .order_by(Message.seq)
                 )
             )
             summary = conversation.summary if conversation else None
             customer_notes = self._customer_notes(session, conversation) if conversation else []
+            bot_turns = conversation.bot_turns if conversation else 0
+            abstain_streak = conversation.abstain_streak if conversation else 0
         all_turns = history_messages(earlier, max_turns=len(earlier))
         history = all_turns[-2 * settings.chat.history_turns :] if settings.chat.history_turns > 0 else []
         complete = len(all_turns)
@@ -331,19 +385,30 @@ class Assistant:
                     category=verdict.category, action=verdict.action, score=verdict.score, reason=verdict.reason,
                     text=original,
                 )
+            trigger = handoff.safety_trigger(settings, category=verdict.category) if verdict.action == "handoff" else None
+            if trigger is not None:
+                yield from self._handoff_reply(question, trigger, prefix=verdict.reply or "")
+                return
             if verdict.action in ("block", "handoff"):
-                yield from self._fixed_reply(
-                    question, verdict.reply or "", abstained=False, handoff=verdict.action == "handoff"
-                )
+                yield from self._fixed_reply(question, verdict.reply or "", abstained=False)
                 return
             if verdict.action == "caution":
                 caution = caution_note(settings, verdict.category)
+
+        # Only this episode's earlier messages count: one answered question per bot turn since the bot took the chat.
+        previous = [m.text for m in earlier if m.role == "customer"][-bot_turns:] if bot_turns else []
+        trigger = handoff.message_trigger(
+            settings, text=original, previous_customer_texts=previous, bot_turns=bot_turns
+        )
+        if trigger is not None:
+            yield from self._handoff_reply(question, trigger)
+            return
 
         try:
             result = self.retriever.search(question.text)
             if result.abstain and history:
                 # A follow-up ("and for kids?") may only make sense with the previous question.
-                previous = next((m.text for m in reversed(history) if m.role == "user"), "")
+                previous = next((m.content for m in reversed(history) if m.role == "user"), "")
                 retry = self.retriever.search(f"{previous} {question.text}")
                 if not retry.abstain:
                     result = retry
@@ -352,14 +417,14 @@ class Assistant:
             return
 
         if result.abstain or not result.hits:
-            yield from self._fixed_reply(question, ABSTAIN_TEXT, abstained=True, summarize=True)
+            yield from self._abstain(question, abstain_streak, summarize=True)
             return
 
         hits = result.hits[: settings.retrieval.top_k]
         if settings.safety.enabled:
             hits = self._screen_sources(hits, question.conversation_id)
             if not hits:
-                yield from self._fixed_reply(question, ABSTAIN_TEXT, abstained=True)
+                yield from self._abstain(question, abstain_streak)
                 return
         from support_bot.safety.output_guard import make_canary
 
@@ -429,7 +494,11 @@ class Assistant:
             if conversation is None:
                 return None
             messages = list(
-                session.scalars(select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq))
+                session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id, Message.private.is_(False))
+                    .order_by(Message.seq)
+                )
             )
             upto, previous = conversation.summary_upto_seq, conversation.summary
         every = 1 if force else self.settings.chat.summary_every_messages
@@ -529,19 +598,59 @@ class Assistant:
         }
 
     def _fixed_reply(
-        self, question: Message, text: str, *, abstained: bool, handoff: bool = False, summarize: bool = False
+        self, question: Message, text: str, *, abstained: bool, summarize: bool = False
     ) -> Iterator[TurnEvent]:
-        """A reply that needs no model (abstain, refusal, handoff), streamed word by word like a generated one."""
+        """A reply that needs no model (abstain, refusal), streamed word by word like a generated one."""
         for piece in re.findall(r"\S+\s*", text):
             yield TurnEvent("token", {"text": piece})
-        reply = self._store_reply(question, text, [], abstained=abstained, handoff=handoff)
-        yield TurnEvent("done", self._done_payload(reply, handoff=handoff))
+        reply = self._store_reply(question, text, [], abstained=abstained)
+        yield TurnEvent("done", self._done_payload(reply))
         if summarize:
             self._background.submit(self._refresh_summary_logged, question.conversation_id)
 
-    def _store_reply(
-        self, question: Message, text: str, citations: list, *, abstained: bool, handoff: bool = False
-    ) -> Message:
+    def _abstain(self, question: Message, abstain_streak: int, *, summarize: bool = False) -> Iterator[TurnEvent]:
+        """Say the bot has no answer; once too often in a row, hand the chat to a person instead."""
+        trigger = handoff.abstain_trigger(self.settings, abstain_streak=abstain_streak)
+        if trigger is not None:
+            yield from self._handoff_reply(question, trigger, abstained=True)
+            return
+        yield from self._fixed_reply(question, ABSTAIN_TEXT, abstained=True, summarize=summarize)
+
+    def _handoff_reply(
+        self, question: Message, trigger: handoff.Trigger, *, prefix: str = "", abstained: bool = False
+    ) -> Iterator[TurnEvent]:
+        """Queue the chat for a person, tell the customer where they stand, and have the agent's summary written."""
+        with session_scope(self.settings) as session:
+            conversation = session.get(Conversation, question.conversation_id)
+            try:
+                info = handoff.start_handoff(
+                    session, self.settings, conversation, reason=trigger.reason, detail=trigger.detail
+                )
+            except Conflict:
+                # Someone queued or took the chat meanwhile (the button, an agent): say where it stands now.
+                session.rollback()
+                session.refresh(conversation)
+                info = handoff.queue_info(session, self.settings, conversation)
+        text = handoff.handoff_text(self.settings, info)
+        if prefix:
+            text = f"{prefix}\n\n{text}"
+        for piece in re.findall(r"\S+\s*", text):
+            yield TurnEvent("token", {"text": piece})
+        reply = self._store_reply(question, text, [], abstained=abstained)
+        yield TurnEvent("done", {**self._done_payload(reply, handoff=True), **info.payload()})
+        self.queue_agent_summary(question.conversation_id)
+
+    def queue_agent_summary(self, conversation_id: str) -> None:
+        """Write the agent's summary of the problem off the customer's path (see handoff.write_agent_summary)."""
+        self._background.submit(self._agent_summary_logged, conversation_id)
+
+    def _agent_summary_logged(self, conversation_id: str) -> None:
+        try:
+            handoff.write_agent_summary(self.settings, self.engine, conversation_id)
+        except Exception:
+            log.exception("could not write the agent summary of conversation %s", conversation_id)
+
+    def _store_reply(self, question: Message, text: str, citations: list, *, abstained: bool) -> Message:
         with session_scope(self.settings) as session:
             reply = Message(
                 conversation_id=question.conversation_id,
@@ -555,9 +664,12 @@ class Assistant:
             conversation = session.get(Conversation, question.conversation_id)
             if conversation is not None:
                 conversation.updated_at = utcnow()
-                if handoff and conversation.status == "bot":
-                    conversation.status = "queued"
+                if conversation.status == "bot":
+                    # The counts behind the abstain and too-many-turns triggers, for this episode only.
+                    conversation.bot_turns += 1
+                    conversation.abstain_streak = conversation.abstain_streak + 1 if abstained else 0
             session.flush()
+            handoff.emit_message(session, reply)
             return reply
 
     @staticmethod

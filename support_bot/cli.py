@@ -28,13 +28,13 @@ def _ingest_fn(settings, path: Path) -> None:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
-
     from support_bot.db import migrate
     from web.app import create_app
+    from web.server import serve
 
     settings = get_settings()
     migrate(settings)
+    announce_first_admin(settings)
     if args.seed:
         seed(settings)
     if settings.llm.backend == "transformers":
@@ -44,7 +44,7 @@ def cmd_serve(args) -> int:
     # Migrated above (the seed needs the schema), so the app need not do it again at start-up.
     app = create_app(settings.model_copy(update={"migrate_on_start": False}))
     print(f"support-bot serving on http://{args.host or settings.host}:{args.port or settings.port}", file=sys.stderr)
-    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
+    serve(app, host=args.host or settings.host, port=args.port or settings.port)
     return 0
 
 
@@ -65,9 +65,23 @@ def seed(settings) -> None:
 def cmd_migrate(_args) -> int:
     from support_bot.db import migrate
 
-    migrate(get_settings())
+    settings = get_settings()
+    migrate(settings)
     print("database is at the newest schema", file=sys.stderr)
+    announce_first_admin(settings)
     return 0
+
+
+def announce_first_admin(settings) -> None:
+    """With no console users yet, create `admin` and print its one-time password: on stdout, once, never logged."""
+    from support_bot.auth import FIRST_ADMIN, ensure_first_admin
+
+    password = ensure_first_admin(settings)
+    if password is None:
+        return
+    print(f"Created the first console user '{FIRST_ADMIN}' (role admin) with this one-time password:")
+    print(f"    {password}")
+    print("It is shown only now. Log in at /console/login and choose your own password.", flush=True)
 
 
 def cmd_models_pull(args) -> int:
@@ -139,11 +153,14 @@ def cmd_worker(args) -> int:
 
 
 def cmd_eval_retrieval(args) -> int:
-    from support_bot.evaluation import eval_retrieval
+    from support_bot.evaluation import eval_baseline, eval_retrieval
 
-    result = eval_retrieval(
-        faq_path=Path(args.faq), queries_path=Path(args.queries), k=args.k, settings=get_settings(), ingest=_ingest_fn
-    )
+    settings = get_settings()
+    paths = {"faq_path": Path(args.faq), "queries_path": Path(args.queries), "k": args.k, "settings": settings}
+    result = eval_retrieval(**paths, ingest=_ingest_fn)
+    if args.baseline:
+        # The reference measured in the same run, so the comparison holds on a noisy machine.
+        result["baseline"] = eval_baseline(**paths)
     print(json.dumps(result))
     return 0
 
@@ -251,6 +268,96 @@ def cmd_restore(args) -> int:
     return 0
 
 
+def _user_command(fn):
+    """Run one change to a console user in a migrated database, recorded in the audit log as the system."""
+    from support_bot.db import migrate, session_scope
+
+    settings = get_settings()
+    migrate(settings)
+    with session_scope(settings) as session:
+        return fn(session, settings)
+
+
+def cmd_users_create(args) -> int:
+    from support_bot import auth
+
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+
+    def create(session, settings):
+        return auth.create_user(
+            session, settings=settings, username=args.username, role=args.role, password=password,
+            display_name=args.display_name or "", must_change_password=password is None,
+        )
+
+    user, one_time = _user_command(create)
+    print(f"created {user.role} '{user.username}'", file=sys.stderr)
+    if one_time:
+        print(f"one-time password (shown only now; it must be changed at the first login): {one_time}")
+    return 0
+
+
+def cmd_users_list(args) -> int:
+    from support_bot import auth
+
+    rows = _user_command(lambda session, _settings: [auth.user_payload(u) for u in auth.list_users(session)])
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no console users; `support-bot migrate` creates the first admin", file=sys.stderr)
+        return 0
+    width = max(len("USERNAME"), *(len(r["username"]) for r in rows))
+    print(f"{'USERNAME':<{width}}  {'ROLE':<5}  {'STATUS':<8}  LAST LOGIN        NAME")
+    for r in rows:
+        status = "disabled" if not r["active"] else "locked" if r["locked"] else "active"
+        last = r["last_login_at"][:16].replace("T", " ") if r["last_login_at"] else "never"
+        print(f"{r['username']:<{width}}  {r['role']:<5}  {status:<8}  {last:<16}  {r['display_name']}")
+    return 0
+
+
+def cmd_users_disable(args) -> int:
+    from support_bot import auth
+
+    _user_command(
+        lambda session, _s: auth.set_active(session, user=auth.get_user_by_name(session, args.username), active=False)
+    )
+    print(f"disabled '{args.username}'; their console sessions have ended", file=sys.stderr)
+    return 0
+
+
+def cmd_users_enable(args) -> int:
+    from support_bot import auth
+
+    _user_command(
+        lambda session, _s: auth.set_active(session, user=auth.get_user_by_name(session, args.username), active=True)
+    )
+    print(f"enabled '{args.username}'", file=sys.stderr)
+    return 0
+
+
+def cmd_users_set_role(args) -> int:
+    from support_bot import auth
+
+    _user_command(
+        lambda session, _s: auth.set_role(session, user=auth.get_user_by_name(session, args.username), role=args.role)
+    )
+    print(f"'{args.username}' is now {args.role}", file=sys.stderr)
+    return 0
+
+
+def cmd_users_reset_password(args) -> int:
+    from support_bot import auth
+
+    password = _user_command(
+        lambda session, _s: auth.reset_password(session, user=auth.get_user_by_name(session, args.username))
+    )
+    print(f"'{args.username}': sessions ended, lockout lifted", file=sys.stderr)
+    print(f"one-time password (shown only now; it must be changed at the next login): {password}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="support-bot", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -303,6 +410,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild-index", action="store_true", help="rebuild the index from the restored chunks")
     p.set_defaults(func=cmd_restore)
 
+    roles = ("agent", "ops", "admin")
+    users = sub.add_parser("users", help="manage console users").add_subparsers(dest="users_cmd", required=True)
+    p = users.add_parser("create", help="add a console user (prints a one-time password)")
+    p.add_argument("username")
+    p.add_argument("--role", choices=roles, default="agent")
+    p.add_argument("--display-name")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin instead of generating one"
+    )
+    p.set_defaults(func=cmd_users_create)
+    p = users.add_parser("list", help="list console users with role and status")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_users_list)
+    p = users.add_parser("disable", help="disable a user and end their sessions")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_disable)
+    p = users.add_parser("enable", help="enable a disabled user")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_enable)
+    p = users.add_parser("set-role", help="change a user's role")
+    p.add_argument("username")
+    p.add_argument("role", choices=roles)
+    p.set_defaults(func=cmd_users_set_role)
+    p = users.add_parser("reset-password", help="give a user a new one-time password and end their sessions")
+    p.add_argument("username")
+    p.set_defaults(func=cmd_users_reset_password)
+
     p = sub.add_parser("worker", help="run a Celery ingest worker (needs SUPPORT_BOT_REDIS_URL)")
     p.add_argument("--concurrency", type=int, default=1)
     p.set_defaults(func=cmd_worker)
@@ -312,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faq", required=True)
     p.add_argument("--queries", required=True)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument(
+        "--baseline",
+        action="store_true",
+        help='also score plain MiniLM + exact FAISS over the FAQ questions (a "baseline" field, same keys)',
+    )
     p.set_defaults(func=cmd_eval_retrieval)
     p = ev.add_parser("safety", help="input-guard detection and false-positive rates on labelled messages")
     p.add_argument("--messages", required=True)

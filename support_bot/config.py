@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Only usable in development mode; production refuses to start with it.
@@ -40,30 +41,83 @@ class EmbeddingSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     top_k: int = 3
-    candidates: int = 50
-    rrf_k: int = 60
-    dense_weight: float = 1.0
-    lexical_weight: float = 1.0
-    # Answer-or-abstain: the top entry's cosine similarity must reach this. 0.65 is the knee measured on the
-    # covid-faq set (all-MiniLM-L6-v2): lower answers many near-miss questions wrongly, higher loses right answers.
-    min_score: float = 0.65
-    # ...or reach min_score_distinct while standing min_margin above the next entry (a distinctive match on a
-    # small FAQ); this changed nothing on covid-faq and rescues clear paraphrases such as "which cards can I pay with".
+    # Chunks taken from each of the dense and the lexical top lists before fusion.
+    candidates: int = Field(default=50, ge=1)
+    # An entry's score is the weighted mean of three signals: the query's cosine to its question (title) vector,
+    # to its answer (body) vector, and its BM25 score relative to the best BM25 score for the query. The defaults
+    # are the best measured on covid-faq (recall@1 0.68, recall@5 0.93 against 0.61 and 0.80 for questions alone),
+    # picked on one half of its queries and holding on the other; answer weights of 0.3-0.8 all give 0.64-0.68.
+    question_weight: float = Field(default=1.0, ge=0)
+    answer_weight: float = Field(default=0.6, ge=0)
+    lexical_weight: float = Field(default=0.2, ge=0)
+    # Entries whose answer vectors are at least this similar are one hit (the best-scoring one stands for them):
+    # FAQs repeat one answer under several questions, and the copies would crowd out other sources.
+    duplicate_similarity: float = Field(default=0.95, gt=0, le=1.0)
+    # Answer-or-abstain on the top entry's score (same scale as a cosine): answer at min_score or above. 0.655 has
+    # the best precision on covid-faq that keeps coverage >= 0.5 in both halves of its queries; scores of wrong and
+    # right answers overlap there, and margins or agreement between signals separated them no better...
+    min_score: float = 0.655
+    # ...or at min_score_distinct or above while standing min_margin above the next entry (a distinctive match
+    # on a small FAQ, such as "which cards can I pay with").
     min_score_distinct: float = 0.5
-    min_margin: float = 0.25
+    min_margin: float = 0.2
     # A generated sentence is kept only when one source holds this share of its content words and every figure
     # in it verbatim; when no sentence is kept, the top source's own answer is shown instead.
     min_support: float = 0.75
+
+    @model_validator(mode="after")
+    def _some_signal_weighs(self) -> "RetrievalSettings":
+        if self.question_weight + self.answer_weight + self.lexical_weight <= 0:
+            raise ValueError("retrieval question_weight, answer_weight and lexical_weight cannot all be 0")
+        return self
+
+
+class IndexSettings(BaseModel):
+    """How the dense (vector) index is built and searched."""
+
+    # Exact search up to this many vectors. Above it the exact version is published first and answers while an
+    # approximate index is built in the background, then published as the next version. Exact search reads every
+    # vector per query (about 7 ms per 50k on a 2-core machine), so past this size it dominates retrieval latency.
+    approximate_above: int = Field(default=50_000, ge=0)
+    # IVF by default: on 1M MiniLM-like vectors (2 cores) IVF built in 155 s and reached recall@10 0.996 against
+    # exact search at 1.1 ms a query; HNSW (M=16) took 21 min to build and reached only 0.94 even at efSearch 256.
+    approximate_kind: Literal["ivf", "hnsw"] = "ivf"
+    # Build the approximate index in a detached process (the publisher returns at once); False builds it in the
+    # publishing call itself.
+    approximate_in_background: bool = True
+    # IVF: number of clusters (0: 4 * sqrt(vectors)) and clusters scanned per query; nprobe 8 gave recall 0.985
+    # at 1M, 16 gave 0.996, 32 gave 1.0 at twice the cost. Saved with the index; a reader given these settings
+    # applies the current nprobe / efSearch instead, without a rebuild.
+    ivf_nlist: int = Field(default=0, ge=0)
+    ivf_nprobe: int = Field(default=16, ge=1)
+    # HNSW: graph degree and build/search beam widths (recall@10 0.998 at 100k vectors with these).
+    hnsw_m: int = Field(default=16, ge=4)
+    hnsw_ef_construction: int = Field(default=64, ge=8)
+    hnsw_ef_search: int = Field(default=64, ge=1)
 
 
 class IngestSettings(BaseModel):
     max_upload_bytes: int = 20 * 1024 * 1024
     chunk_tokens: int = 256
     chunk_overlap: int = 32
-    job_time_limit_s: int = 3600
-    max_retries: int = 3
+    # A job running longer fails with that reason (checked between batches; Celery's soft time limit as well).
+    job_time_limit_s: int = Field(default=3600, ge=1)
+    # Chunks embedded and committed per step: the unit of progress, of resuming after a crash, and of the
+    # embeddings held in memory at once. Large steps matter for speed: the encoder sorts a call's texts by
+    # length, so short question views batch together instead of being padded to the length of answers.
+    batch_chunks: int = Field(default=256, ge=1)
+    # Transient errors (database or broker unreachable) are retried this often, after retry_backoff_s * 2^n
+    # seconds (capped at retry_backoff_max_s).
+    max_retries: int = Field(default=3, ge=0)
+    retry_backoff_s: int = Field(default=2, ge=0)
+    retry_backoff_max_s: int = Field(default=300, ge=0)
     # Celery queue the ingest task goes to (workers: `celery -A ingest.celery_app worker -Q <queue>`).
     queue: str = "ingest"
+    # Redis hands a task that a dead worker took to another worker after this long; it must outlast the longest
+    # job, or a slow job runs twice at once (harmless, but wasted). Unset: job_time_limit_s + 600.
+    visibility_timeout_s: int | None = Field(default=None, ge=1)
+    # Prefix for every key the ingest queue uses in Redis, so installations sharing one Redis stay apart.
+    broker_key_prefix: str = ""
 
 
 class ChatSettings(BaseModel):
@@ -128,6 +182,155 @@ class SafetySettings(BaseModel):
     llama_guard_format: Literal["llamaguard-7b", "chat_template"] = "llamaguard-7b"
 
 
+class ConsoleSettings(BaseModel):
+    # A login lasts at most this long, and ends sooner after idle_timeout_s without a request.
+    session_max_age_s: int = Field(default=12 * 3600, ge=60)
+    idle_timeout_s: int = Field(default=3600, ge=60)
+    # After lockout_attempts wrong passwords in a row an account refuses logins for lockout_minutes.
+    lockout_attempts: int = Field(default=5, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    min_password_length: int = Field(default=10, ge=8)
+
+
+
+class HandoffSettings(BaseModel):
+    """When the bot hands a chat to a person, and how the queue is ordered and explained to the customer."""
+
+    # The customer asks for a person: the built-in phrasings (in request_languages) plus request_phrases, each matched
+    # as a whole phrase anywhere in the message.
+    request_enabled: bool = True
+    request_languages: list[str] = Field(default_factory=lambda: ["en", "de", "fr", "es", "it", "nl", "pt"])
+    request_phrases: list[str] = Field(
+        default_factory=lambda: [
+            "live agent", "live person", "human agent", "real person", "real human", "human being",
+            "customer service representative", "support representative", "escalate this",
+        ]
+    )
+    # The widget's "talk to a person" button (POST /api/conversations/{id}/handoff).
+    button_enabled: bool = True
+    # The bot could not answer this many times in a row.
+    abstain_enabled: bool = True
+    abstain_streak: int = Field(default=2, ge=1)
+    # Negative sentiment or frustration: a message scoring at or below -sentiment_threshold (scores run -1..1), or
+    # sentiment_window messages in a row each at or below -sentiment_threshold / 2.
+    sentiment_enabled: bool = True
+    sentiment_threshold: float = Field(default=0.6, gt=0, le=1)
+    sentiment_window: int = Field(default=2, ge=1)
+    # A safety policy whose action is "handoff" (settings.safety.policy) queues the chat; off = only its reply.
+    safety_enabled: bool = True
+    # The bot already answered this many times since it last took the chat, and the customer is still asking.
+    max_turns_enabled: bool = True
+    max_bot_turns: int = Field(default=10, ge=1)
+    # Queue order: higher priority first, then the longest waiting. Keys are reasons ("sentiment") or a reason with
+    # its detail ("safety:self_harm", which wins over "safety").
+    priority: dict[str, int] = Field(
+        default_factory=lambda: {
+            "safety:self_harm": 50, "safety:threat": 40, "safety": 30, "sentiment": 20, "request": 10,
+            "button": 10, "abstain": 5, "max_turns": 0, "offline": 0,
+        }
+    )
+    # Estimated wait: this many minutes per place in the queue, shared among the agents online.
+    minutes_per_position: float = Field(default=3.0, ge=0)
+    # An "online" agent who has not been seen for this long counts as offline (the console refreshes presence).
+    presence_timeout_s: int = Field(default=300, ge=10)
+    # The agent's summary of the problem: written by the model once the customer sent at least this many messages;
+    # below that the customer's own words are the summary.
+    summary_min_customer_messages: int = Field(default=2, ge=1)
+    summary_max_tokens: int = Field(default=80, ge=8)
+    # What the customer is told ({position}, {wait} and {company} are filled in).
+    connecting_text: str = (
+        "I'm connecting you with a person from our team. You are number {position} in the queue; the expected wait "
+        "is {wait}. You can keep writing here in the meantime."
+    )
+    offline_text: str = (
+        "I'd like to connect you with a person, but no one from our team is online right now. Leave a message and "
+        "your e-mail address, and we will get back to you by e-mail."
+    )
+
+
+class EventsSettings(BaseModel):
+    # A comment line on every live stream this often, so proxies keep it open and dead clients are noticed.
+    heartbeat_s: float = Field(default=15.0, gt=0)
+    # While the bus (Redis) is unreachable, streams read new events from the database this often instead.
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    # A stream ends after this long and the client reconnects with Last-Event-ID: spreads clients over replicas
+    # after a deploy and bounds how long a server shutdown waits for open streams.
+    max_stream_s: float = Field(default=300.0, gt=0)
+    # Reconnection delay suggested to EventSource clients (the SSE `retry:` field).
+    retry_ms: int = Field(default=2000, ge=0)
+    # Redis pub/sub channels are shared by every database of a server: the prefix keeps installations apart.
+    channel_prefix: str = "support_bot:"
+    # Reconnecting to Redis backs off exponentially up to this.
+    reconnect_max_s: float = Field(default=5.0, gt=0)
+
+
+_HEX_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+
+
+class WidgetSettings(BaseModel):
+    """The embeddable chat widget (widget.js): which sites may embed it, its looks, and its abuse limits."""
+
+    # Sites allowed to call the public chat API from their pages (CORS), as origins: "https://www.example.com"
+    # (scheme, host and port; no path). "*" allows any site. Empty: only pages served by this server itself.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Shown in the panel's header; unset: "<chat.company_name> support".
+    title: str | None = Field(default=None, max_length=80)
+    greeting: str = Field(
+        default="Hi! I'm the virtual assistant. Ask me anything, or ask for a person at any time.", max_length=500
+    )
+    launcher_label: str = Field(default="Chat with us", max_length=40)
+    position: Literal["left", "right"] = "right"
+    # The launcher, the header and the customer's bubbles; text_color is written on top of primary_color.
+    primary_color: str = "#2457d6"
+    text_color: str = "#ffffff"
+    # An http(s) image shown in the header (square, at least 64 px).
+    avatar_url: str | None = None
+    # Browsers keep widget.js this long before asking again (answered with 304 while unchanged).
+    script_max_age_s: int = Field(default=600, ge=0)
+    # Abuse limits on the public chat API, per client IP and per conversation (Redis-backed when redis_url is set,
+    # so every web process counts together). Behind a reverse proxy the client IP is the proxy's unless uvicorn
+    # trusts its X-Forwarded-For (FORWARDED_ALLOW_IPS).
+    rate_limit_enabled: bool = True
+    rate_limit_key_prefix: str = "support_bot:ratelimit:"
+    # Each limit: at most N requests in any window of the matching *_window_s seconds (a sliding window).
+    conversations_per_ip: int = Field(default=20, ge=1)
+    conversations_per_ip_window_s: float = Field(default=3600, gt=0)
+    messages_per_ip: int = Field(default=30, ge=1)
+    messages_per_ip_window_s: float = Field(default=60, gt=0)
+    messages_per_conversation: int = Field(default=10, ge=1)
+    messages_per_conversation_window_s: float = Field(default=60, gt=0)
+    # Every other call (history, status, feedback, typing, event streams).
+    requests_per_ip: int = Field(default=300, ge=1)
+    requests_per_ip_window_s: float = Field(default=60, gt=0)
+
+    @field_validator("primary_color", "text_color")
+    @classmethod
+    def _hex_color(cls, value: str) -> str:
+        # The colours end up in CSS on customers' pages: only a plain hex colour can never carry anything else.
+        if not _HEX_COLOR.fullmatch(value):
+            raise ValueError("must be a hex colour such as #2457d6")
+        return value
+
+    @field_validator("avatar_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"https?://\S+", value):
+            raise ValueError("must be an http(s) URL")
+        return value or None
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        cleaned = []
+        for value in values:
+            value = value.strip().rstrip("/")
+            if value != "*" and not _ORIGIN.fullmatch(value):
+                raise ValueError(f"{value!r} is not an origin like https://www.example.com (or *)")
+            cleaned.append(value.lower())
+        return cleaned
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SUPPORT_BOT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -152,9 +355,14 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    widget: WidgetSettings = Field(default_factory=WidgetSettings)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":

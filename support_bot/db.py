@@ -48,7 +48,8 @@ def dispose_engines() -> None:
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+    # Sessions carry their settings so that work done after a commit (live-event wake-ups) finds the right bus.
+    return sessionmaker(bind=get_engine(settings), expire_on_commit=False, info={"settings": settings})
 
 
 @contextmanager

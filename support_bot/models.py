@@ -53,6 +53,26 @@ class Conversation(Base):
     # Model-written rolling summary of the conversation up to message seq `summary_upto_seq`.
     summary: Mapped[str | None] = mapped_column(Text)
     summary_upto_seq: Mapped[int | None] = mapped_column(Integer)
+    # Handoff: why the chat went to a person (request, button, abstain, sentiment, safety, max_turns, offline), the
+    # trigger's own words or score, and a model-written note for the agent, all set when it is queued.
+    handoff_reason: Mapped[str | None] = mapped_column(String(32))
+    handoff_detail: Mapped[str | None] = mapped_column(Text)
+    handoff_summary: Mapped[str | None] = mapped_column(Text)
+    # Higher first, then the longest waiting.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # Users are disabled, never deleted: the database refuses to delete one who handled conversations.
+    assigned_agent_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    rating: Mapped[int | None] = mapped_column(Integer)  # 1..5, given by the customer after a resolution
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    # Set when the customer left a message for later (no agent online): an offline ticket.
+    contact_email: Mapped[str | None] = mapped_column(String(320))
+    # Bot replies, and abstentions in a row, since the bot last took (or took back) the chat.
+    bot_turns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    abstain_streak: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -77,6 +97,10 @@ class Message(Base):
     # [{"n": 1, "chunk_id": .., "source": .., "entry_id": .., "title": .., "url": ..}]
     citations: Mapped[list] = mapped_column(JSON, default=list)
     abstained: Mapped[bool] = mapped_column(Boolean, default=False)
+    # An agent's internal note: shown in the console only, never to the customer or the model.
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The console user who wrote an agent message or note.
+    author_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
@@ -244,3 +268,33 @@ class AuditLog(Base):
     target_id: Mapped[str | None] = mapped_column(String(64), index=True)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class ConversationEvent(Base):
+    """Something that happened in a conversation, kept so live streams can replay what a client missed."""
+
+    __tablename__ = "conversation_events"
+    # Without AUTOINCREMENT SQLite may hand a deleted top seq out again, and a resuming stream would skip it.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    # Monotonic across all conversations: the SSE event id, so one console stream can resume over every chat.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # message | status | queue | note | ...
+    audience: Mapped[str] = mapped_column(String(16), default="all")  # all | console
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Indexed: live streams re-read recent events to catch transactions that committed out of seq order.
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class CannedResponse(Base):
+    """A saved reply agents insert instead of typing it again."""
+
+    __tablename__ = "canned_responses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # A short unique name agents pick it by (e.g. "refund-status").
+    title: Mapped[str] = mapped_column(String(255), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -122,17 +122,19 @@ def test_a_stale_archived_index_is_rebuilt_from_the_restored_chunks(settings, em
     _populate(settings)
     archive = tmp_path / "b.tar.gz"
     backup(settings, archive)
-    # Doctor the archive: drop one record from the archived index metadata.
+    # Doctor the archive: drop one record from the archived index (chunks.json, or meta.json in format 1).
     doctored = tmp_path / "doctored.tar.gz"
     with tarfile.open(archive, "r:gz") as src, tarfile.open(doctored, "w:gz") as dst:
         for member in src.getmembers():
             data = src.extractfile(member).read()
-            if member.name == "index/meta.json":
-                meta = json.loads(data)
-                meta["chunks"] = meta["chunks"][:-1]
-                meta["vec_start"] = meta["vec_start"][:-1]
-                meta["n_chunks"] -= 1
-                data = json.dumps(meta).encode()
+            if member.name in ("index/meta.json", "index/chunks.json"):
+                doc = json.loads(data)
+                if "chunks" in doc:
+                    doc["chunks"] = doc["chunks"][:-1]
+                    doc["vec_start"] = doc["vec_start"][:-1]
+                if "n_chunks" in doc:
+                    doc["n_chunks"] -= 1
+                data = json.dumps(doc).encode()
             member.size = len(data)
             dst.addfile(member, io.BytesIO(data))
     target = settings.model_copy(update={"data_dir": tmp_path / "restored"})

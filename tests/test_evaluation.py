@@ -82,3 +82,14 @@ def test_eval_retrieval_runs_the_real_pipeline(settings):
 def test_baseline_returns_the_same_keys(settings):
     m = eval_baseline(faq_path=FAQ, queries_path=QUERIES, settings=settings)
     assert set(m) == KEYS and m["n"] == 9 and 0 <= m["answer_precision"] <= 1
+
+
+def test_cli_baseline_flag_adds_the_reference_from_the_same_run(embedder, capsys):
+    import json
+
+    from support_bot.cli import main
+
+    assert main(["eval", "retrieval", "--faq", str(FAQ), "--queries", str(QUERIES), "--baseline"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == KEYS | {"baseline"} and set(result["baseline"]) == KEYS
+    assert result["recall@1"] == 1.0 and result["baseline"]["n"] == 9

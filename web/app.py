@@ -58,7 +58,10 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
 
             worker = get_worker()
             worker.start(settings)
+        app.state.events_closing = False  # an app started again after a shutdown streams again
         yield
+        # Open event streams end now rather than holding the shutdown until their clients leave.
+        events.close_streams(app)
         if worker is not None:
             worker.stop()
 
@@ -75,11 +78,26 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     async def _validation_error(_request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
 
-    from web.routers import chat, health, knowledge, pages
+    from web.routers import chat, events, health, knowledge, pages
 
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(knowledge.router)
     app.include_router(pages.router)
+    app.include_router(events.router)
+    from web.routers import console_auth
+
+    app.include_router(console_auth.router)
+    from web.routers import console_api
+
+    app.include_router(console_api.router)
+    from web.routers import console_pages
+
+    app.include_router(console_pages.router)
+    from web import public_api
+    from web.routers import widget
+
+    app.include_router(widget.router)
+    public_api.install(app, settings)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -1,4 +1,4 @@
-"""Knowledge-base administration: list, show and delete sources, and rebuild the index from the database."""
+"""Knowledge-base administration: list, show and delete sources, list ingest jobs, rebuild the index."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from sqlalchemy import delete, func, select
 
 from support_bot.config import Settings
 from support_bot.db import session_scope
-from support_bot.errors import NotFound
+from support_bot.errors import InvalidInput, NotFound
 from support_bot.knowledge.index import publish_index
-from support_bot.models import Chunk, Document, Source
+from support_bot.models import Chunk, Document, IngestJob, Source
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,14 @@ class SourceInfo:
     entries: int
     chunks: int
     updated_at: datetime | None
+    # live (serving its version), ingesting (a job is queued or running), failed (the latest upload failed; an
+    # earlier version, if any, still serves), or empty (nothing live yet).
+    status: str = "empty"
+    last_job_id: str | None = None
+    last_job_status: str | None = None
+    # The latest job's error when it failed.
+    last_error: str | None = None
+    id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,20 @@ def _info(session, source: Source) -> SourceInfo:
     # A long entry is stored as several chunks; entries count what ops uploaded.
     entries = session.scalar(select(func.count(func.distinct(Chunk.entry_id))).where(*live)) or 0
     no_id = session.scalar(select(func.count()).select_from(Chunk).where(*live, Chunk.entry_id.is_(None))) or 0
+    last = session.scalar(
+        select(IngestJob).where(IngestJob.source_name == source.name).order_by(IngestJob.created_at.desc()).limit(1)
+    )
+    pending = session.scalar(
+        select(func.count())
+        .select_from(IngestJob)
+        .where(IngestJob.source_name == source.name, IngestJob.status.in_(("queued", "running")))
+    )
+    if pending:
+        status = "ingesting"
+    elif last is not None and last.status == "failed":
+        status = "failed"
+    else:
+        status = "live" if source.active_version else "empty"
     return SourceInfo(
         name=source.name,
         kind=source.kind,
@@ -53,6 +77,11 @@ def _info(session, source: Source) -> SourceInfo:
         entries=entries + no_id,
         chunks=chunks,
         updated_at=source.updated_at,
+        status=status,
+        last_job_id=last.id if last else None,
+        last_job_status=last.status if last else None,
+        last_error=last.error if last is not None and last.status == "failed" else None,
+        id=source.id,
     )
 
 
@@ -69,17 +98,22 @@ def _source(session, name: str) -> Source:
     return source
 
 
-def show_source(*, settings: Settings, name: str) -> tuple[SourceInfo, list[EntryInfo]]:
-    """A source's summary and the chunks of its live version in file order."""
+def show_source(
+    *, settings: Settings, name: str, offset: int = 0, limit: int | None = None
+) -> tuple[SourceInfo, list[EntryInfo]]:
+    """A source's summary and the chunks of its live version in file order (from offset, at most limit)."""
     with session_scope(settings) as session:
         source = _source(session, name)
         info = _info(session, source)
-        rows = session.scalars(
+        stmt = (
             select(Chunk)
             .join(Document, Chunk.document_id == Document.id)
             .where(Chunk.source_id == source.id, Document.version == source.active_version)
             .order_by(Chunk.ordinal)
+            .offset(max(0, offset))
         )
+        if limit is not None:
+            stmt = stmt.limit(max(0, limit))
         entries = [
             EntryInfo(
                 chunk_id=c.id,
@@ -90,9 +124,32 @@ def show_source(*, settings: Settings, name: str) -> tuple[SourceInfo, list[Entr
                 part=int((c.extra or {}).get("part", 0)),
                 parts=int((c.extra or {}).get("parts", 1)),
             )
-            for c in rows
+            for c in session.scalars(stmt)
         ]
         return info, entries
+
+
+def list_jobs(
+    *, settings: Settings, status: str | None = None, source: str | None = None, offset: int = 0, limit: int = 50
+) -> tuple[list[IngestJob], int]:
+    """Ingest jobs, newest first, optionally of one status and/or source -> (page, total matching)."""
+    if status is not None and status not in JOB_STATUSES:
+        raise InvalidInput(f"unknown job status {status!r}; one of: {', '.join(JOB_STATUSES)}")
+    where = []
+    if status is not None:
+        where.append(IngestJob.status == status)
+    if source is not None:
+        where.append(IngestJob.source_name == source)
+    with session_scope(settings) as session:
+        total = session.scalar(select(func.count()).select_from(IngestJob).where(*where)) or 0
+        jobs = session.scalars(
+            select(IngestJob)
+            .where(*where)
+            .order_by(IngestJob.created_at.desc(), IngestJob.id)
+            .offset(max(0, offset))
+            .limit(max(0, limit))
+        ).all()
+        return list(jobs), total
 
 
 def delete_source(*, settings: Settings, name: str) -> int:

@@ -1,4 +1,10 @@
-"""Versioned index store: FAISS (exact inner product) + BM25 + metadata under index_dir/v{N}, with a CURRENT pointer."""
+"""Versioned index store: FAISS + BM25 + chunk records under index_dir/v{N}, with a CURRENT pointer.
+
+Dense search is exact (flat inner product) up to settings.index.approximate_above vectors. Above it the exact version
+is published first and answers while an approximate index (HNSW or IVF) is built from it in a background process and
+published as the next version, sharing the exact version's chunk and lexical files. Versions never change once
+published, so a reader sees either a whole version or the previous one.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,12 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,19 +30,28 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from support_bot.config import Settings
+from support_bot.config import IndexSettings, Settings
 from support_bot.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+# 2 moved the chunk records out of meta.json into chunks.json, so an approximate version can share them by hard link
+# and a reader can check a version's header without parsing every chunk; format 1 versions still load.
+FORMAT = 2
+_READABLE_FORMATS = (1, 2)
 CURRENT = "CURRENT"
 META = "meta.json"
+CHUNKS = "chunks.json"
 DENSE = "dense.faiss"
 LEXICAL = "lexical"
+EXACT = "exact"
 # Older versions stay for readers that are mid-swap and for a quick manual rollback.
 KEEP_VERSIONS = 3
 _STALE_TMP_S = 3600
+# Vectors added to an approximate index between two checks that its version is still the live one.
+_BUILD_BATCH = 50_000
+# k-means needs about 40 points per cluster; more adds training time without better clusters.
+_IVF_TRAIN_PER_LIST = 40
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 # Words that carry no topic in support questions; kept short so negations and question words still count.
@@ -102,6 +119,12 @@ class IndexVersion:
     embedding_model: str | None = None
     dim: int = 0
     sources: dict[str, dict] = field(default_factory=dict)
+    # "exact", "hnsw" or "ivf", with the build parameters of an approximate index.
+    dense_kind: str = EXACT
+    dense_params: dict[str, Any] = field(default_factory=dict)
+    # Shared by an exact version and the approximate version built from it (same chunks, same lexical index).
+    content_id: str | None = None
+    _bounds: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -117,7 +140,7 @@ class IndexVersion:
         self._check_dim(query)
         per_row = max(1, self.n_vectors // len(self.records))
         k = min(self.n_vectors, n_rows * per_row + per_row)
-        scores, ids = self.dense.search(query.reshape(1, -1).astype(np.float32), k)
+        scores, ids = _search_one(self.dense, query.reshape(1, -1).astype(np.float32), k)
         best: dict[int, float] = {}
         for score, row in zip(scores[0].tolist(), ids[0].tolist()):
             if row >= 0 and row not in best:
@@ -129,19 +152,21 @@ class IndexVersion:
         if self.dense is None or not rows:
             return {}
         self._check_dim(query)
+        q = query.reshape(-1).astype(np.float32)
+        return {r: float((v @ q).max()) if len(v) else -1.0 for r, v in zip(rows, self.row_vectors(rows))}
+
+    def row_vectors(self, rows: Sequence[int]) -> list[np.ndarray]:
+        """The stored vectors of each given chunk row, in the order its views were embedded."""
+        if self.dense is None or not len(rows):
+            return [np.zeros((0, self.dim), dtype=np.float32) for _ in rows]
         import faiss
 
-        flat = faiss.downcast_index(self.dense.index)
-        positions = np.concatenate([np.arange(self.vec_start[r], self.vec_start[r + 1]) for r in rows])
-        vectors = flat.reconstruct_batch(positions.astype(np.int64))
-        sims = vectors @ query.reshape(-1).astype(np.float32)
-        out: dict[int, float] = {}
-        offset = 0
-        for r in rows:
-            count = int(self.vec_start[r + 1] - self.vec_start[r])
-            out[r] = float(sims[offset : offset + count].max()) if count else -1.0
-            offset += count
-        return out
+        # Exact, HNSW-flat and IVF-flat (given its direct map, set up at load) all keep the full vectors.
+        stored = faiss.downcast_index(self.dense.index)
+        starts, ends = self.vec_start[np.asarray(rows)], self.vec_start[np.asarray(rows) + 1]
+        positions = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist())])
+        vectors = stored.reconstruct_batch(positions.astype(np.int64))
+        return np.split(vectors, np.cumsum(ends - starts)[:-1].tolist())
 
     def lexical_scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk row for the query (zeros when no query word is known)."""
@@ -152,6 +177,68 @@ class IndexVersion:
             return np.zeros(len(self.records), dtype=np.float32)
         return np.asarray(self.lexical.get_scores(ids), dtype=np.float32)
 
+    def lexical_top(self, query: str, n: int, *, scores: np.ndarray | None = None) -> dict[int, float]:
+        """The n rows with the highest positive BM25 score, best first (ties by row).
+
+        Pass `scores` when lexical_scores(query) is at hand. Rows holding none of the query's rarer words are
+        skipped once the commoner words alone could not lift them to the n-th best score, so the cost follows
+        those words' postings instead of the number of rows.
+        """
+        if n <= 0:
+            return {}
+        if scores is None:
+            scores = self.lexical_scores(query)
+        hits = self._lexical_candidates(query, scores, n)
+        hits = np.flatnonzero(scores > 0) if hits is None else np.unique(hits)
+        if len(hits) > n:
+            # Keep every row tied with the n-th best, so the cut below is by row number, not partition order.
+            nth = -np.partition(-scores[hits], n - 1)[n - 1]
+            hits = hits[scores[hits] >= nth]
+        hits = hits[np.lexsort((hits, -scores[hits]))][:n]
+        return {int(r): float(scores[r]) for r in hits}
+
+    def _lexical_candidates(self, query: str, scores: np.ndarray, n: int) -> np.ndarray | None:
+        """Rows (repeats allowed) that surely hold the lexical top n, or None when only a full scan is sure."""
+        ids = self.lexical.get_tokens_ids(lexical_tokens(query)) if self.lexical is not None and self.records else []
+        if not ids or getattr(self.lexical, "nonoccurrence_array", None) is not None:
+            return None
+        indices, indptr = self.lexical.scores["indices"], self.lexical.scores["indptr"]
+        bounds = self._token_bounds()
+        tokens, counts = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
+        order = np.argsort(indptr[tokens + 1] - indptr[tokens], kind="stable")
+        tokens, counts = tokens[order], counts[order]
+        # The most the words not yet taken can add to a row's score (a repeated query word counts each time).
+        rest = float((bounds[tokens].astype(np.float64) * counts).sum())
+        parts: list[np.ndarray] = []
+        for j in range(len(tokens) - 1):
+            token = int(tokens[j])
+            rest -= float(bounds[token]) * int(counts[j])
+            parts.append(indices[int(indptr[token]) : int(indptr[token + 1])])
+            rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            if len(rows) > len(scores) // 2:
+                return None
+            # Each row appears at most j + 1 times, so the (j + 1) * n-th best entry is at most the n-th best row.
+            need = (j + 1) * n
+            if len(rows) < need:
+                continue
+            values = scores[rows]
+            floor = float(-np.partition(-values, need - 1)[need - 1])
+            # Any other row scores at most `rest`; the margin covers float32 rounding in its summed score.
+            if floor > rest * (1 + 1e-5) + 1e-6:
+                return rows[values >= floor]
+        return None
+
+    def _token_bounds(self) -> np.ndarray:
+        """Each word's highest BM25 contribution to any row (computed once per version)."""
+        if self._bounds is None:
+            data, indptr = self.lexical.scores["data"], self.lexical.scores["indptr"]
+            bounds = np.zeros(len(indptr) - 1, dtype=np.float32)
+            nonempty = indptr[1:] > indptr[:-1]
+            if data.size:
+                bounds[nonempty] = np.maximum.reduceat(data, indptr[:-1][nonempty])
+            self._bounds = bounds
+        return self._bounds
+
     def _check_dim(self, query: np.ndarray) -> None:
         if query.size != self.dim:
             raise ConfigurationError(
@@ -161,6 +248,21 @@ class IndexVersion:
 
 
 EMPTY = IndexVersion(version=0)
+
+
+def _search_one(dense: Any, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Search one query on the calling thread only (the OpenMP thread count is per calling thread)."""
+    import faiss
+
+    # One query gains nothing from a second OpenMP thread, and waking one costs more than the search itself when
+    # the cores are busy: IVF at 100k vectors took 5-15 ms with two threads against 0.5 ms with one on a loaded
+    # 2-core machine.
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return dense.search(query, k)
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def _version_dirs(index_dir: Path) -> dict[int, Path]:
@@ -195,6 +297,81 @@ def _publish_lock(index_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, ensure_ascii=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _next_number(index_dir: Path) -> int:
+    return max([read_current_version(index_dir), *_version_dirs(index_dir).keys(), 0]) + 1
+
+
+def _go_live(index_dir: Path, tmp: Path, number: int) -> None:
+    """Rename a fully written temp dir to v{number}, then point CURRENT at it; the caller holds the publish lock."""
+    os.rename(tmp, index_dir / f"v{number}")
+    pointer = index_dir / f".CURRENT-{uuid.uuid4().hex}"
+    with open(pointer, "w", encoding="utf-8") as fh:
+        fh.write(f"v{number}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(pointer, index_dir / CURRENT)
+
+
+def _exact_index(vectors: np.ndarray, rows: np.ndarray) -> Any:
+    import faiss
+
+    dense = faiss.IndexIDMap(faiss.IndexFlatIP(int(vectors.shape[1])))
+    dense.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), rows)
+    return dense
+
+
+def ivf_lists(n_vectors: int, cfg: IndexSettings) -> int:
+    """IVF cluster count: the configured one, else 4 * sqrt(n); never more than the vectors can train."""
+    wanted = cfg.ivf_nlist or int(4 * np.sqrt(max(n_vectors, 1)))
+    return max(1, min(wanted, n_vectors // _IVF_TRAIN_PER_LIST))
+
+
+def approximate_index(
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    cfg: IndexSettings,
+    *,
+    superseded: Callable[[], bool] = lambda: False,
+) -> Any:
+    """An HNSW or IVF inner-product index over vectors labelled with their chunk rows; None once superseded()."""
+    import faiss
+
+    n, dim = vectors.shape
+    if cfg.approximate_kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = cfg.hnsw_ef_construction
+        inner.hnsw.efSearch = cfg.hnsw_ef_search
+    else:
+        nlist = ivf_lists(n, cfg)
+        quantizer = faiss.IndexFlatIP(dim)
+        inner = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(n, size=min(n, nlist * _IVF_TRAIN_PER_LIST), replace=False))
+        inner.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+        inner.nprobe = min(cfg.ivf_nprobe, nlist)
+    dense = faiss.IndexIDMap(inner)
+    for start in range(0, n, _BUILD_BATCH):
+        if superseded():
+            return None
+        stop = min(n, start + _BUILD_BATCH)
+        dense.add_with_ids(np.ascontiguousarray(vectors[start:stop], dtype=np.float32), rows[start:stop])
+    return dense
+
+
+def _dense_params(cfg: IndexSettings, n_vectors: int) -> dict[str, Any]:
+    if cfg.approximate_kind == "hnsw":
+        return {"m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction, "ef_search": cfg.hnsw_ef_search}
+    nlist = ivf_lists(n_vectors, cfg)
+    return {"nlist": nlist, "nprobe": min(cfg.ivf_nprobe, nlist)}
+
+
 def write_version(
     index_dir: Path,
     *,
@@ -203,10 +380,14 @@ def write_version(
     vec_counts: Sequence[int],
     embedding_model: str | None,
     sources: dict[str, dict] | None = None,
+    index: IndexSettings | None = None,
 ) -> int:
-    """Build a version in a temp dir, rename it in, then atomically point CURRENT at it; returns its number."""
+    """Build an exact version in a temp dir, rename it in, atomically point CURRENT at it; returns its number.
+
+    With index settings and more than index.approximate_above vectors, an approximate version follows (see
+    build_approximate): started in the background, or built before returning.
+    """
     import bm25s
-    import faiss
 
     if len(vec_counts) != len(records) or int(sum(vec_counts)) != len(vectors):
         raise ValueError("vec_counts must give each record's number of vectors")
@@ -216,15 +397,22 @@ def write_version(
         try:
             dim = int(vectors.shape[1]) if len(vectors) else 0
             if len(records):
+                import faiss
+
                 rows = np.repeat(np.arange(len(records), dtype=np.int64), np.asarray(vec_counts, dtype=np.int64))
-                dense = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
-                dense.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), rows)
-                faiss.write_index(dense, str(tmp / DENSE))
+                faiss.write_index(_exact_index(vectors, rows), str(tmp / DENSE))
                 lexical = bm25s.BM25()
                 lexical.index([lexical_tokens(r.lexical_text) for r in records], show_progress=False)
                 lexical.save(str(tmp / LEXICAL), show_progress=False)
-            existing = _version_dirs(index_dir)
-            number = max([read_current_version(index_dir), *existing.keys(), 0]) + 1
+            chunks = {
+                "vec_start": np.concatenate([[0], np.cumsum(vec_counts, dtype=np.int64)]).tolist(),
+                "chunks": [
+                    [r.chunk_id, r.source, r.entry_id, r.title, r.text, r.answer, r.url, r.lexical_text]
+                    for r in records
+                ],
+            }
+            _write_json(tmp / CHUNKS, chunks)
+            number = _next_number(index_dir)
             meta = {
                 "format": FORMAT,
                 "version": number,
@@ -234,30 +422,145 @@ def write_version(
                 "n_chunks": len(records),
                 "n_vectors": int(len(vectors)),
                 "sources": sources or {},
-                "vec_start": np.concatenate([[0], np.cumsum(vec_counts, dtype=np.int64)]).tolist(),
-                "chunks": [
-                    [r.chunk_id, r.source, r.entry_id, r.title, r.text, r.answer, r.url, r.lexical_text]
-                    for r in records
-                ],
+                "content_id": uuid.uuid4().hex,
+                "dense": {"kind": EXACT},
             }
-            with open(tmp / META, "w", encoding="utf-8") as fh:
-                json.dump(meta, fh, ensure_ascii=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            final = index_dir / f"v{number}"
-            os.rename(tmp, final)
-            pointer = index_dir / f".CURRENT-{uuid.uuid4().hex}"
-            with open(pointer, "w", encoding="utf-8") as fh:
-                fh.write(f"v{number}\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(pointer, index_dir / CURRENT)
+            _write_json(tmp / META, meta)
+            _go_live(index_dir, tmp, number)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _prune(index_dir, keep_from=number - KEEP_VERSIONS + 1)
-    log.info("published index v%d: %d chunks, %d vectors", number, len(records), len(vectors))
+    log.info("published index v%d: %d chunks, %d vectors, exact search", number, len(records), len(vectors))
+    if index is not None and len(records) and len(vectors) > index.approximate_above:
+        if index.approximate_in_background:
+            start_approximate_build(index_dir, number, index)
+        else:
+            build_approximate(index_dir, number, index)
     return number
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        # Some shared file systems refuse hard links; a copy is slower but the same content.
+        shutil.copy2(src, dst)
+
+
+def build_approximate(index_dir: Path, number: int, cfg: IndexSettings) -> int | None:
+    """Build an approximate dense index for exact version `number` and publish it as the next version.
+
+    Returns the new version's number, or None when `number` is no longer the live version (a newer publish
+    supersedes it and starts its own build) or is not an exact version.
+    """
+    import faiss
+
+    index_dir = Path(index_dir)
+    source = index_dir / f"v{number}"
+
+    def superseded() -> bool:
+        return read_current_version(index_dir) != number
+
+    if superseded():
+        log.info("index v%d is no longer live; no approximate index built for it", number)
+        return None
+    with open(source / META, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    if (meta.get("dense") or {}).get("kind", EXACT) != EXACT or not meta.get("n_vectors"):
+        return None
+    started = time.monotonic()
+    exact = faiss.read_index(str(source / DENSE))
+    flat = faiss.downcast_index(exact.index)
+    # A view of the exact index's own storage: no second copy of every vector while the new index is built.
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+    rows = faiss.vector_to_array(exact.id_map).astype(np.int64)
+    dense = approximate_index(vectors, rows, cfg, superseded=superseded)
+    del vectors, flat, exact
+    if dense is None:
+        log.info("index v%d was superseded while its approximate index was built", number)
+        return None
+    with _publish_lock(index_dir):
+        if superseded():
+            log.info("index v%d was superseded while its approximate index was built", number)
+            return None
+        tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            faiss.write_index(dense, str(tmp / DENSE))
+            if (source / CHUNKS).is_file():
+                _link_or_copy(source / CHUNKS, tmp / CHUNKS)
+            else:
+                _write_json(tmp / CHUNKS, {"vec_start": meta["vec_start"], "chunks": meta["chunks"]})
+            (tmp / LEXICAL).mkdir()
+            for part in (source / LEXICAL).iterdir():
+                _link_or_copy(part, tmp / LEXICAL / part.name)
+            new = _next_number(index_dir)
+            header = {k: v for k, v in meta.items() if k not in ("chunks", "vec_start")}
+            header.update(
+                format=FORMAT,
+                version=new,
+                created_at=datetime.now(timezone.utc).isoformat(),
+                content_id=meta.get("content_id") or uuid.uuid4().hex,
+                dense={"kind": cfg.approximate_kind, "from_version": number, **_dense_params(cfg, meta["n_vectors"])},
+            )
+            _write_json(tmp / META, header)
+            _go_live(index_dir, tmp, new)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _prune(index_dir, keep_from=new - KEEP_VERSIONS + 1)
+    log.info(
+        "published index v%d: %s index over the %d vectors of v%d, built in %.0f s",
+        new,
+        cfg.approximate_kind,
+        meta["n_vectors"],
+        number,
+        time.monotonic() - started,
+    )
+    return new
+
+
+_BUILD_SCRIPT = (
+    "import sys; from support_bot.knowledge.index import approximate_build_main; "
+    "sys.exit(approximate_build_main(sys.argv[1:]))"
+)
+
+
+def start_approximate_build(index_dir: Path, number: int, cfg: IndexSettings) -> subprocess.Popen:
+    """Run build_approximate for version `number` in a detached process, so it outlives a CLI or task that published."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BUILD_SCRIPT, str(Path(index_dir).resolve()), str(number), cfg.model_dump_json()],
+        stdin=subprocess.DEVNULL,
+        env=env,
+        # Its own session: a Ctrl-C meant for the publishing command does not stop the build.
+        start_new_session=True,
+        close_fds=True,
+    )
+    # Reaped by a thread so a long-lived publisher (web process, Celery worker) collects no zombies.
+    threading.Thread(target=proc.wait, name=f"approximate-index-v{number}", daemon=True).start()
+    log.info("building an approximate index for v%d in process %d", number, proc.pid)
+    return proc
+
+
+def approximate_build_main(argv: Sequence[str]) -> int:
+    """Entry point of the background build process: INDEX_DIR VERSION INDEX_SETTINGS_JSON."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    index_dir, number, cfg = Path(argv[0]), int(argv[1]), IndexSettings.model_validate_json(argv[2])
+    # Serving queries matters more than finishing the build sooner; the exact version answers meanwhile.
+    os.nice(10)
+    try:
+        build_approximate(index_dir, number, cfg)
+    except FileNotFoundError:
+        # The version (or the whole index dir) was pruned or removed while building: nothing left to publish.
+        log.info("index v%d in %s is gone; approximate build dropped", number, index_dir)
+    except Exception:
+        log.exception("approximate index build for v%d in %s failed; exact search stays live", number, index_dir)
+        return 1
+    return 0
 
 
 def _prune(index_dir: Path, *, keep_from: int) -> None:
@@ -321,49 +624,104 @@ def publish_index(*, session: Session, settings: Settings) -> int:
     vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
     model = models.pop() if len(models) == 1 else settings.embedding.model
     return write_version(
-        settings.index_dir, records=records, vectors=vectors, vec_counts=counts, embedding_model=model, sources=sources
+        settings.index_dir,
+        records=records,
+        vectors=vectors,
+        vec_counts=counts,
+        embedding_model=model,
+        sources=sources,
+        index=settings.index,
     )
 
 
-def load_version(path: Path) -> IndexVersion:
-    """Load one published version directory fully into memory."""
+def _search_params(dense: Any, kind: str, cfg: IndexSettings | None) -> None:
+    """Apply search-time settings to a loaded approximate index (without them, the values saved at build hold)."""
+    import faiss
+
+    inner = faiss.downcast_index(dense.index)
+    if kind == "ivf":
+        # Lets row_vectors reconstruct stored vectors by position, as it does for the exact and HNSW kinds.
+        inner.make_direct_map()
+        if cfg is not None:
+            inner.nprobe = min(cfg.ivf_nprobe, inner.nlist)
+    elif kind == "hnsw" and cfg is not None:
+        inner.hnsw.efSearch = cfg.hnsw_ef_search
+
+
+def load_version(
+    path: Path, *, settings: IndexSettings | None = None, previous: IndexVersion | None = None
+) -> IndexVersion:
+    """Load one published version directory fully into memory.
+
+    When `previous` holds the same content (the exact version an approximate one was built from), its chunk
+    records and lexical index are reused and only the dense index is read.
+    """
     import bm25s
     import faiss
 
     with open(path / META, encoding="utf-8") as fh:
         meta = json.load(fh)
-    if meta.get("format") != FORMAT:
-        raise ConfigurationError(f"index {path} has format {meta.get('format')}, expected {FORMAT}; publish it again")
-    records = [ChunkRecord(*row) for row in meta["chunks"]]
-    dense = lexical = None
+    if meta.get("format") not in _READABLE_FORMATS:
+        raise ConfigurationError(
+            f"index {path} has format {meta.get('format')}, expected one of {_READABLE_FORMATS}; publish it again"
+        )
+    dense_info = dict(meta.get("dense") or {"kind": EXACT})
+    kind = dense_info.pop("kind", EXACT)
+    content_id = meta.get("content_id")
+    reuse = previous is not None and content_id is not None and previous.content_id == content_id
+    if reuse:
+        records, vec_start, lexical = previous.records, previous.vec_start, previous.lexical
+    else:
+        if "chunks" in meta:
+            chunks = meta
+        else:
+            with open(path / CHUNKS, encoding="utf-8") as fh:
+                chunks = json.load(fh)
+        records = [ChunkRecord(*row) for row in chunks["chunks"]]
+        vec_start = np.asarray(chunks["vec_start"], dtype=np.int64)
+        lexical = bm25s.BM25.load(str(path / LEXICAL), show_progress=False) if records else None
+    dense = None
     if records:
         dense = faiss.read_index(str(path / DENSE))
-        lexical = bm25s.BM25.load(str(path / LEXICAL), show_progress=False)
+        if dense.ntotal != int(vec_start[-1]):
+            raise ConfigurationError(
+                f"index {path} holds {dense.ntotal} vectors but its chunks name {int(vec_start[-1])}; publish it again"
+            )
+        if kind != EXACT:
+            _search_params(dense, kind, settings)
     return IndexVersion(
         version=int(meta["version"]),
         records=records,
         dense=dense,
-        vec_start=np.asarray(meta["vec_start"], dtype=np.int64),
+        vec_start=vec_start,
         lexical=lexical,
         embedding_model=meta.get("embedding_model"),
         dim=int(meta.get("dim", 0)),
         sources=meta.get("sources", {}),
+        dense_kind=kind,
+        dense_params=dense_info,
+        content_id=content_id,
     )
 
 
 def load_current(settings: Settings) -> IndexVersion:
     """The version CURRENT points at, loaded once (EMPTY when nothing was published)."""
     number = read_current_version(settings.index_dir)
-    return load_version(settings.index_dir / f"v{number}") if number else EMPTY
+    return load_version(settings.index_dir / f"v{number}", settings=settings.index) if number else EMPTY
 
 
 class IndexReader:
-    """Hands out the live version and swaps to a newly published one without a restart."""
+    """Hands out the live version and swaps to a newly published one without a restart.
+
+    `settings` gives the search-time parameters of approximate indexes (HNSW efSearch, IVF nprobe); without it,
+    the values saved when the index was built apply.
+    """
 
     _RETRY_S = 5.0
 
-    def __init__(self, index_dir: Path):
+    def __init__(self, index_dir: Path, *, settings: IndexSettings | None = None):
         self.index_dir = Path(index_dir)
+        self.settings = settings
         self._version: IndexVersion = EMPTY
         self._seen: tuple[int, int, int] | None = None
         self._retry_at = 0.0
@@ -382,21 +740,36 @@ class IndexReader:
         seen = self._stat()
         if seen == self._seen:
             return self._version
-        with self._lock:
+        # While one caller loads a new version (seconds for a million chunks), the others keep answering from the
+        # loaded one instead of queueing behind it; only before the first load is there nothing to answer from.
+        if not self._lock.acquire(blocking=self._version is EMPTY):
+            return self._version
+        try:
             seen = self._stat()
             if seen == self._seen or time.monotonic() < self._retry_at:
                 return self._version
             try:
                 number = read_current_version(self.index_dir)
                 if number != self._version.version:
-                    self._version = load_version(self.index_dir / f"v{number}") if number else EMPTY
-                    log.info("index v%d is live (%d chunks)", self._version.version, len(self._version))
+                    self._version = (
+                        load_version(self.index_dir / f"v{number}", settings=self.settings, previous=self._version)
+                        if number
+                        else EMPTY
+                    )
+                    log.info(
+                        "index v%d is live (%d chunks, %s search)",
+                        self._version.version,
+                        len(self._version),
+                        self._version.dense_kind,
+                    )
                 self._seen = seen
             except Exception:
                 # Keep answering from the version already loaded; a broken publish must not take search down.
                 log.exception("could not load index from %s; still serving v%d", self.index_dir, self._version.version)
                 self._retry_at = time.monotonic() + self._RETRY_S
             return self._version
+        finally:
+            self._lock.release()
 
 
 def install_version(index_dir: Path, source: Path) -> int:

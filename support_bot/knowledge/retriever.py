@@ -1,4 +1,4 @@
-"""Hybrid retrieval (dense FAISS + BM25, fused by reciprocal rank) and the answer-or-abstain decision."""
+"""Hybrid retrieval: dense FAISS + BM25 fused by score, near-duplicates collapsed, and the answer-or-abstain rule."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ class Hit:
     # For FAQ entries the answer alone (what is shown when the model's wording is not supported).
     answer: str | None
     url: str | None
+    # The fused score: a weighted mean of the question and answer cosines and the relative BM25 score.
     score: float
+    # The best cosine between the query and any of the chunk's vectors.
     dense_score: float
+    # The chunk's raw BM25 score for the query.
     lexical_score: float
 
 
@@ -39,24 +42,24 @@ class RetrievalResult:
 
 @dataclass
 class _Entry:
-    key: tuple[str, str]
-    dense_row: int | None = None
-    dense: float | None = None
-    lexical_row: int | None = None
-    lexical: float = 0.0
-    fused: float = 0.0
+    row: int
+    fused: float
+    dense: float
+    lexical: float
+    # The answer (body) vector, compared between entries to collapse near-duplicates.
+    body: np.ndarray
 
 
 def decide(top: Hit | None, runner_up: float | None, cfg: RetrievalSettings) -> tuple[bool, str]:
-    """Answer when the best entry is close in meaning, or fairly close and clearly closer than any other entry."""
+    """Answer when the best entry scores high, or fairly high and clearly above any other entry."""
     if top is None:
         return True, "nothing in the knowledge base matches the question"
-    if top.dense_score >= cfg.min_score:
-        return False, f"top entry similarity {top.dense_score:.2f} reaches {cfg.min_score:.2f}"
-    margin = top.dense_score - (runner_up if runner_up is not None else -1.0)
-    if top.dense_score >= cfg.min_score_distinct and margin >= cfg.min_margin:
-        return False, f"top entry similarity {top.dense_score:.2f} stands {margin:.2f} above the next entry"
-    return True, f"top entry similarity {top.dense_score:.2f} is below {cfg.min_score:.2f}"
+    if top.score >= cfg.min_score:
+        return False, f"top entry score {top.score:.2f} reaches {cfg.min_score:.2f}"
+    margin = top.score - (runner_up if runner_up is not None else -1.0)
+    if top.score >= cfg.min_score_distinct and margin >= cfg.min_margin:
+        return False, f"top entry score {top.score:.2f} stands {margin:.2f} above the next entry"
+    return True, f"top entry score {top.score:.2f} is below {cfg.min_score:.2f}"
 
 
 def _entry_key(version: IndexVersion, row: int) -> tuple[str, str]:
@@ -70,7 +73,7 @@ class Retriever:
 
     def __init__(self, settings: Settings, *, embedder=None):
         self.settings = settings
-        self.reader = IndexReader(settings.index_dir)
+        self.reader = IndexReader(settings.index_dir, settings=settings.index)
         self._embedder = embedder
 
     @property
@@ -82,7 +85,7 @@ class Retriever:
         return self._embedder
 
     def search(self, query: str, *, k: int | None = None) -> RetrievalResult:
-        """Top-k entries for the query with fused and component scores, plus whether to abstain."""
+        """Top-k distinct entries for the query with fused and component scores, plus whether to abstain."""
         cfg = self.settings.retrieval
         k = cfg.top_k if k is None else k
         version = self.reader.current()
@@ -95,54 +98,65 @@ class Retriever:
             result.reason = "the question is empty"
             return result
         qvec = self.embedder.encode([query])[0]
-        entries = self._candidates(version, qvec, query, cfg)
-        ranked = sorted(entries.values(), key=lambda e: e.fused, reverse=True)[: max(k, 1)]
-        self._fill_dense(version, qvec, ranked)
-        result.hits = [self._hit(version, e) for e in ranked][:k] if k > 0 else []
-        top = self._hit(version, ranked[0]) if ranked else None
-        others = [e.dense for e in entries.values() if e.dense is not None and ranked and e is not ranked[0]]
-        result.abstain, result.reason = decide(top, max(others, default=None), cfg)
+        ranked = sorted(self._candidates(version, qvec, query, cfg), key=lambda e: e.fused, reverse=True)
+        # One more than asked for: the runner-up's score feeds the abstain decision.
+        distinct = self._distinct(ranked, cfg.duplicate_similarity, max(k, 1) + 1)
+        result.hits = [self._hit(version, e) for e in distinct[:k]] if k > 0 else []
+        top = self._hit(version, distinct[0]) if distinct else None
+        runner_up = distinct[1].fused if len(distinct) > 1 else None
+        result.abstain, result.reason = decide(top, runner_up, cfg)
         return result
 
-    def _candidates(self, version: IndexVersion, qvec: np.ndarray, query: str, cfg: RetrievalSettings) -> dict:
-        n = max(cfg.candidates, 1)
-        entries: dict[tuple[str, str], _Entry] = {}
-        for row, score in version.dense_search(qvec, n).items():
-            e = entries.setdefault(_entry_key(version, row), _Entry(_entry_key(version, row)))
-            if e.dense is None or score > e.dense:
-                e.dense, e.dense_row = score, row
+    @staticmethod
+    def _candidates(version: IndexVersion, qvec: np.ndarray, query: str, cfg: RetrievalSettings) -> list[_Entry]:
+        """The best-scoring chunk of each entry found by either the dense or the lexical top list."""
+        n = cfg.candidates
+        rows = set(version.dense_search(qvec, n))
         lex = version.lexical_scores(query)
-        if lex.size:
-            top = np.argpartition(-lex, min(n, lex.size - 1))[:n] if lex.size > n else np.arange(lex.size)
-            for row in top.tolist():
-                score = float(lex[row])
-                if score <= 0:
-                    continue
-                key = _entry_key(version, row)
-                e = entries.setdefault(key, _Entry(key))
-                if score > e.lexical:
-                    e.lexical, e.lexical_row = score, row
-        by_dense = sorted((e for e in entries.values() if e.dense is not None), key=lambda e: e.dense, reverse=True)
-        by_lex = sorted((e for e in entries.values() if e.lexical > 0), key=lambda e: e.lexical, reverse=True)
-        for rank, e in enumerate(by_dense[:n], 1):
-            e.fused += cfg.dense_weight / (cfg.rrf_k + rank)
-        for rank, e in enumerate(by_lex[:n], 1):
-            e.fused += cfg.lexical_weight / (cfg.rrf_k + rank)
-        return entries
+        # Best first, positive scores only; it skips rows that cannot reach the top n instead of sorting them all.
+        lexical_top = version.lexical_top(query, n, scores=lex)
+        best_lex = next(iter(lexical_top.values()), 0.0)
+        rows.update(lexical_top)
+        if not rows:
+            return []
+        ordered = sorted(rows)
+        vectors = version.row_vectors(ordered)
+        counts = np.asarray([len(v) for v in vectors])
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        sims = np.concatenate(vectors) @ qvec.reshape(-1).astype(np.float32)
+        lexical = lex[ordered]
+        # Views are [title, body] (ingest.chunking); a chunk embedded once counts its one vector as both.
+        fused = (
+            cfg.question_weight * sims[starts]
+            + cfg.answer_weight * sims[ends - 1]
+            + cfg.lexical_weight * (lexical / best_lex if best_lex > 0 else 0.0)
+        ) / (cfg.question_weight + cfg.answer_weight + cfg.lexical_weight)
+        best = np.maximum.reduceat(sims, starts)
+        entries: dict[tuple[str, str], _Entry] = {}
+        for i, row in enumerate(ordered):
+            key = _entry_key(version, row)
+            known = entries.get(key)
+            if known is None or fused[i] > known.fused:
+                entries[key] = _Entry(
+                    row=row, fused=float(fused[i]), dense=float(best[i]), lexical=float(lexical[i]), body=vectors[i][-1]
+                )
+        return list(entries.values())
 
     @staticmethod
-    def _fill_dense(version: IndexVersion, qvec: np.ndarray, ranked: list[_Entry]) -> None:
-        # Entries found only by words still need their cosine: the abstain decision and the caller rely on it.
-        missing = [e for e in ranked if e.dense is None and e.lexical_row is not None]
-        if missing:
-            scores = version.dense_scores(qvec, [e.lexical_row for e in missing])
-            for e in missing:
-                e.dense, e.dense_row = scores[e.lexical_row], e.lexical_row
+    def _distinct(ranked: list[_Entry], threshold: float, limit: int) -> list[_Entry]:
+        """The ranked entries less those whose answer nearly repeats a better-scoring one's, up to limit."""
+        kept: list[_Entry] = []
+        for e in ranked:
+            if len(kept) >= limit:
+                break
+            if all(float(e.body @ other.body) < threshold for other in kept):
+                kept.append(e)
+        return kept
 
     @staticmethod
     def _hit(version: IndexVersion, e: _Entry) -> Hit:
-        row = e.dense_row if e.dense_row is not None else e.lexical_row
-        rec = version.records[row]
+        rec = version.records[e.row]
         return Hit(
             chunk_id=rec.chunk_id,
             source=rec.source,
@@ -152,7 +166,7 @@ class Retriever:
             answer=rec.answer,
             url=rec.url,
             score=float(e.fused),
-            dense_score=float(e.dense if e.dense is not None else -1.0),
+            dense_score=float(e.dense),
             lexical_score=float(e.lexical),
         )
 

@@ -19,7 +19,8 @@ def test_short_entries_are_one_chunk_each():
     first = drafts[0]
     assert first.text == f"{entries[0].question}\n{entries[0].answer}"
     assert first.title == entries[0].question and first.entry_id == entries[0].id
-    assert first.views == [entries[0].question, first.text]
+    # Question and answer are embedded apart: the retriever weighs the two cosines separately.
+    assert first.views == [entries[0].question, entries[0].answer]
     assert first.answer == entries[0].answer and first.url == entries[0].url
     assert [d.ordinal for d in drafts] == list(range(len(drafts)))
 
@@ -35,8 +36,8 @@ def test_long_answer_is_split_with_overlap_under_the_question():
         assert heading == entry.question
         assert len(regex_token_offsets(body)) <= budget
         assert (d.part, d.parts, d.entry_id, d.answer) == (i, len(drafts), "long", answer)
-        # Only the first part carries the bare question, so it is not embedded once per part.
-        assert d.views == ([entry.question, d.text] if i == 0 else [d.text])
+        # Every part is embedded as [heading, its own part of the answer].
+        assert d.views == [entry.question, body]
     bodies = [d.text.split("\n", 1)[1] for d in drafts]
     for prev, nxt in zip(bodies, bodies[1:]):
         assert set(_words(prev)[-6:]) & set(_words(nxt)[:12]), "consecutive parts should overlap"

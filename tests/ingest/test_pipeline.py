@@ -193,19 +193,21 @@ def test_failure_inside_the_swap_leaves_nothing_half_stored(kb, tmp_path, monkey
     chunks = _chunks(kb)
     import ingest.pipeline as pipeline
 
-    def broken_delete(*args, **kwargs):
+    def broken_delete_older(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    # Fails after the new document and its chunks were added, before the transaction commits.
-    monkeypatch.setattr(pipeline, "delete", broken_delete)
+    # Fails after the new version was staged and made active, before the transaction commits.
+    monkeypatch.setattr(pipeline, "_delete_older", broken_delete_older)
     new = _write(tmp_path, "v2.csv", "id,question,answer\nn1,New question?,New answer.\n")
     with pytest.raises(RuntimeError):
         ingest_path(settings=kb, path=new, source_name="faq")
+    # The staged version is cleaned up with the failure: only the old version's rows remain.
     assert _chunks(kb) == chunks and _count(kb, Document) == 1
     with session_scope(kb) as s:
         job = s.scalar(select(IngestJob).where(IngestJob.filename == "v2.csv"))
         assert job.status == "failed" and "disk on fire" in job.error
         assert s.scalar(select(Source.active_version)) == 1
+    assert read_current_version(kb.index_dir) == 1
 
 
 def test_long_answers_are_split_and_collapse_to_one_hit(kb):
@@ -215,7 +217,8 @@ def test_long_answers_are_split_and_collapse_to_one_hit(kb):
         parts = s.scalars(select(Chunk).where(Chunk.entry_id == "asm-01").order_by(Chunk.ordinal)).all()
         assert len(parts) > 1
         assert all(c.text.startswith("How do I assemble my new bike?\n") for c in parts)
-        assert [c.extra["n_vectors"] for c in parts] == [2] + [1] * (len(parts) - 1)
+        # Each part is embedded as its heading and its own part of the answer.
+        assert [c.extra["n_vectors"] for c in parts] == [2] * len(parts)
     hits = Retriever(kb).search("How do I fit the pedals and the front wheel?", k=5).hits
     assert hits[0].entry_id == "asm-01"
     assert len({h.entry_id for h in hits}) == len(hits)

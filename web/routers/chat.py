@@ -12,9 +12,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import iterate_in_threadpool
 
-from support_bot.assistant import TurnEvent, authorize, message_payload, start_conversation
+from support_bot import events, handoff
+from support_bot.assistant import TurnEvent, authorize, start_conversation
 from support_bot.errors import InvalidInput, NotFound, SupportBotError
-from support_bot.models import Feedback, Message
+from support_bot.models import Conversation, Feedback, Message
 from web.deps import AssistantDep, SessionDep, SettingsDep, TokenDep
 
 router = APIRouter(prefix="/api", tags=["chat"])
@@ -42,6 +43,24 @@ class MessageCreate(BaseModel):
 class FeedbackIn(BaseModel):
     rating: Literal["up", "down"]
     comment: str | None = Field(default=None, max_length=4000)
+
+
+class HandoffIn(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class OfflineIn(BaseModel):
+    message: str = Field(max_length=100_000)
+    email: str = Field(max_length=1000)
+
+
+class RatingIn(BaseModel):
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class TypingIn(BaseModel):
+    typing: bool = True
 
 
 def sse(event: TurnEvent) -> bytes:
@@ -102,10 +121,7 @@ def create_message(
 def read_messages(conversation_id: str, session: SessionDep, token: TokenDep):
     """The conversation's messages, oldest first."""
     authorize(session=session, conversation_id=conversation_id, token=token)
-    rows = session.scalars(
-        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
-    )
-    return {"messages": [message_payload(m) for m in rows]}
+    return {"messages": handoff.customer_messages(session, conversation_id)}
 
 
 @router.post("/messages/{message_id}/feedback", status_code=204)
@@ -122,4 +138,70 @@ def create_feedback(message_id: str, body: FeedbackIn, session: SessionDep, toke
         session.add(Feedback(message_id=message_id, rating=body.rating, comment=body.comment))
     else:
         existing.rating, existing.comment = body.rating, body.comment
+    if body.rating == "up" and message.role == "bot":
+        handoff.mark_helpful(session.get(Conversation, message.conversation_id))
+    return Response(status_code=204)
+
+
+@router.post("/conversations/{conversation_id}/handoff")
+def create_handoff(
+    conversation_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    token: TokenDep,
+    assistant: AssistantDep,
+    body: Annotated[HandoffIn | None, Body()] = None,
+):
+    """The "talk to a person" button: queue the conversation and say where the customer stands."""
+    conversation = authorize(session=session, conversation_id=conversation_id, token=token)
+    was_queued = conversation.status == "queued"
+    info = handoff.request_handoff(session, settings, conversation, detail=(body.reason if body else None) or "")
+    data = {**info.payload(), "text": handoff.handoff_text(settings, info)}
+    # The summary job reads the conversation in its own session: it must see this commit.
+    session.commit()
+    if not was_queued:
+        assistant.queue_agent_summary(conversation_id)
+    return data
+
+
+@router.get("/conversations/{conversation_id}/status")
+def read_status(conversation_id: str, session: SessionDep, settings: SettingsDep, token: TokenDep):
+    """Where the conversation stands: status, queue position and wait, the agent's name, whether anyone is online."""
+    conversation = authorize(session=session, conversation_id=conversation_id, token=token)
+    return handoff.customer_status(session, settings, conversation)
+
+
+@router.post("/conversations/{conversation_id}/offline")
+def create_offline_message(
+    conversation_id: str,
+    body: OfflineIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    token: TokenDep,
+    assistant: AssistantDep,
+):
+    """No agent online: leave a message and an e-mail address, which become an offline ticket in the queue."""
+    conversation = authorize(session=session, conversation_id=conversation_id, token=token)
+    info = handoff.leave_offline_message(session, settings, conversation, message=body.message, email=body.email)
+    session.commit()
+    assistant.queue_agent_summary(conversation_id)
+    return info.payload()
+
+
+@router.post("/conversations/{conversation_id}/rating", status_code=204)
+def create_rating(conversation_id: str, body: RatingIn, session: SessionDep, token: TokenDep):
+    """Rate a resolved conversation from 1 to 5 stars, with an optional comment."""
+    conversation = authorize(session=session, conversation_id=conversation_id, token=token)
+    handoff.rate(session, conversation, rating=body.rating, comment=body.comment)
+    return Response(status_code=204)
+
+
+@router.post("/conversations/{conversation_id}/typing", status_code=204)
+def create_typing(conversation_id: str, session: SessionDep, settings: SettingsDep, token: TokenDep,
+                  body: Annotated[TypingIn | None, Body()] = None):
+    """The customer is typing (or stopped): shown live to the agent, never stored."""
+    authorize(session=session, conversation_id=conversation_id, token=token)
+    events.notify_typing(
+        settings, conversation_id=conversation_id, who="customer", typing=body.typing if body else True
+    )
     return Response(status_code=204)

@@ -1,19 +1,35 @@
-"""Knowledge upload API for ops (admin token until console logins exist)."""
+"""Knowledge API for ops: uploads, ingest jobs, sources (list, show, delete) and reindex.
+
+For console users with the ops or admin role (session cookie, CSRF-checked on changes) and for scripts holding the
+admin bearer token. Changes are written to the audit log.
+"""
 
 from __future__ import annotations
 
-from pathlib import PurePath
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
-from sqlalchemy import select
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse
 
-from ingest.pipeline import create_job
+from ingest.pipeline import accept_upload, source_name_for, upload_name
 from ingest.worker import submit_job
 from support_bot.errors import InvalidInput, NotFound, PayloadTooLarge
-from support_bot.models import IngestJob, Source
-from web.deps import AdminDep, SessionDep, SettingsDep
+from support_bot.knowledge import admin
+from support_bot.knowledge.index import read_current_version
+from support_bot.models import IngestJob
+from support_bot import audit
+from support_bot.db import session_scope
+from web.console_deps import OpsOrAdminTokenDep
+from web.deps import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/knowledge", tags=["knowledge"])
+
+MAX_FILES_PER_UPLOAD = 50
+MAX_PAGE = 500
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
 
 
 def job_payload(job: IngestJob) -> dict:
@@ -26,37 +42,108 @@ def job_payload(job: IngestJob) -> dict:
         "attempts": job.attempts,
         "error": job.error,
         "unchanged": job.unchanged,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "size_bytes": job.size_bytes,
+        "duration_s": job.duration_s,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def source_payload(info: admin.SourceInfo) -> dict:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "kind": info.kind,
+        "version": info.version,
+        "filename": info.filename,
+        "entries": info.entries,
+        "chunks": info.chunks,
+        "status": info.status,
+        "last_job": {"id": info.last_job_id, "status": info.last_job_status} if info.last_job_id else None,
+        "last_error": info.last_error,
+        "updated_at": _iso(info.updated_at),
     }
 
 
 @router.post("/uploads", status_code=202)
 async def create_upload(
-    _admin: AdminDep,
+    user: OpsOrAdminTokenDep,
     session: SessionDep,
     settings: SettingsDep,
-    file: UploadFile = File(...),
-    source: str | None = Form(default=None, max_length=255),
+    file: Annotated[UploadFile | None, File()] = None,
+    files: Annotated[list[UploadFile] | None, File()] = None,
+    source: Annotated[str | None, Form(max_length=255)] = None,
 ):
-    """Upload a knowledge file; it is validated now and ingested by a worker."""
+    """Upload one file (`file`) or several (`files`): one job each, validated now and ingested by a worker.
+
+    A refused file becomes a failed job naming the file and the problem; the others are queued. When no file was
+    accepted the answer is the refusal (413 or 422).
+    """
+    uploads = ([file] if file is not None else []) + list(files or [])
+    if not uploads:
+        raise InvalidInput("no file uploaded: send it as the form field `file` (or several as `files`)")
+    if len(uploads) > MAX_FILES_PER_UPLOAD:
+        raise InvalidInput(f"{len(uploads)} files in one upload; at most {MAX_FILES_PER_UPLOAD}")
+    if source and source.strip() and len(uploads) > 1:
+        raise InvalidInput(
+            "`source` names the source of a single file; with several files each becomes the source named after it"
+        )
+    names = [upload_name(u.filename) for u in uploads]
+    seen: dict[str, str] = {}
+    for name in names:
+        target = (source or "").strip() or source_name_for(name)
+        if target in seen:
+            raise InvalidInput(
+                f"{seen[target]} and {name} would both replace source {target!r}; upload them one at a time"
+            )
+        seen[target] = name
+
     limit = settings.ingest.max_upload_bytes
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"{file.filename or 'the file'} is larger than the {limit // (1024 * 1024)} MB limit")
-    # Only the last path component of a client-supplied name is kept, for display.
-    filename = PurePath((file.filename or "upload").replace("\\", "/")).name or "upload"
-    source_name = (source or PurePath(filename).stem).strip()
-    if not source_name:
-        raise InvalidInput("the source name is empty")
-    job = create_job(session=session, settings=settings, source_name=source_name, filename=filename, data=data)
+    jobs: list[IngestJob] = []
+    refusals = []
+    for upload, name in zip(uploads, names):
+        # Never read more than the limit: a larger file is refused from its first limit + 1 bytes.
+        data = await upload.read(limit + 1)
+        size = upload.size if upload.size is not None and upload.size > len(data) else None
+        job, refusal = accept_upload(
+            session=session, settings=settings, source_name=source, filename=name, data=data, size=size
+        )
+        jobs.append(job)
+        if refusal is not None:
+            refusals.append(refusal)
+    for job in jobs:
+        audit.record(
+            session, actor=user, action="knowledge.upload", target_type="source", target_id=job.source_name[:64],
+            detail={"job": job.id, "filename": job.filename, "status": job.status, "bytes": job.size_bytes},
+        )
     session.commit()
-    submit_job(job.id, settings)
-    return {"job": job_payload(job)}
+    for job in jobs:
+        if job.status == "queued":
+            submit_job(job.id, settings)
+    if len(refusals) == len(jobs):
+        status = 413 if all(isinstance(r, PayloadTooLarge) for r in refusals) else 422
+        return JSONResponse({"detail": "; ".join(r.detail for r in refusals)}, status_code=status)
+    payloads = [job_payload(j) for j in jobs]
+    return {"job": payloads[0], "jobs": payloads}
+
+
+@router.get("/jobs")
+def read_jobs(
+    user: OpsOrAdminTokenDep,
+    settings: SettingsDep,
+    status: Literal["queued", "running", "succeeded", "failed"] | None = None,
+    source: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+):
+    """Ingest jobs, newest first, optionally of one status and/or source."""
+    jobs, total = admin.list_jobs(settings=settings, status=status, source=source, offset=offset, limit=limit)
+    return {"jobs": [job_payload(j) for j in jobs], "total": total, "offset": offset, "limit": limit}
 
 
 @router.get("/jobs/{job_id}")
-def read_job(job_id: str, _admin: AdminDep, session: SessionDep):
+def read_job(job_id: str, user: OpsOrAdminTokenDep, session: SessionDep):
     """One ingest job's status and progress."""
     job = session.get(IngestJob, job_id)
     if job is None:
@@ -65,13 +152,44 @@ def read_job(job_id: str, _admin: AdminDep, session: SessionDep):
 
 
 @router.get("/sources")
-def read_sources(_admin: AdminDep, session: SessionDep):
-    """Knowledge sources with their live version."""
-    rows = session.scalars(select(Source).order_by(Source.name))
+def read_sources(user: OpsOrAdminTokenDep, settings: SettingsDep):
+    """Knowledge sources with their live version, counts, status and the latest job's error."""
+    return {"sources": [source_payload(info) for info in admin.list_sources(settings=settings)]}
+
+
+@router.get("/sources/{name:path}")
+def read_source(
+    name: str,
+    user: OpsOrAdminTokenDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+):
+    """One source and a page of the entries (chunks) of its live version, in file order."""
+    info, entries = admin.show_source(settings=settings, name=name, offset=offset, limit=limit)
     return {
-        "sources": [
-            {"id": s.id, "name": s.name, "kind": s.kind, "version": s.active_version,
-             "updated_at": s.updated_at.isoformat() if s.updated_at else None}
-            for s in rows
-        ]
+        "source": source_payload(info),
+        "entries": [vars(e) for e in entries],
+        "total": info.chunks,
+        "offset": offset,
+        "limit": limit,
     }
+
+
+@router.delete("/sources/{name:path}")
+def delete_source(name: str, user: OpsOrAdminTokenDep, settings: SettingsDep):
+    """Delete a source: its chunks leave the database and a new index version without it is published."""
+    removed = admin.delete_source(settings=settings, name=name)
+    with session_scope(settings) as session:
+        audit.record(session, actor=user, action="knowledge.delete", target_type="source", target_id=name[:64],
+                     detail={"chunks_removed": removed})
+    return {"deleted": name, "chunks_removed": removed, "index_version": read_current_version(settings.index_dir)}
+
+
+@router.post("/reindex")
+def reindex(user: OpsOrAdminTokenDep, settings: SettingsDep):
+    """Rebuild the index from the database and publish it."""
+    version = admin.reindex(settings=settings)
+    with session_scope(settings) as session:
+        audit.record(session, actor=user, action="knowledge.reindex", target_type="index", target_id=str(version))
+    return {"index_version": version}

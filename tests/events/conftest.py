@@ -1,0 +1,38 @@
+"""Events fixtures: a migrated database, conversations to attach events to, and buses closed after each test."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from support_bot.assistant import start_conversation
+from support_bot.config import Settings
+from support_bot.db import migrate, session_scope
+from support_bot.events import close_buses
+
+
+@pytest.fixture(autouse=True)
+def _fresh_buses():
+    close_buses()
+    yield
+    close_buses()
+
+
+@pytest.fixture
+def db(settings) -> Settings:
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture
+def redis_settings(db, redis_url) -> Settings:
+    """The migrated database with the test Redis as the bus, on channels no other test run shares."""
+    events = db.events.model_copy(update={"channel_prefix": f"sbtest-{uuid.uuid4().hex[:10]}:"})
+    return db.model_copy(update={"redis_url": redis_url, "events": events})
+
+
+def new_conversation(settings: Settings) -> str:
+    with session_scope(settings) as session:
+        conversation, _token = start_conversation(session=session, settings=settings)
+        return conversation.id

@@ -1,0 +1,129 @@
+"""Guards of the public chat API that the widget calls from other sites: CORS for allowed origins, and rate limits."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from support_bot.config import Settings
+from support_bot.ratelimit import Limit, MemoryRateLimiter, RateLimited, RedisRateLimiter, check, make_rate_limiter
+
+# The customer-facing API: bearer-token auth, no cookies, so other sites may call it once allowed. The console API
+# (/api/console, cookie sessions) and the admin API stay same-origin.
+PUBLIC_PREFIXES = ("/api/conversations", "/api/messages", "/api/widget")
+
+
+def is_public(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in PUBLIC_PREFIXES)
+
+
+class PublicCORS:
+    """CORS headers for the public API only, and only for the origins in settings.widget.allowed_origins."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        origins = settings.widget.allowed_origins
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=["*"] if "*" in origins else origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            # The widget reads Retry-After to tell the customer how long to wait.
+            expose_headers=["Retry-After"],
+            allow_credentials=False,
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_public(scope["path"]):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _conversation_id(path: str) -> str | None:
+    """The {id} of /api/conversations/{id}/..., cut short so a crafted path cannot make huge keys."""
+    parts = path.split("/")
+    return parts[3][:64] if len(parts) > 3 and parts[3] else None
+
+
+def _limit(settings: Settings, name: str, key: str) -> Limit:
+    cfg = settings.widget
+    return Limit(name, key, getattr(cfg, name), getattr(cfg, f"{name}_window_s"))
+
+
+def limits_for(settings: Settings, *, method: str, path: str, client_ip: str) -> tuple[list[Limit], str]:
+    """The limits a public API request counts against, and what the customer is sending (for the message)."""
+    general = _limit(settings, "requests_per_ip", f"req:ip:{client_ip}")
+    if method == "POST" and path.rstrip("/") == "/api/conversations":
+        return [_limit(settings, "conversations_per_ip", f"conv:ip:{client_ip}"), general], "new conversations"
+    conversation_id = _conversation_id(path)
+    if method == "POST" and conversation_id and path.rstrip("/").endswith("/messages"):
+        return [
+            _limit(settings, "messages_per_ip", f"msg:ip:{client_ip}"),
+            _limit(settings, "messages_per_conversation", f"msg:conv:{conversation_id}"),
+            general,
+        ], "messages"
+    return [general], "requests"
+
+
+class RateLimitMiddleware:
+    """Counts public API requests per client IP and per conversation; over a limit: 429 with Retry-After."""
+
+    def __init__(
+        self, app: ASGIApp, *, settings: Settings, limiter: MemoryRateLimiter | RedisRateLimiter | None = None
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.limiter = limiter or make_rate_limiter(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.settings.widget.rate_limit_enabled
+            or scope["method"] == "OPTIONS"
+            or not is_public(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        limits, what = limits_for(
+            self.settings, method=scope["method"], path=scope["path"], client_ip=client[0] if client else "unknown"
+        )
+        try:
+            if isinstance(self.limiter, MemoryRateLimiter):
+                check(self.limiter, limits, what=what)
+            else:
+                await run_in_threadpool(check, self.limiter, limits, what=what)
+        except RateLimited as exc:
+            await _send_429(send, exc)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _send_429(send: Send, exc: RateLimited) -> None:
+    body = json.dumps({"detail": exc.detail, "retry_after_s": exc.retry_after_s}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(exc.retry_after_s).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Add the rate limits and, outside them, CORS, so that a 429 reaches the widget's page readable."""
+    app.state.rate_limiter = make_rate_limiter(settings)
+    app.add_middleware(RateLimitMiddleware, settings=settings, limiter=app.state.rate_limiter)
+    app.add_middleware(PublicCORS, settings=settings)

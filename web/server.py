@@ -1,0 +1,25 @@
+"""Running the app under uvicorn, with live event streams ended as soon as the server is told to stop."""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI
+
+from web.routers.events import close_streams
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI):
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets=None) -> None:
+        # uvicorn waits for open responses before the app's own shutdown runs; an event stream never ends by
+        # itself, so end them first or a stop would hang until every browser tab is closed.
+        close_streams(self._app)
+        await super().shutdown(sockets=sockets)
+
+
+def serve(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve `app` until SIGINT/SIGTERM."""
+    _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level), app).run()
