@@ -98,9 +98,15 @@ async def _read_stream(response) -> dict | None:
 
 
 async def _chat_session(client, base: str, n: int, think_s: float, questions: list[str], out: dict) -> None:
-    r = await client.post(f"{base}/api/conversations", json={})
+    try:
+        r = await client.post(f"{base}/api/conversations", json={})
+    except Exception as exc:  # noqa: BLE001 - a saturated server: counted, the run goes on
+        out["errors"] += 1
+        out.setdefault("error_details", []).append(f"opening a conversation failed: {type(exc).__name__}")
+        return
     if r.status_code != 201:
         out["errors"] += 1
+        out.setdefault("error_details", []).append(f"opening a conversation: HTTP {r.status_code}")
         return
     conv = r.json()
     headers = {"Authorization": f"Bearer {conv['token']}"}
