@@ -353,17 +353,7 @@ class Assistant:
         settings = self.settings
         with session_scope(settings) as session:
             conversation = session.get(Conversation, question.conversation_id)
-            earlier = list(
-                session.scalars(
-                    select(Message)
-                    .where(
-                        Message.conversation_id == question.conversation_id,
-                        Message.seq < question.seq,
-                        Message.private.is_(False),
-                    )
-                    .order_by(Message.seq)
-                )
-            )
+            earlier = handoff.public_messages(session, question.conversation_id, before_seq=question.seq)
             summary = conversation.summary if conversation else None
             customer_notes = self._customer_notes(session, conversation) if conversation else []
             bot_turns = conversation.bot_turns if conversation else 0
@@ -493,13 +483,7 @@ class Assistant:
             conversation = session.get(Conversation, conversation_id)
             if conversation is None:
                 return None
-            messages = list(
-                session.scalars(
-                    select(Message)
-                    .where(Message.conversation_id == conversation_id, Message.private.is_(False))
-                    .order_by(Message.seq)
-                )
-            )
+            messages = handoff.public_messages(session, conversation_id)
             upto, previous = conversation.summary_upto_seq, conversation.summary
         every = 1 if force else self.settings.chat.summary_every_messages
         if not messages or not needs_summary(messages, upto_seq=upto, every=every):

@@ -384,15 +384,17 @@ def emit_message(session: Session, msg: Message, *, author: str | None = None) -
     )
 
 
+def public_messages(session: Session, conversation_id: str, *, before_seq: int | None = None) -> list[Message]:
+    """The conversation's messages without internal notes, oldest first (optionally only those before a seq)."""
+    q = select(Message).where(Message.conversation_id == conversation_id, Message.private.is_(False))
+    if before_seq is not None:
+        q = q.where(Message.seq < before_seq)
+    return list(session.scalars(q.order_by(Message.seq)))
+
+
 def customer_messages(session: Session, conversation_id: str) -> list[dict[str, Any]]:
     """What the customer may see of the conversation, oldest first: never internal notes."""
-    rows = list(
-        session.scalars(
-            select(Message)
-            .where(Message.conversation_id == conversation_id, Message.private.is_(False))
-            .order_by(Message.seq)
-        )
-    )
+    rows = public_messages(session, conversation_id)
     names = _names(session, {m.author_id for m in rows})
     return [message_payload(m, author=names.get(m.author_id)) for m in rows]
 
@@ -882,13 +884,7 @@ def write_agent_summary(settings: Settings, engine: Any, conversation_id: str) -
         conversation = session.get(Conversation, conversation_id)
         if conversation is None:
             return None
-        rows = list(
-            session.scalars(
-                select(Message)
-                .where(Message.conversation_id == conversation_id, Message.private.is_(False))
-                .order_by(Message.seq)
-            )
-        )
+        rows = public_messages(session, conversation_id)
         previous = conversation.summary
     said = [m.text.strip() for m in rows if m.role == "customer" and m.text.strip()]
     if not said:
