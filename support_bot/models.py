@@ -298,3 +298,45 @@ class CannedResponse(Base):
     text: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FaqSuggestion(Base):
+    """A question -> answer pair drawn from a conversation a person resolved, waiting for ops to review it.
+
+    Approved suggestions are ingested together as their own knowledge source; rejected ones are kept so the same
+    conversation is not suggested again.
+    """
+
+    __tablename__ = "faq_suggestions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # The conversation it came from; unique, so a conversation yields at most one suggestion.
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL"), unique=True, index=True
+    )
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending|approved|rejected|merged
+    # Near-duplicate suggestions are merged into one; this counts the conversations it stands for.
+    occurrences: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    merged_into_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Conversation ids merged into this one, newest last.
+    examples: Mapped[list] = mapped_column(JSON, default=list)
+    # The question's embedding (float32 bytes), for merging near-duplicates without re-encoding.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    reviewed_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class RuntimeSetting(Base):
+    """A setting changed in the console; it overrides the file/env value for every process without a restart."""
+
+    __tablename__ = "runtime_settings"
+
+    # A dotted Settings path, e.g. "chat.bot_name" or "widget.allowed_origins".
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[object] = mapped_column(JSON)
+    updated_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
