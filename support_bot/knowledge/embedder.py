@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 PACKAGED_MODEL = "all-minilm-l6-v2"
 
-_cache: dict[tuple[str, str], "Embedder"] = {}
+_cache: dict[tuple[str, str, str], "Embedder"] = {}
 _cache_lock = threading.Lock()
 
 
@@ -43,8 +43,12 @@ def resolve_model_dir(model: str) -> Path:
 class Embedder:
     """Encodes texts to L2-normalized float32 vectors; safe to share between threads."""
 
-    def __init__(self, model: str, *, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, model: str, *, device: str = "cpu", batch_size: int = 64, query_path: str = "auto"):
         self.name = model
+        self.query_path = query_path
+        self._query_fn = None
+        # Which path encode_query settled on: traced | direct | plain (None until the first query).
+        self.query_path_used: str | None = None
         self.device = device
         self.batch_size = batch_size
         self.model_dir = resolve_model_dir(model)
@@ -76,15 +80,137 @@ class Embedder:
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def encode_query(self, text: str) -> np.ndarray:
+        """One text's unit vector (1-D): the live-query path, the same vector as encode([text])[0], sooner."""
+        fn = self._query_fn
+        if fn is None:
+            with self._lock:
+                if self._query_fn is None:
+                    self._query_fn = self._build_query_fn()
+            fn = self._query_fn
+        with self._lock:
+            return fn(text)
+
+    def _plain_query(self, text: str) -> np.ndarray:
+        vector = self._model.encode([text], convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+        return np.ascontiguousarray(vector[0], dtype=np.float32)
+
+    def _build_query_fn(self):
+        """The fastest query function whose vectors match the general path's on probe texts of several lengths.
+
+        sentence-transformers' encode() spends more time sorting, padding and collating one short text than the
+        model spends on it. Called with the lock held.
+        """
+        self.query_path_used = "plain"
+        if self.query_path != "auto" or self.device != "cpu":
+            return self._plain_query
+        candidates = [("traced", self._traced_query_fn), ("direct", self._direct_query_fn)]
+        for name, build in candidates:
+            try:
+                fn = build()
+                if fn is not None and self._matches_plain(fn):
+                    log.info("embedding queries through the %s path", name)
+                    self.query_path_used = name
+                    return fn
+                log.info("the %s query path does not reproduce the model's vectors; not used", name)
+            except Exception as exc:  # an architecture the fast paths cannot take: the general path still works
+                log.info("the %s query path is unavailable for %s: %s", name, self.name, exc)
+        return self._plain_query
+
+    def _matches_plain(self, fn) -> bool:
+        probes = ["ok", "How do I reset my password?", "Wie lange dauert der Versand nach Österreich und in die Schweiz?",
+                  " ".join(["return policy for damaged items bought during a sale"] * 40)]
+        return all(float(np.dot(fn(p), self._plain_query(p))) >= 0.99999 for p in probes)
+
+    def _modules(self):
+        """The model's transformer, and True when the rest of its pipeline is mean pooling then normalization."""
+        modules = list(self._model)
+        if not modules or not hasattr(modules[0], "auto_model"):
+            return None, False
+        prompt = getattr(self._model, "default_prompt_name", None)
+        kinds = [type(m).__name__ for m in modules[1:]]
+        pooling = modules[1] if len(modules) > 1 else None
+        mean = pooling is not None and _mean_pooling_only(pooling)
+        return modules[0].auto_model, bool(mean and kinds[1:] in ([], ["Normalize"]) and not prompt)
+
+    def _encode_inputs(self, text: str):
+        return self._model.tokenizer(text, return_tensors="pt", truncation=True, max_length=self.max_tokens)
+
+    def _direct_query_fn(self):
+        """The transformer called on one text with no padding: no collation, sorting or batching."""
+        import torch
+
+        model, mean_pooled = self._modules()
+        if model is None or not mean_pooled:
+            return None
+        model.eval()
+
+        def run(text: str) -> np.ndarray:
+            inputs = self._encode_inputs(text)
+            with torch.inference_mode():
+                hidden = model(**inputs, return_dict=False)[0][0]
+                vector = torch.nn.functional.normalize(hidden.mean(0), dim=-1)
+            return vector.numpy().astype(np.float32, copy=False)
+
+        return run
+
+    def _traced_query_fn(self):
+        """The direct path traced and frozen by TorchScript: constant-folded and fused for inference.
+
+        A single unpadded text has an all-ones attention mask, so tracing with one is exact for every such input;
+        _matches_plain checks that on texts shorter and longer than the trace's.
+        """
+        import torch
+
+        model, mean_pooled = self._modules()
+        if model is None or not mean_pooled or not hasattr(torch.jit, "trace"):
+            return None
+        model.eval()
+        example = self._encode_inputs("How do I change the delivery address of my order?")
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in example]
+
+        class _MeanPooled(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, *tensors):
+                hidden = self.inner(**dict(zip(names, tensors)), return_dict=False)[0]
+                return torch.nn.functional.normalize(hidden[0].mean(0), dim=-1)
+
+        import warnings
+
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer notes; the probes decide
+            traced = torch.jit.trace(_MeanPooled(model).eval(), tuple(example[n] for n in names), check_trace=False)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+        def run(text: str) -> np.ndarray:
+            inputs = self._encode_inputs(text)
+            with torch.inference_mode():
+                vector = frozen(*(inputs[n] for n in names))
+            return vector.numpy().astype(np.float32, copy=False)
+
+        return run
+
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of the model's own tokens, so chunk sizes match what the model reads."""
         encoded = self._model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
 
 
+def _mean_pooling_only(pooling: Any) -> bool:
+    """Whether a sentence-transformers Pooling module averages token vectors and does nothing else."""
+    mode = getattr(pooling, "pooling_mode", None)
+    if mode is not None:  # sentence-transformers 5: a mode name, or a tuple of them concatenated
+        return mode == "mean" or (isinstance(mode, (list, tuple)) and list(mode) == ["mean"])
+    flags = {k: v for k, v in vars(pooling).items() if k.startswith("pooling_mode_") and isinstance(v, bool)}
+    return flags.get("pooling_mode_mean_tokens", False) and sum(flags.values()) == 1
+
+
 def get_embedder(settings: Settings) -> Embedder:
     """The process-wide embedder for the configured model (loaded once)."""
-    key = (settings.embedding.model, settings.embedding.device)
+    key = (settings.embedding.model, settings.embedding.device, settings.embedding.query_path)
     embedder = _cache.get(key)
     if embedder is not None:
         return embedder
@@ -93,7 +219,10 @@ def get_embedder(settings: Settings) -> Embedder:
         if embedder is None:
             log.info("loading embedding model %s on %s", settings.embedding.model, settings.embedding.device)
             embedder = Embedder(
-                settings.embedding.model, device=settings.embedding.device, batch_size=settings.embedding.batch_size
+                settings.embedding.model,
+                device=settings.embedding.device,
+                batch_size=settings.embedding.batch_size,
+                query_path=settings.embedding.query_path,
             )
             _cache[key] = embedder
         return embedder

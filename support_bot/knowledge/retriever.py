@@ -97,7 +97,7 @@ class Retriever:
         if not query:
             result.reason = "the question is empty"
             return result
-        qvec = self.embedder.encode([query])[0]
+        qvec = self.embedder.encode_query(query)
         ranked = sorted(self._candidates(version, qvec, query, cfg), key=lambda e: e.fused, reverse=True)
         # One more than asked for: the runner-up's score feeds the abstain decision.
         distinct = self._distinct(ranked, cfg.duplicate_similarity, max(k, 1) + 1)

@@ -54,7 +54,7 @@ settings = Settings()
 settings.ensure_dirs()
 migrate(settings)
 stand_in = HashingEmbedder(emb.get_embedder(settings))
-emb._cache[(settings.embedding.model, settings.embedding.device)] = stand_in
+emb._cache[(settings.embedding.model, settings.embedding.device, settings.embedding.query_path)] = stand_in
 data = open(sys.argv[1], "rb").read()
 marks = {"size": len(data), "limit": settings.ingest.max_upload_bytes, "base": rss_mib()}
 publish = pipeline._publish
