@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5)
     parser.add_argument("--think-ms", type=float, default=0.0)
     parser.add_argument("--database-url", help="default: SQLite in a throw-away data dir")
+    parser.add_argument("--server-log", type=Path, help="keep the chat server's log here")
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -236,9 +237,12 @@ def main() -> None:
         )
         if args.database_url:
             env["SUPPORT_BOT_DATABASE_URL"] = args.database_url
+        server_log_path = args.server_log or Path(tmp) / "server.log"
+        server_log = open(server_log_path, "wb")
         cli = [sys.executable, "-m", "support_bot.cli"]
         procs = [
-            subprocess.Popen([*cli, "serve", "--seed"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
+            # The server's log goes to a file: a pipe nobody reads fills up and then blocks the server mid-request.
+            subprocess.Popen([*cli, "serve", "--seed"], env=env, stdout=subprocess.DEVNULL, stderr=server_log),
             subprocess.Popen([sys.executable, __file__, "--serve-bare", str(bare_port)], env=env),
         ]
         try:
@@ -254,6 +258,11 @@ def main() -> None:
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     p.kill()
+            server_log.close()
+            errors = [line for line in server_log_path.read_text(errors="replace").splitlines() if "Traceback" in line
+                      or " ERROR " in line or '"level": "ERROR"' in line]
+            if errors:
+                log.info("the chat server logged %d errors; the first: %s", len(errors), errors[0][:300])
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 

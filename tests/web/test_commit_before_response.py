@@ -73,3 +73,45 @@ def test_feedback_is_committed_before_the_204(settings):
         )
         assert res.status_code == 204
     assert seen == [True]
+
+
+def test_a_burst_of_new_conversations_cannot_starve_the_workers_into_a_deadlock(settings):
+    """Found under load (bench/load.py, 200 sessions): every conversation creation failed after the pool timeout.
+
+    A handler that returned with its transaction still open held its database connection until FastAPI, on a worker
+    thread, had validated the response; meanwhile other handlers held every worker thread waiting for a connection.
+    Shrunk here to one worker thread and one connection, with two requests at once.
+    """
+    import anyio
+    import httpx
+    from sqlalchemy import create_engine, event
+
+    from support_bot import db
+
+    migrate(settings)
+    url = settings.resolved_database_url
+    db.dispose_engines()
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=3
+    )
+    event.listen(engine, "connect", db._sqlite_pragmas)
+    db._engines[url] = engine
+    app = create_app(settings)
+
+    async def burst() -> list[int]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 1
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            statuses: list[int] = []
+
+            async def create() -> None:
+                statuses.append((await client.post("/api/conversations", json={})).status_code)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(create)
+            return statuses
+
+    assert anyio.run(burst) == [201, 201, 201, 201]
+    with session_scope(settings) as session:
+        assert len(session.scalars(select(Conversation)).all()) == 4

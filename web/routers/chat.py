@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Annotated, Literal
 
@@ -19,6 +20,10 @@ from support_bot.models import Conversation, Feedback, Message
 from web.deps import AssistantDep, SessionDep, SettingsDep, TokenDep
 
 router = APIRouter(prefix="/api", tags=["chat"])
+log = logging.getLogger(__name__)
+
+# What the customer is told when a turn fails for a reason of ours (most often the database going away for a moment).
+RETRY_TEXT = "Your message could not be processed just now. Please send it again."
 
 
 class CustomerIn(BaseModel):
@@ -63,6 +68,13 @@ class TypingIn(BaseModel):
     typing: bool = True
 
 
+# _release: the customer-facing handlers here commit (or, reading, end their transaction) before they return, in
+# their own worker thread. Left to the session dependency, the commit would come only after FastAPI has validated
+# the response, which it does on a worker thread too: under a burst of requests every worker can be waiting for a
+# database connection (or SQLite's write lock) that such a finished request still holds, and nothing moves until
+# the pool's timeout fails them all. The dependency's own commit then finds nothing left to do.
+
+
 def sse(event: TurnEvent) -> bytes:
     return f"event: {event.event}\ndata: {json.dumps(event.data, ensure_ascii=False)}\n\n".encode()
 
@@ -79,6 +91,7 @@ def create_conversation(
         customer_id=customer.id if customer else None,
         signature=customer.signature if customer else None,
     )
+    session.commit()  # in this thread: see _release
     return ConversationCreated(id=conversation.id, token=token)
 
 
@@ -106,6 +119,11 @@ def create_message(
                 yield sse(event)
         except SupportBotError as exc:
             yield sse(TurnEvent("error", {"detail": exc.detail}))
+        except Exception:
+            # The 200 is already sent, so the failure is an event: without a `done` nothing was acknowledged, and a
+            # re-post with the same client_message_id stores the message once and answers it.
+            log.exception("a customer turn in conversation %s failed", conversation_id)
+            yield sse(TurnEvent("error", {"detail": RETRY_TEXT}))
         finally:
             # Also reached when the customer goes away or presses stop: generation ends, what was stored stays.
             stop.set()
@@ -121,7 +139,9 @@ def create_message(
 def read_messages(conversation_id: str, session: SessionDep, token: TokenDep):
     """The conversation's messages, oldest first."""
     authorize(session=session, conversation_id=conversation_id, token=token)
-    return {"messages": handoff.customer_messages(session, conversation_id)}
+    messages = handoff.customer_messages(session, conversation_id)
+    session.commit()  # see _release
+    return {"messages": messages}
 
 
 @router.post("/messages/{message_id}/feedback", status_code=204)
@@ -140,6 +160,7 @@ def create_feedback(message_id: str, body: FeedbackIn, session: SessionDep, toke
         existing.rating, existing.comment = body.rating, body.comment
     if body.rating == "up" and message.role == "bot":
         handoff.mark_helpful(session.get(Conversation, message.conversation_id))
+    session.commit()  # see _release
     return Response(status_code=204)
 
 
@@ -168,7 +189,9 @@ def create_handoff(
 def read_status(conversation_id: str, session: SessionDep, settings: SettingsDep, token: TokenDep):
     """Where the conversation stands: status, queue position and wait, the agent's name, whether anyone is online."""
     conversation = authorize(session=session, conversation_id=conversation_id, token=token)
-    return handoff.customer_status(session, settings, conversation)
+    status = handoff.customer_status(session, settings, conversation)
+    session.commit()  # see _release
+    return status
 
 
 @router.post("/conversations/{conversation_id}/offline")
@@ -193,6 +216,7 @@ def create_rating(conversation_id: str, body: RatingIn, session: SessionDep, tok
     """Rate a resolved conversation from 1 to 5 stars, with an optional comment."""
     conversation = authorize(session=session, conversation_id=conversation_id, token=token)
     handoff.rate(session, conversation, rating=body.rating, comment=body.comment)
+    session.commit()  # see _release
     return Response(status_code=204)
 
 
@@ -201,6 +225,7 @@ def create_typing(conversation_id: str, session: SessionDep, settings: SettingsD
                   body: Annotated[TypingIn | None, Body()] = None):
     """The customer is typing (or stopped): shown live to the agent, never stored."""
     authorize(session=session, conversation_id=conversation_id, token=token)
+    session.commit()  # see _release
     events.notify_typing(
         settings, conversation_id=conversation_id, who="customer", typing=body.typing if body else True
     )
