@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.loaders._text import decode_text, display_name, refuse_html
 from ingest.loaders.faq_csv import MAX_ID_CHARS, FaqEntry, _short
 from support_bot.errors import InvalidInput
+# Shared with the learning loop, which reads conversations resolved in the console the same way.
+from support_bot.learning import problem_and_resolution, substantive  # noqa: F401 - substantive is re-exported
 
 log = logging.getLogger(__name__)
 
@@ -22,29 +23,6 @@ _ROLES = {
 }
 _TRUE = {"true", "yes", "y", "1", "resolved"}
 _FALSE = {"false", "no", "n", "0", "unresolved", ""}
-
-# Pleasantries that carry no problem or resolution; a message that is nothing but these (and a name or two) is skipped.
-_PLEASANTRIES = re.compile(
-    r"\b(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening)|greetings|dear|"
-    r"thanks?(?: you)?(?: (?:so|very) much)?(?: for (?:contacting|reaching out|getting in touch|chatting|your patience)"
-    r"(?: (?:to|with))?(?: \w+)?(?: support)?)?|thx|ty|many thanks|much appreciated|cheers|ok(?:ay)?|"
-    r"great|perfect|awesome|cool|"
-    r"(?:good)?bye|see you|take care|have a (?:great|nice|good|lovely) (?:day|one|evening|weekend)|"
-    r"you'?re welcome|no problem|no worries|my pleasure|glad (?:i|we) could help|happy to help|"
-    r"(?:is there )?anything else(?: i can (?:help|do)(?: you)?(?: with)?)?(?: today)?|"
-    r"how (?:can|may) i (?:help|assist)(?: you)?(?: today)?|what can i do for you(?: today)?|"
-    r"my name is|this is|i'?m|i am|you are|speaking|here|from|support|team|that'?s all|that is all|all good|"
-    r"it works(?: now)?|that worked|that did it|solved|fixed)\b",
-    re.I,
-)
-_WORD = re.compile(r"[^\W_]+")
-# What is left of a message after pleasantries must have this many words to count (names are one or two).
-_MIN_WORDS = 3
-
-
-def substantive(text: str) -> bool:
-    """Whether a chat message says something beyond greetings, thanks and sign-offs."""
-    return len(_WORD.findall(_PLEASANTRIES.sub(" ", text))) >= _MIN_WORDS
 
 
 @dataclass
@@ -58,18 +36,7 @@ class Chat:
 
 def extract_pair(chat: Chat) -> tuple[str, str] | None:
     """(customer problem, agent resolution) of a chat, or None when it has no substantive question or answer."""
-    question: list[str] = []
-    answer: list[str] = []
-    for role, text in chat.messages:
-        if not substantive(text):
-            continue
-        if role == "customer" and not answer:
-            question.append(text)
-        elif role == "agent" and question:
-            answer.append(text)
-    if not question or not answer:
-        return None
-    return "\n".join(question), "\n".join(answer)
+    return problem_and_resolution(chat.messages)
 
 
 def _bool(value: Any) -> bool | None:
