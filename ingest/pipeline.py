@@ -27,6 +27,7 @@ from support_bot.config import Settings
 from support_bot.db import session_scope
 from support_bot.errors import InvalidInput, NotFound, PayloadTooLarge, SupportBotError
 from support_bot.knowledge.index import publish_index, read_current_version
+from support_bot.logs import log_context
 from support_bot.models import Chunk, Document, IngestJob, Source, new_id, utcnow
 from support_bot.pii import redact
 
@@ -72,7 +73,11 @@ def upload_name(filename: str | None) -> str:
     name = PurePath(text).name.strip()
     if name in ("", ".", ".."):
         return "upload"
-    return name[:_MAX_NAME_CHARS]
+    if len(name) > _MAX_NAME_CHARS:
+        # Cut the stem, not the extension: the extension picks the loader.
+        suffix = PurePath(name).suffix[:16]
+        name = name[: _MAX_NAME_CHARS - len(suffix)] + suffix
+    return name
 
 
 def source_name_for(filename: str) -> str:
@@ -581,7 +586,8 @@ def run_job(
     job goes back to queued, otherwise it is failed. `timeout_errors` are the caller's time-limit exceptions (Celery's
     soft time limit); they fail the job with the time-limit reason.
     """
-    return _execute(job_id, settings, raise_all=False, will_retry=will_retry, timeout_errors=timeout_errors)
+    with log_context(job_id=job_id):  # every line the job writes names it
+        return _execute(job_id, settings, raise_all=False, will_retry=will_retry, timeout_errors=timeout_errors)
 
 
 def fail_timed_out_job(job_id: str, settings: Settings) -> IngestJob | None:
@@ -607,4 +613,5 @@ def ingest_path(*, settings: Settings, path: Path, source_name: str | None = Non
         job_id = create_job(
             session=session, settings=settings, source_name=source_name or path.stem, filename=path.name, data=data
         ).id
-    return _execute(job_id, settings, raise_all=True)
+    with log_context(job_id=job_id):
+        return _execute(job_id, settings, raise_all=True)

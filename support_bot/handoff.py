@@ -43,7 +43,7 @@ TRANSITIONS = frozenset(
         ("resolved", "bot"),
     }
 )
-REASONS = ("request", "button", "abstain", "sentiment", "safety", "max_turns", "offline")
+REASONS = ("request", "button", "abstain", "sentiment", "safety", "max_turns", "offline", "model")
 REASON_LABELS = {
     "request": "Customer asked for a person",
     "button": "Customer pressed the talk-to-a-person button",
@@ -52,6 +52,7 @@ REASON_LABELS = {
     "safety": "A safety policy asked for a person",
     "max_turns": "Many bot answers without a resolution",
     "offline": "Message left while no agent was online",
+    "model": "The bot's model failed or timed out while answering",
 }
 PRESENCE = ("online", "away", "offline")
 AGENT_ROLES = ("agent", "admin")
@@ -264,6 +265,11 @@ def abstain_trigger(settings: Settings, *, abstain_streak: int) -> Trigger | Non
 
 def safety_trigger(settings: Settings, *, category: str) -> Trigger | None:
     return Trigger("safety", category) if settings.handoff.safety_enabled else None
+
+
+def model_failure_trigger(settings: Settings, *, detail: str) -> Trigger | None:
+    """The trigger when the model failed or timed out mid-answer (None: only apologise and offer a person)."""
+    return Trigger("model", detail[:MAX_DETAIL_CHARS]) if settings.handoff.model_failure_enabled else None
 
 
 def priority_for(settings: Settings, reason: str, detail: str = "") -> int:
@@ -792,6 +798,10 @@ def resolve(session: Session, settings: Settings, *, conversation_id: str, agent
         detail={"reason": conversation.handoff_reason},
     )
     _emit_status(session, settings, conversation, queue_info(session, settings, conversation))
+    from support_bot import learning  # here: learning reads this module's request patterns
+
+    # Best effort once the resolve has committed: a suggestion that fails is logged, the resolve stands.
+    learning.suggest_after_commit(session, settings, conversation.id)
     return conversation
 
 
@@ -897,7 +907,11 @@ def write_agent_summary(settings: Settings, engine: Any, conversation_id: str) -
         while len(window) > 2 and engine.prompt_tokens(messages) + max_new > engine.context_window:
             window = window[2:]
             messages = agent_summary_prompt(window, previous=previous)
-        text = engine.generate(messages, max_new_tokens=max_new).strip()
+        try:
+            text = engine.generate(messages, max_new_tokens=max_new).strip()
+        except Exception as exc:  # noqa: BLE001 - a failed or timed-out model still leaves the agent a summary
+            log.warning("agent summary of %s: the model failed (%s); using the customer's words", conversation_id, exc)
+            text = ""
     if not text:
         # One message says it all (or the model said nothing): the customer's own words are the summary.
         text = " / ".join(said[-3:])

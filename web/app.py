@@ -12,11 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from support_bot.assistant import Assistant
 from support_bot.config import Settings, get_settings
 from support_bot.db import migrate
-from support_bot.errors import SupportBotError
+from support_bot.errors import ConfigurationError, SupportBotError
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -43,6 +44,10 @@ def _warm_up(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None, *, assistant: Assistant | None = None) -> FastAPI:
     settings = settings or get_settings()
+    problem = settings.secret_problem()
+    if problem:
+        # Settings() refuses these already; a copy made with model_copy(update=...) is checked here.
+        raise ConfigurationError(problem)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -65,7 +70,8 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
         if worker is not None:
             worker.stop()
 
-    app = FastAPI(title="support-bot", version="0.1.0", lifespan=lifespan)
+    # Bodies are counted as they arrive (413 past the limit), before any route reads them, even for anonymous callers.
+    app = FastAPI(title="support-bot", version="0.1.0", lifespan=lifespan, max_body_size=settings.max_request_bytes)
     app.state.settings = settings
     app.state.assistant = assistant or Assistant(settings)
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -78,11 +84,23 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     async def _validation_error(_request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
 
+    async def _database_away(_request: Request, exc: Exception):
+        # The database restarting or out of reach: a moment's outage, not the client's doing. The request's work was
+        # rolled back, so trying the same request again (a message with its client_message_id) is safe.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return JSONResponse(
+            {"detail": "The service is briefly unavailable. Please try again in a moment."},
+            status_code=503, headers={"Retry-After": "1"},
+        )
+
+    app.add_exception_handler(OperationalError, _database_away)
+    app.add_exception_handler(InterfaceError, _database_away)
+
     from web.routers import chat, events, health, knowledge, pages
 
     app.include_router(health.router)
     app.include_router(chat.router)
-    app.include_router(knowledge.router)
+    app.include_router(knowledge.router, max_body_size=knowledge.max_upload_request_bytes(settings))
     app.include_router(pages.router)
     app.include_router(events.router)
     from web.routers import console_auth
@@ -94,10 +112,28 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     from web.routers import console_pages
 
     app.include_router(console_pages.router)
+    from web.routers import console_knowledge
+
+    app.include_router(console_knowledge.router)
+    from web.routers import console_analytics
+
+    app.include_router(console_analytics.router)
+    from web.routers import console_settings
+
+    app.include_router(console_settings.router)
+    from web.routers import console_learning
+
+    app.include_router(console_learning.router)
     from web import public_api
     from web.routers import widget
 
     app.include_router(widget.router)
     public_api.install(app, settings)
+    from web import openapi as api_schema
+
+    api_schema.install(app)
+    from web import observability  # last: its middleware is outermost, so it times and ids every request
+
+    observability.install(app, settings)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

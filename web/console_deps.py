@@ -14,7 +14,7 @@ from support_bot.auth import ConsoleLogin
 from support_bot.config import Settings
 from support_bot.errors import Forbidden, Unauthorized
 from support_bot.models import User
-from web.deps import SessionDep, SettingsDep, TokenDep
+from web.deps import SessionDep, SettingsDep, TokenDep, get_settings_dep
 
 SESSION_COOKIE = "sb_console"
 CSRF_HEADER = "X-CSRF-Token"
@@ -29,7 +29,11 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 NAV = (
     ("Queue", "/console/queue", {"agent"}),
     ("Knowledge", "/console/knowledge", {"ops"}),
+    ("Suggestions", "/console/suggestions", {"ops"}),
+    ("Analytics", "/console/analytics", {"ops"}),
+    ("Content gaps", "/console/gaps", {"ops"}),
     ("Users", "/console/users", set()),
+    ("Settings", "/console/settings", set()),
     ("Audit", "/console/audit", set()),
 )
 
@@ -212,7 +216,7 @@ def console_page(
 ) -> HTMLResponse:
     """Render a console template with the user, CSRF token and role-filtered nav that console/_base.html needs."""
     login: ConsoleLogin | None = getattr(request.state, "console_login", None)
-    settings: Settings = request.app.state.settings
+    settings: Settings = get_settings_dep(request)  # the console's own changes (company name) show at once
     user = login.user if login is not None else None
     ctx: dict[str, Any] = {
         "user": user,

@@ -16,7 +16,9 @@ from support_bot.errors import Unauthorized
 
 
 def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
+    # The assistant's settings carry the console's changes (support_bot/runtime_settings.py): no restart needed.
+    assistant = getattr(request.app.state, "assistant", None)
+    return assistant.settings if assistant is not None else request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

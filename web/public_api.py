@@ -26,23 +26,43 @@ class PublicCORS:
 
     def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
-        origins = settings.widget.allowed_origins
-        self.cors = CORSMiddleware(
-            app,
-            allow_origins=["*"] if "*" in origins else origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-            # The widget reads Retry-After to tell the customer how long to wait.
-            expose_headers=["Retry-After"],
-            allow_credentials=False,
-            max_age=600,
-        )
+        self.settings = settings
+        self._cors: dict[tuple[str, ...], CORSMiddleware] = {}
+
+    def cors_for(self, origins: list[str]) -> CORSMiddleware:
+        """One CORS middleware per list of allowed origins (the list can change in the console)."""
+        key = tuple(origins)
+        cors = self._cors.get(key)
+        if cors is None:
+            cors = CORSMiddleware(
+                self.app,
+                allow_origins=["*"] if "*" in origins else list(origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                # The widget reads Retry-After to tell the customer how long to wait.
+                expose_headers=["Retry-After"],
+                allow_credentials=False,
+                max_age=600,
+            )
+            # Old lists are dropped rather than kept: they are cheap to build and changes are rare.
+            self._cors = {key: cors}
+        return cors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_public(scope["path"]):
-            await self.cors(scope, receive, send)
+            settings = await effective_settings(scope, self.settings)
+            await self.cors_for(settings.widget.allowed_origins)(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+async def effective_settings(scope: Scope, default: Settings) -> Settings:
+    """The settings with the console's changes (support_bot/runtime_settings.py), read off the event loop if due."""
+    assistant = getattr(getattr(scope.get("app"), "state", None), "assistant", None)
+    runtime = getattr(assistant, "runtime", None)
+    if runtime is None:
+        return default
+    return await run_in_threadpool(runtime.current) if runtime.due() else runtime.current()
 
 
 def _conversation_id(path: str) -> str | None:

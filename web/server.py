@@ -21,5 +21,10 @@ class _Server(uvicorn.Server):
 
 
 def serve(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
-    """Serve `app` until SIGINT/SIGTERM."""
-    _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level), app).run()
+    """Serve `app` until SIGINT/SIGTERM.
+
+    uvicorn leaves logging alone (log_config=None): its lines go to the root handler that `configure_logging` set
+    up, in the same format, and the app's own access lines (with request ids) replace uvicorn's access log.
+    """
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None, access_log=False)
+    _Server(config, app).run()

@@ -129,6 +129,36 @@ def show_source(
         return info, entries
 
 
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    filename: str
+    size_bytes: int
+    chunks: int
+    created_at: datetime | None
+    # live (served now), staged (a newer upload being ingested, not live yet) or earlier (an older one, removed as
+    # the newer goes live). Each upload is a job too: the source's jobs are its full upload history.
+    state: str
+
+
+def list_versions(*, settings: Settings, name: str) -> list[VersionInfo]:
+    """Every stored version (uploaded file) of a source, newest first."""
+    with session_scope(settings) as session:
+        source = _source(session, name)
+        docs = session.scalars(
+            select(Document).where(Document.source_id == source.id).order_by(Document.version.desc())
+        )
+        return [
+            VersionInfo(
+                version=d.version, filename=d.filename, size_bytes=d.size_bytes or 0, chunks=d.n_chunks or 0,
+                created_at=d.created_at,
+                state="live" if d.version == source.active_version
+                else "earlier" if d.version < source.active_version else "staged",
+            )
+            for d in docs
+        ]
+
+
 def list_jobs(
     *, settings: Settings, status: str | None = None, source: str | None = None, offset: int = 0, limit: int = 50
 ) -> tuple[list[IngestJob], int]:

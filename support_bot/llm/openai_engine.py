@@ -107,6 +107,7 @@ class OpenAIEngine(StreamingEngine):
         remaining = max(0.01, deadline - time.monotonic())
         url = f"{self.base_url}/chat/completions"
         sent = 0
+        finished = False
         try:
             with self._client.stream(
                 "POST", url, json=payload, timeout=httpx.Timeout(remaining, connect=min(remaining, 10.0))
@@ -125,7 +126,9 @@ class OpenAIEngine(StreamingEngine):
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    for text in _delta_texts(data, self.base_url):
+                    texts, done = _delta_texts(data, self.base_url)
+                    finished = finished or done
+                    for text in texts:
                         yield text
                         sent += 1
                         # Servers send about one token per delta; a safety net if one ignores max_tokens.
@@ -135,10 +138,17 @@ class OpenAIEngine(StreamingEngine):
             return
         except httpx.HTTPError as exc:
             raise ModelNotAvailable(f"Cannot reach the model server at {self.base_url}: {exc}") from exc
+        if not finished:
+            # The body ended with neither [DONE] nor a finish_reason: the server (or a proxy) went away mid-answer,
+            # and a cut-off answer must not pass for a whole one.
+            raise ModelNotAvailable(
+                f"The model server at {self.base_url} ended the stream before the answer was complete"
+            )
 
 
 
-def _delta_texts(data: str, base_url: str) -> list[str]:
+def _delta_texts(data: str, base_url: str) -> tuple[list[str], bool]:
+    """The content pieces of one stream chunk, and whether it says the answer is complete (a finish_reason)."""
     try:
         chunk = json.loads(data)
     except ValueError:
@@ -148,11 +158,13 @@ def _delta_texts(data: str, base_url: str) -> list[str]:
         message = error.get("message") if isinstance(error, dict) else error
         raise ModelNotAvailable(f"The model server at {base_url} reported an error: {message}")
     texts = []
+    finished = False
     for choice in chunk.get("choices") or []:
         content = (choice.get("delta") or {}).get("content")
         if content:
             texts.append(content)
-    return texts
+        finished = finished or bool(choice.get("finish_reason"))
+    return texts, finished
 
 
 def _error_text(response: httpx.Response) -> str:

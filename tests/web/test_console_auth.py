@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from http.cookies import SimpleCookie
-from itertools import count
 
 import pytest
 from argon2 import PasswordHasher
@@ -17,7 +16,7 @@ from sqlalchemy import func, select, update
 from support_bot import audit, auth
 from support_bot.config import Settings
 from support_bot.db import migrate, session_scope
-from support_bot.models import AuditLog, ConsoleSession, User
+from support_bot.models import ConsoleSession, User
 from tests.web.console_html import ConsolePage
 from web.app import create_app
 from web.console_deps import (
@@ -31,10 +30,8 @@ from web.console_deps import (
     csrf_protect,
     require_roles,
 )
-from web.routers import console_auth
 
 PASSWORD = "correct horse battery"
-ROLES = ("anonymous", "agent", "ops", "admin")
 
 
 @pytest.fixture(autouse=True)
@@ -298,8 +295,8 @@ def test_me_exposes_the_csrf_token_that_pages_carry(web, team):
 def test_nav_shows_what_each_role_may_open(web, team):
     expected = {
         "agent": ["Queue"],
-        "ops": ["Knowledge"],
-        "admin": ["Queue", "Knowledge", "Users", "Audit"],
+        "ops": ["Knowledge", "Suggestions", "Analytics", "Content gaps"],
+        "admin": ["Queue", "Knowledge", "Suggestions", "Analytics", "Content gaps", "Users", "Settings", "Audit"],
     }
     for role, labels in expected.items():
         login(web, role)
@@ -307,7 +304,8 @@ def test_nav_shows_what_each_role_may_open(web, team):
         assert html.nav_labels() == labels, role
         assert [link.attrs["href"] for link in html.nav] == [
             {"Queue": "/console/queue", "Knowledge": "/console/knowledge", "Users": "/console/users",
-             "Audit": "/console/audit"}[label]
+             "Audit": "/console/audit", "Analytics": "/console/analytics", "Content gaps": "/console/gaps",
+             "Settings": "/console/settings", "Suggestions": "/console/suggestions"}[label]
             for label in labels
         ]
         assert html.text("user-role") == role and "logout-form" in html.by_id
@@ -359,87 +357,7 @@ def test_json_password_change(web, console_settings, team):
     assert login(web, "agent", "newer-and-longer")["username"] == "agent"
 
 
-# -- role checks on every route ----------------------------------------------------------------------------------
-
-
-def _route_table(team: dict[str, str]):
-    """(method, path, request kwargs, roles allowed besides admin, success status) for every protected route."""
-    victim = team["victim"]
-    fresh = count()
-    return [
-        ("GET", "/api/console/me", {}, {"agent", "ops"}, 200),
-        ("POST", "/api/console/logout", {}, {"agent", "ops"}, 204),
-        ("POST", "/api/console/password", {"json": {"current_password": "nope", "new_password": "whatever-123"}},
-         {"agent", "ops"}, 422),
-        ("GET", "/console/account", {}, {"agent", "ops"}, 200),
-        ("POST", "/console/account/password",
-         {"data": {"current_password": "nope", "new_password": "whatever-123", "confirm_password": "whatever-123"}},
-         {"agent", "ops"}, 422),
-        ("POST", "/console/logout", {}, {"agent", "ops"}, 303),
-        ("GET", "/console/users", {}, set(), 200),
-        ("POST", "/console/users", lambda: {"data": {"username": f"new{next(fresh)}", "role": "agent"}}, set(), 200),
-        ("POST", f"/console/users/{victim}", {"data": {"role": "agent", "display_name": "V", "capacity": "3"}},
-         set(), 303),
-        ("POST", f"/console/users/{victim}/disable", {}, set(), 303),
-        ("POST", f"/console/users/{victim}/enable", {}, set(), 303),
-        ("POST", f"/console/users/{victim}/reset-password", {}, set(), 200),
-        ("GET", "/console/audit", {}, set(), 200),
-        ("GET", "/api/console/users", {}, set(), 200),
-        ("POST", "/api/console/users", lambda: {"json": {"username": f"api{next(fresh)}", "role": "ops"}}, set(), 201),
-        ("PATCH", f"/api/console/users/{victim}", {"json": {"capacity": 4}}, set(), 200),
-        ("POST", f"/api/console/users/{victim}/reset-password", {}, set(), 200),
-        ("GET", "/api/console/audit", {}, set(), 200),
-    ]
-
-
-def _path_template(path: str, team: dict[str, str]) -> str:
-    return path.replace(team["victim"], "{user_id}")
-
-
-def test_the_role_table_covers_every_protected_route(team):
-    routed = {(m, r.path) for r in console_auth.protected_router.routes for m in r.methods}
-    tabled = {(m, _path_template(p, team)) for m, p, *_ in _route_table(team)}
-    assert routed == tabled
-
-
-def test_every_route_checks_the_role(web, team):
-    expected, actual = {}, {}
-    for method, path, kwargs, allowed, ok in _route_table(team):
-        for role in ROLES:
-            web.cookies.clear()
-            headers = {}
-            if role != "anonymous":
-                headers = csrf(login(web, role))
-            request = kwargs() if callable(kwargs) else kwargs
-            res = web.request(method, path, headers=headers, **request)
-            anonymous = 401 if path.startswith("/api/") else 303
-            expected[method, path, role] = (
-                anonymous if role == "anonymous" else ok if role == "admin" or role in allowed else 403
-            )
-            actual[method, path, role] = res.status_code
-            if role == "anonymous" and res.status_code == 303:
-                assert res.headers["location"].startswith("/console/login?next="), path
-    assert actual == expected
-
-
-def test_every_state_changing_route_rejects_a_missing_or_wrong_csrf_token(web, console_settings, team):
-    other = login(web, "admin")  # another session of the same user: its token must not work here
-    me = login(web, "admin")
-    before = (count_rows(console_settings, User), count_rows(console_settings, AuditLog))
-    unsafe = [row for row in _route_table(team) if row[0] != "GET"]
-    assert len(unsafe) == 12
-    for method, path, kwargs, _allowed, _ok in unsafe:
-        request = kwargs() if callable(kwargs) else kwargs
-        for headers in ({}, {"X-CSRF-Token": "forged"}, csrf(other), {"X-CSRF-Token": ""}):
-            res = web.request(method, path, headers=headers, **request)
-            assert res.status_code == 403 and res.json() == {"detail": CSRF_FAILED}, (method, path, headers)
-        if "data" in request:
-            forged = {**request["data"], "csrf_token": other["csrf_token"]}
-            res = web.request(method, path, data=forged)
-            assert res.status_code == 403, (method, path)
-    assert (count_rows(console_settings, User), count_rows(console_settings, AuditLog)) == before
-    assert user_row(console_settings, "victim").active
-    assert web.get("/api/console/me").json()["csrf_token"] == me["csrf_token"]  # logout did not happen either
+# -- role checks and CSRF on every route: tests/security/test_route_table.py (the table of every app route) ----------
 
 
 def test_the_form_field_carries_the_csrf_token_for_html_forms(web, console_settings, team):

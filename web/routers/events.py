@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from support_bot.assistant import authorize
@@ -108,8 +109,15 @@ def _stream(
             last_write = time.monotonic()
             stale = True  # the database may hold events not sent yet
             while True:
+                db_away = False
                 while stale:
-                    rows = await run_in_threadpool(_read, settings, feed)
+                    try:
+                        rows = await run_in_threadpool(_read, settings, feed)
+                    except (OperationalError, InterfaceError):
+                        # The database is restarting: the stream stays open and reads again shortly, from where the
+                        # feed left off, so the client misses nothing and need not reconnect.
+                        db_away = True
+                        break
                     for row in rows:
                         yield _event_frame(row)
                     if rows:
@@ -118,7 +126,8 @@ def _stream(
                 now = time.monotonic()
                 if now >= ends:
                     return
-                polling = not bus.healthy  # no wake-ups while the bus is down: read the database on a timer
+                # No wake-ups while the bus is down, and none to trust while reads fail: read on a timer.
+                polling = not bus.healthy or db_away
                 wait = min(ends - now, last_write + cfg.heartbeat_s - now)
                 if polling:
                     wait = min(wait, cfg.poll_interval_s)

@@ -8,24 +8,34 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.datastructures import FormData, UploadFile
 
 from ingest.pipeline import accept_upload, source_name_for, upload_name
 from ingest.worker import submit_job
+from support_bot.config import Settings
 from support_bot.errors import InvalidInput, NotFound, PayloadTooLarge
+from support_bot import answer_preview
 from support_bot.knowledge import admin
 from support_bot.knowledge.index import read_current_version
 from support_bot.models import IngestJob
 from support_bot import audit
 from support_bot.db import session_scope
 from web.console_deps import OpsOrAdminTokenDep
-from web.deps import SessionDep, SettingsDep
+from web.deps import AssistantDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/api/knowledge", tags=["knowledge"])
 
 MAX_FILES_PER_UPLOAD = 50
 MAX_PAGE = 500
+MAX_TEST_ENTRIES = answer_preview.MAX_ENTRIES
+
+
+def max_upload_request_bytes(settings: Settings) -> int:
+    """The largest upload request: every file at its limit, plus room for the form's other fields and boundaries."""
+    return MAX_FILES_PER_UPLOAD * settings.ingest.max_upload_bytes + settings.max_request_bytes
 
 
 def _iso(value) -> str | None:
@@ -66,21 +76,81 @@ def source_payload(info: admin.SourceInfo) -> dict:
     }
 
 
-@router.post("/uploads", status_code=202)
-async def create_upload(
-    user: OpsOrAdminTokenDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    file: Annotated[UploadFile | None, File()] = None,
-    files: Annotated[list[UploadFile] | None, File()] = None,
-    source: Annotated[str | None, Form(max_length=255)] = None,
-):
+def version_payload(info: admin.VersionInfo) -> dict:
+    return {
+        "version": info.version,
+        "filename": info.filename,
+        "size_bytes": info.size_bytes,
+        "chunks": info.chunks,
+        "created_at": _iso(info.created_at),
+        "state": info.state,
+    }
+
+
+class KnowledgeQuestion(BaseModel):
+    question: str = Field(max_length=100_000)
+    # How many retrieved entries to show; the answer uses retrieval.top_k of them whatever this is.
+    k: int | None = Field(default=None, ge=1, le=MAX_TEST_ENTRIES)
+
+
+# The form is described here and read in the handler: a File()/Form() parameter would make FastAPI read the whole
+# body (up to max_upload_request_bytes) before the caller's credentials are checked.
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "source": {"type": "string", "maxLength": 255},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def _upload_form(request: Request) -> tuple[list[UploadFile], str | None, FormData]:
+    if not request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise InvalidInput("send the upload as multipart/form-data with the field `file` (or several `files`)")
+    try:
+        form = await request.form(max_files=MAX_FILES_PER_UPLOAD + 1, max_fields=100)
+    except HTTPException as exc:  # Starlette's refusal of a malformed or over-full form
+        raise InvalidInput(f"the upload form could not be read: {exc.detail}") from None
+    uploads: list[UploadFile] = []
+    for field in ("file", "files"):
+        for value in form.getlist(field):
+            if not isinstance(value, UploadFile):
+                raise InvalidInput(f"the form field `{field}` must be a file")
+            uploads.append(value)
+    sources = form.getlist("source")
+    if len(sources) > 1 or any(not isinstance(v, str) for v in sources):
+        raise InvalidInput("the form field `source` must be given once, as text")
+    source = sources[0] if sources else None
+    if source is not None and len(source) > 255:
+        raise InvalidInput("source: at most 255 characters")
+    return uploads, source, form
+
+
+@router.post("/uploads", status_code=202, openapi_extra=UPLOAD_FORM)
+async def create_upload(request: Request, user: OpsOrAdminTokenDep, session: SessionDep, settings: SettingsDep):
     """Upload one file (`file`) or several (`files`): one job each, validated now and ingested by a worker.
 
     A refused file becomes a failed job naming the file and the problem; the others are queued. When no file was
-    accepted the answer is the refusal (413 or 422).
+    accepted the answer is the refusal (413 or 422). The caller is authorized before the body is read.
     """
-    uploads = ([file] if file is not None else []) + list(files or [])
+    uploads, source, form = await _upload_form(request)
+    try:
+        return await _accept_uploads(uploads, source, user=user, session=session, settings=settings)
+    finally:
+        await form.close()
+
+
+async def _accept_uploads(uploads: list[UploadFile], source: str | None, *, user, session, settings):
     if not uploads:
         raise InvalidInput("no file uploaded: send it as the form field `file` (or several as `files`)")
     if len(uploads) > MAX_FILES_PER_UPLOAD:
@@ -169,6 +239,7 @@ def read_source(
     info, entries = admin.show_source(settings=settings, name=name, offset=offset, limit=limit)
     return {
         "source": source_payload(info),
+        "versions": [version_payload(v) for v in admin.list_versions(settings=settings, name=name)],
         "entries": [vars(e) for e in entries],
         "total": info.chunks,
         "offset": offset,
@@ -193,3 +264,9 @@ def reindex(user: OpsOrAdminTokenDep, settings: SettingsDep):
     with session_scope(settings) as session:
         audit.record(session, actor=user, action="knowledge.reindex", target_type="index", target_id=str(version))
     return {"index_version": version}
+
+
+@router.post("/test")
+def ask_knowledge_base(body: KnowledgeQuestion, user: OpsOrAdminTokenDep, assistant: AssistantDep):
+    """Ask the knowledge base: retrieved entries with scores, the abstain decision and the reply; nothing stored."""
+    return answer_preview.preview_answer(assistant, body.question, k=body.k).payload()
