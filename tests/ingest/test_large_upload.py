@@ -49,6 +49,9 @@ class HashingEmbedder:
                 out[i, zlib.crc32(word.encode()) % self.dim] += 1.0
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
+    def encode_query(self, text):
+        return self.encode([text])[0]
+
 
 settings = Settings()
 settings.ensure_dirs()
