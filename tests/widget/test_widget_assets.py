@@ -72,13 +72,25 @@ def test_config_reflects_the_widget_settings(settings):
     )
     with TestClient(create_app(custom)) as client:
         res = client.get("/api/widget/config")
+        again = client.get("/api/widget/config", headers={"If-None-Match": res.headers["etag"]})
     assert res.status_code == 200
-    assert res.headers["cache-control"] == "public, max-age=300"
+    # Kept by browsers but revalidated on every use, so console changes show on the next page load.
+    assert res.headers["cache-control"] == "no-cache"
+    assert again.status_code == 304 and again.headers["etag"] == res.headers["etag"] and not again.content
     assert res.json() == {
         "title": "Northwind help", "greeting": "Hello there!", "launcher_label": "Questions?", "position": "left",
         "primary_color": "#0a7d32", "text_color": "#fff", "avatar_url": "https://cdn.example/nora.png",
         "bot_name": "Nora", "company": "Northwind", "handoff_enabled": False, "max_message_chars": 4000,
     }
+
+
+def test_config_etag_changes_with_the_config(settings):
+    with TestClient(create_app(settings)) as client:
+        first = client.get("/api/widget/config").headers["etag"]
+    other = settings.model_copy(update={"chat": settings.chat.model_copy(update={"bot_name": "Nora"})})
+    with TestClient(create_app(other)) as client:
+        res = client.get("/api/widget/config", headers={"If-None-Match": first})
+    assert res.status_code == 200 and res.json()["bot_name"] == "Nora" and res.headers["etag"] != first
 
 
 def test_config_defaults(client):

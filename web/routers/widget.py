@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,11 +77,14 @@ def read_widget_js(request: Request, settings: SettingsDep):
 
 
 @router.get("/api/widget/config")
-def read_widget_config(settings: SettingsDep, response: Response):
-    """Title, greeting, colours and the rest of the widget's looks, from settings."""
+def read_widget_config(settings: SettingsDep, request: Request):
+    """Title, greeting, colours and the rest of the widget's looks, from settings.
+
+    Browsers keep it but ask again each time (a 304 while nothing changed), so a change made on the console's
+    settings page reaches the next page a customer opens.
+    """
     widget, chat = settings.widget, settings.chat
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return {
+    config = {
         "title": widget.title or f"{chat.company_name} support",
         "greeting": widget.greeting,
         "launcher_label": widget.launcher_label,
@@ -93,3 +97,8 @@ def read_widget_config(settings: SettingsDep, response: Response):
         "handoff_enabled": settings.handoff.button_enabled,
         "max_message_chars": chat.max_message_chars,
     }
+    body = json.dumps(config, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    headers = {"Cache-Control": "no-cache", "ETag": '"' + hashlib.sha256(body).hexdigest()[:32] + '"'}
+    if _etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
