@@ -46,6 +46,8 @@ ABSTAIN_TEXT = (
 )
 ERROR_TEXT = "I'm sorry, something went wrong while I was answering. Please try again, or ask to talk to a person."
 # Said when the model failed or timed out; the handoff text (or the offer of a person) follows it.
+# Seconds past llm.timeout_s before a replaced model is closed: the last answers from it are stored by then.
+RETIRE_GRACE_S = 5.0
 MODEL_FAILURE_TEXT = "I'm sorry, I'm having trouble answering right now."
 MODEL_FAILURE_OFFER = "Would you like me to connect you with a person? Just say so, or press the button to talk to one."
 
@@ -141,6 +143,9 @@ class Assistant:
     def __init__(self, settings: Settings, *, engine: Any = None, retriever: Any = None):
         self.settings = settings
         self._engine = engine
+        # The settings the last engine was chosen with, to notice a model changed on the settings page.
+        self._engine_settings: Settings | None = None
+        self._engine_choice_lock = threading.Lock()
         self._retriever = retriever
         self._input_guard = None
         self._output_guard = None
@@ -178,10 +183,18 @@ class Assistant:
 
     @property
     def engine(self):
-        from support_bot.llm.engine import get_engine
+        from support_bot.llm.engine import _cache_key, get_engine, retire_engine
 
-        # Engines are cached per model settings, so a model chosen in the console answers from the next turn on.
-        return self._engine if self._engine is not None else get_engine(self.settings)
+        if self._engine is not None:
+            return self._engine
+        # Engines are cached per model settings, so a model chosen in the console answers from the next turn on;
+        # the one it replaced is closed once no answer can still be coming from it (guarded_stream's time limit).
+        settings = self.settings
+        with self._engine_choice_lock:
+            previous, self._engine_settings = self._engine_settings, settings
+        if previous is not None and _cache_key(previous) != _cache_key(settings):
+            retire_engine(previous, after_s=previous.llm.timeout_s + RETIRE_GRACE_S)
+        return get_engine(settings)
 
     @property
     def retriever(self):

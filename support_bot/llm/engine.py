@@ -184,6 +184,21 @@ def _create_engine(settings: Settings) -> Engine:
             raise ConfigurationError(f"Unknown LLM backend {other!r}; use transformers, openai or fake")
 
 
+def retire_engine(settings: Settings, *, after_s: float) -> None:
+    """Forget the engine for these settings and close it after `after_s`, once answers it may be giving are over.
+
+    For a model replaced on the console's settings page: without this every model ever chosen would stay loaded
+    (on a GPU, in its memory) until the process ends.
+    """
+    with _engines_lock:
+        engine = _engines.pop(_cache_key(settings), None)
+    close = getattr(engine, "close", None)
+    if callable(close):
+        timer = threading.Timer(after_s, close)
+        timer.daemon = True
+        timer.start()
+
+
 def reset_engines() -> None:
     """Forget every cached engine (tests, or after changing models)."""
     with _engines_lock:
