@@ -18,6 +18,7 @@ from support_bot import handoff
 from support_bot.assistant import ABSTAIN_TEXT, ERROR_TEXT, Assistant
 from support_bot.db import session_scope
 from support_bot.errors import InvalidInput, SupportBotError
+from support_bot.llm.engine import guarded_stream
 from support_bot.models import Conversation
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,11 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
     try:
         engine = assistant.engine
         messages = assistant._build_prompt(engine, hits, [], shown, caution=caution, canary=canary)
-        raw = engine.generate(messages, max_new_tokens=settings.llm.max_new_tokens).strip()
+        # The customer path's deadlines: a silent or wedged model ends the preview with an error, not a hung page.
+        raw = "".join(guarded_stream(
+            engine, messages, max_new_tokens=settings.llm.max_new_tokens, timeout_s=settings.llm.timeout_s,
+            first_token_timeout_s=settings.llm.first_token_timeout_s,
+        )).strip()
     except SupportBotError as exc:
         preview.outcome, preview.reply, preview.error = "error", ERROR_TEXT, exc.detail
         return preview

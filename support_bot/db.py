@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from support_bot.config import Settings
+
+log = logging.getLogger(__name__)
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -64,6 +67,55 @@ def session_scope(settings: Settings) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# --- work that must wait for a commit -----------------------------------------------------------------------------
+
+_AFTER_COMMIT = "support_bot.db.after_commit"  # {SessionTransaction: [callback, ...]}
+_COMMITTED = "support_bot.db.committed"  # transactions whose commit has happened
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call `callback()` once the session's outermost transaction commits; never when it (or its savepoint) rolls back.
+
+    For work that must only see committed data and must not fail the commit: waking live streams, suggesting an FAQ
+    entry from a resolved chat. A callback's error is logged.
+    """
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    if transaction is None:
+        raise RuntimeError("after_commit needs a transaction in progress")
+    session.info.setdefault(_AFTER_COMMIT, {}).setdefault(transaction, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _mark_committed(session: Session) -> None:
+    if not session.info.get(_AFTER_COMMIT):
+        return
+    # Called for a savepoint's release too, while that savepoint is still the session's innermost transaction.
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_COMMITTED, set()).add(transaction)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _run_after_commit(session: Session, transaction: SessionTransaction) -> None:
+    pending_by_tx = session.info.get(_AFTER_COMMIT)
+    if not pending_by_tx:
+        return
+    committed = session.info.get(_COMMITTED, set())
+    was_committed = transaction in committed
+    committed.discard(transaction)
+    pending = pending_by_tx.pop(transaction, None)
+    if not pending or not was_committed:
+        return  # rolled back: what the callbacks were about is gone too
+    if transaction.parent is not None:
+        # A released savepoint: its callbacks wait for the enclosing transaction.
+        pending_by_tx.setdefault(transaction.parent, []).extend(pending)
+        return
+    for callback in pending:
+        try:
+            callback()
+        except Exception:  # the data is committed; the callback's work is best effort
+            log.exception("work after a commit failed: %r", callback)
 
 
 def migrate(settings: Settings) -> None:

@@ -7,6 +7,7 @@ event, never loses it. The bus carries wake-ups (and ephemeral typing notices), 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -20,11 +21,11 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
 from support_bot.config import Settings, get_settings
+from support_bot.db import after_commit
 from support_bot.errors import InvalidInput
 from support_bot.models import ConversationEvent, utcnow
 
@@ -341,10 +342,6 @@ def close_buses() -> None:
 
 # --- storing events and waking streams after commit -------------------------------------------------------------
 
-_PENDING = "support_bot.events.pending"  # {SessionTransaction: [wake-up, ...]}
-_COMMITTED = "support_bot.events.committed"  # transactions whose commit has happened
-
-
 def emit(
     session: Session, *, conversation_id: str, kind: str, data: dict[str, Any], audience: str = "all"
 ) -> ConversationEvent:
@@ -364,39 +361,15 @@ def emit(
     )
     session.add(row)
     session.flush()
-    transaction = session.get_nested_transaction() or session.get_transaction()
     wake = {"type": "event", "seq": row.seq, "conversation_id": conversation_id, "kind": kind, "audience": audience}
-    session.info.setdefault(_PENDING, {}).setdefault(transaction, []).append(wake)
+    settings = session.info.get("settings") or get_settings()
+    after_commit(session, functools.partial(_publish_wakeup, settings, wake))
     return row
 
 
-@sa_event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if not session.info.get(_PENDING):
-        return
-    # Called for a savepoint's release too, while that savepoint is still the session's innermost transaction.
-    transaction = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_COMMITTED, set()).add(transaction)
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    pending_by_tx = session.info.get(_PENDING)
-    if not pending_by_tx:
-        return
-    committed = session.info.get(_COMMITTED, set())
-    was_committed = transaction in committed
-    committed.discard(transaction)
-    pending = pending_by_tx.pop(transaction, None)
-    if not pending or not was_committed:
-        return  # rolled back: the rows are gone, so is the wake-up
-    if transaction.parent is not None:
-        # A released savepoint: its events wait for the enclosing transaction.
-        pending_by_tx.setdefault(transaction.parent, []).extend(pending)
-        return
-    settings = session.info.get("settings") or get_settings()
+def _publish_wakeup(settings: Settings, wake: dict[str, Any]) -> None:
     try:
-        publish_wakeups(get_bus(settings), pending)
+        publish_wakeups(get_bus(settings), [wake])
     except Exception:  # the data is committed; a stream still finds it at its next read
         log.exception("live events: could not publish wake-ups")
 

@@ -20,6 +20,7 @@ it to the normal ingest pipeline.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -28,14 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import event as sa_event
 from sqlalchemy import false, func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
 from support_bot import audit, handoff
 from support_bot.config import Settings
-from support_bot.db import session_scope
+from support_bot.db import after_commit, session_scope
 from support_bot.errors import Conflict, InvalidInput, NotFound
 from support_bot.models import Conversation, FaqSuggestion, Message, User, utcnow
 from support_bot.pii import redact
@@ -229,46 +229,18 @@ def suggest_from_conversation(session: Session, conversation_id: str, settings: 
     return suggestion
 
 
-_PENDING = "support_bot.learning.pending"  # {root SessionTransaction: [(conversation id, settings), ...]}
-_COMMITTED = "support_bot.learning.committed"
-
-
 def suggest_after_commit(session: Session, settings: Settings, conversation_id: str) -> None:
     """Suggest from the conversation once the caller's transaction commits; a failure is logged, never raised."""
-    if not settings.learning.enabled:
-        return
-    root = session.get_transaction()
-    if root is None:
-        raise RuntimeError("suggest_after_commit needs a transaction in progress")
-    while root.parent is not None:
-        root = root.parent
-    session.info.setdefault(_PENDING, {}).setdefault(root, []).append((conversation_id, settings))
+    if settings.learning.enabled:
+        after_commit(session, functools.partial(_suggest_logged, settings, conversation_id))
 
 
-@sa_event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.info.get(_PENDING):
-        # Also called when a savepoint is released; only the outermost transaction's commit counts below.
-        session.info.setdefault(_COMMITTED, set()).add(session.get_nested_transaction() or session.get_transaction())
-
-
-@sa_event.listens_for(Session, "after_transaction_end")
-def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    pending_by_tx = session.info.get(_PENDING)
-    if not pending_by_tx or transaction.parent is not None:
-        return
-    committed = session.info.get(_COMMITTED, set())
-    was_committed = transaction in committed
-    committed.discard(transaction)
-    pending = pending_by_tx.pop(transaction, None)
-    if not pending or not was_committed:
-        return
-    for conversation_id, settings in pending:
-        try:
-            with session_scope(settings) as own:
-                suggest_from_conversation(own, conversation_id, settings)
-        except Exception:  # the resolve has committed; a missing suggestion can be made later by a backfill
-            log.exception("learning: could not suggest an FAQ entry from conversation %s", conversation_id)
+def _suggest_logged(settings: Settings, conversation_id: str) -> None:
+    try:
+        with session_scope(settings) as own:
+            suggest_from_conversation(own, conversation_id, settings)
+    except Exception:  # the resolve has committed; a missing suggestion can be made later by a backfill
+        log.exception("learning: could not suggest an FAQ entry from conversation %s", conversation_id)
 
 
 @dataclass
