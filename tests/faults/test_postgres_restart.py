@@ -9,10 +9,11 @@ restarted, and a customer's live stream that stayed open through the crash showe
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ from support_bot.db import dispose_engines, migrate, session_scope
 from support_bot.models import ConversationEvent, Message
 from tests.events.test_two_processes import Server
 from tests.faults.pg_server import PostgresServer, private_postgres
-from tests.faults.test_redis_restart import Stream
+from tests.faults.test_redis_restart import Stream, wait_until
 from tests.web.helpers import parse_sse
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
@@ -32,6 +33,7 @@ CLIENTS = 4
 # How long the cluster stays down: long enough that requests arrive while nothing answers on its port.
 DOWN_S = 1.5
 WAIT_S = 60
+_wait = functools.partial(wait_until, timeout=WAIT_S)
 
 
 @pytest.fixture
@@ -138,15 +140,6 @@ class Customer:
 
     def sent(self) -> int:
         return len(self.acknowledged)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_no_acknowledged_message_is_lost_when_postgres_crashes_and_restarts(server, own_postgres, pg_settings):

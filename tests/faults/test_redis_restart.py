@@ -221,7 +221,7 @@ def _event_seqs(settings, conversation_id: str | None, audiences: tuple[str, ...
         return list(session.scalars(query.order_by(ConversationEvent.seq)))
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = WAIT_S) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -251,13 +251,13 @@ def test_chats_and_live_events_survive_a_redis_restart(servers, own_redis, setti
             chat.thread.start()
 
         # Redis up: what customers send on B shows live on A.
-        assert _wait(lambda: all(c.answered() >= 3 for c in chats))
+        assert wait_until(lambda: all(c.answered() >= 3 for c in chats))
         assert console.wait(lambda f: sum(1 for x in f if x.get("event") == "message") >= 6)
 
         own_redis.stop()  # SIGKILL
         killed_at = {c.name: c.answered() for c in chats}
         # Chats go on: messages are stored, answered, and reach A's streams by its database polling.
-        assert _wait(lambda: all(c.answered() >= killed_at[c.name] + 4 for c in chats)), a.log.read_text()
+        assert wait_until(lambda: all(c.answered() >= killed_at[c.name] + 4 for c in chats)), a.log.read_text()
         # The rate limits still count, in each process alone: B lets this IP open its quota of conversations, then
         # refuses with a clear 429.
         with httpx.Client(base_url=b.base, timeout=30) as opener:
@@ -277,9 +277,9 @@ def test_chats_and_live_events_survive_a_redis_restart(servers, own_redis, setti
                                  json={"typing": True})
             return console.wait(lambda f: any(x.get("event") == "typing" for x in f), timeout=0.5)
 
-        assert _wait(typing_seen), a.log.read_text()
+        assert wait_until(typing_seen), a.log.read_text()
         restarted_at = {c.name: c.answered() for c in chats}
-        assert _wait(lambda: all(c.answered() >= restarted_at[c.name] + 4 for c in chats))
+        assert wait_until(lambda: all(c.answered() >= restarted_at[c.name] + 4 for c in chats))
     finally:
         for chat in chats:
             chat.stop.set()
@@ -315,7 +315,7 @@ def test_chats_and_live_events_survive_a_redis_restart(servers, own_redis, setti
         assert console.wait(lambda f: [int(x["id"]) for x in f if "id" in x] == expected), (console.ids(), expected)
         # The reconnecting client resumed with Last-Event-ID many times, across the outage, without a gap or repeat.
         expected = _event_seqs(settings, chats[0].id, ("all",))
-        assert _wait(lambda: reconnecting.ids() == expected), (reconnecting.ids(), expected)
+        assert wait_until(lambda: reconnecting.ids() == expected), (reconnecting.ids(), expected)
         assert reconnecting.connections >= 3 and reconnecting.refused == []
         assert not any(s.ended.is_set() for s in streams), "a long-lived stream ended during the outage"
     finally:
