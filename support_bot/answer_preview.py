@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from support_bot import handoff
-from support_bot.assistant import ABSTAIN_TEXT, ERROR_TEXT, Assistant
+from support_bot.assistant import ERROR_TEXT, Assistant, abstain_text
 from support_bot.db import session_scope
 from support_bot.errors import InvalidInput, SupportBotError
 from support_bot.llm.engine import guarded_stream
@@ -66,6 +66,8 @@ class AnswerPreview:
     # Why the chat would go to a person: {reason, detail}.
     handoff: dict[str, str] | None = None
     citations: list[dict[str, Any]] = field(default_factory=list)
+    # The help-center questions offered when the bot declines (as in chat).
+    related: list[dict[str, Any]] = field(default_factory=list)
     # The model's own wording before grounding, and the output guard's replacement if it stepped in.
     raw_answer: str | None = None
     output_guard: dict[str, str] | None = None
@@ -148,7 +150,7 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
         )
 
     if result.abstain or not used:
-        _abstain(assistant, preview)
+        _abstain(assistant, preview, assistant.related_questions(result.hits))
         return preview
 
     hits = used
@@ -195,11 +197,11 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
     return preview
 
 
-def _abstain(assistant: Assistant, preview: AnswerPreview) -> None:
+def _abstain(assistant: Assistant, preview: AnswerPreview, related: list[dict] | None = None) -> None:
     """The first abstention of a conversation: the offer of a person, or the handoff when set to happen at once."""
     trigger = handoff.abstain_trigger(assistant.settings, abstain_streak=0)
     if trigger is not None:
         preview.outcome = "handoff"
         preview.reply, preview.handoff = _handoff_reply(assistant, trigger)
         return
-    preview.outcome, preview.reply = "abstain", ABSTAIN_TEXT
+    preview.outcome, preview.reply, preview.related = "abstain", abstain_text(related or []), related or []

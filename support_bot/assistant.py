@@ -44,6 +44,11 @@ ABSTAIN_TEXT = (
     "I'm sorry, I couldn't find an answer to that in our help center, and I don't want to guess. "
     "Would you like me to connect you with a person?"
 )
+RELATED_TEXT = (
+    "I'm sorry, I couldn't find an exact answer to that in our help center, and I don't want to guess. "
+    "These questions from our help center may be related:"
+)
+RELATED_OFFER = "If one of them is what you meant, pick it. If not, would you like me to connect you with a person?"
 ERROR_TEXT = "I'm sorry, something went wrong while I was answering. Please try again, or ask to talk to a person."
 # Said when the model failed or timed out; the handoff text (or the offer of a person) follows it.
 # Seconds past llm.timeout_s before a replaced model is closed: the last answers from it are stored by then.
@@ -62,6 +67,27 @@ class TurnEvent:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+_FOLLOW_UP_START = re.compile(r"^\W*(and|but|also|so|or|plus|then|what about|how about|what if)\b", re.I)
+_REFERRING = re.compile(
+    r"\b(it|its|it's|that|this|those|these|they|them|their|there|one|ones|same|such|he|she|him|her|his)\b", re.I
+)
+
+
+def looks_like_follow_up(text: str) -> bool:
+    """Whether a question seems to lean on the one before: it opens like a continuation ("and for kids?", "what
+    about express?"), refers back ("is it free?", "how long does that take?") or is only a few words."""
+    words = re.findall(r"[\w']+", text)
+    return bool(_FOLLOW_UP_START.search(text) or _REFERRING.search(text) or len(words) <= 3)
+
+
+def abstain_text(related: list[dict[str, Any]]) -> str:
+    """The reply when the bot declines: the offer of a person, after the related questions when there are any."""
+    if not related:
+        return ABSTAIN_TEXT
+    items = "\n".join(f"- {r['question']}" for r in related)
+    return f"{RELATED_TEXT}\n\n{items}\n\n{RELATED_OFFER}"
 
 
 def sign_customer_id(customer_id: str, secret: str) -> str:
@@ -336,7 +362,8 @@ class Assistant:
             conversation = session.get(Conversation, conversation_id)
             info = handoff.queue_info(session, self.settings, conversation)
         return {
-            "message_id": None, "text": "", "citations": [], "abstained": False, "handoff": True, **info.payload()
+            "message_id": None, "text": "", "citations": [], "abstained": False, "related": [], "handoff": True,
+            **info.payload(),
         }
 
     def redact(self, text: str) -> str:
@@ -400,6 +427,27 @@ class Assistant:
                 continue
             kept.append(hit)
         return kept
+
+    def related_questions(self, hits: list[Any]) -> list[dict[str, Any]]:
+        """The questions of the closest entries, offered when the bot declines: the customer may have meant one.
+
+        Only entries with a question (title) that score at least retrieval.related_min_score, none that carry
+        instructions aimed at the model, one per distinct question, at most retrieval.related_questions.
+        """
+        cfg = self.settings.retrieval
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for hit in hits:
+            if len(out) >= cfg.related_questions:
+                break
+            question = " ".join((hit.title or "").split())[:300]
+            if not question or hit.score < cfg.related_min_score or question.casefold() in seen:
+                continue
+            if self.settings.safety.enabled and self.source_drop_verdict(hit) is not None:
+                continue
+            seen.add(question.casefold())
+            out.append({"question": question, "source": hit.source, "entry_id": hit.entry_id, "url": hit.url})
+        return out
 
     def source_drop_verdict(self, hit: Any) -> Any | None:
         """The input guard's verdict on an entry when it carries instructions aimed at the model, else None."""
@@ -472,12 +520,15 @@ class Assistant:
             yield from self._handoff_reply(question, trigger)
             return
 
+        k = max(settings.retrieval.top_k, settings.retrieval.related_questions)
         try:
-            result = self.retriever.search(question.text)
-            if result.abstain and history:
-                # A follow-up ("and for kids?") may only make sense with the previous question.
+            result = self.retriever.search(question.text, k=k)
+            if result.abstain and history and looks_like_follow_up(question.text):
+                # A follow-up ("and for kids?") may only make sense with the previous question. A question that
+                # stands on its own is not read with it: the earlier question's words would win the search and the
+                # customer would be answered the earlier question again.
                 previous = next((m.content for m in reversed(history) if m.role == "user"), "")
-                retry = self.retriever.search(f"{previous} {question.text}")
+                retry = self.retriever.search(f"{previous} {question.text}", k=k)
                 if not retry.abstain:
                     result = retry
         except SupportBotError as exc:
@@ -485,7 +536,8 @@ class Assistant:
             return
 
         if result.abstain or not result.hits:
-            yield from self._abstain(question, abstain_streak, summarize=True)
+            related = self.related_questions(result.hits)
+            yield from self._abstain(question, abstain_streak, summarize=True, related=related)
             return
 
         hits = result.hits[: settings.retrieval.top_k]
@@ -659,23 +711,30 @@ class Assistant:
         }
 
     def _fixed_reply(
-        self, question: Message, text: str, *, abstained: bool, summarize: bool = False
+        self, question: Message, text: str, *, abstained: bool, summarize: bool = False,
+        related: list[dict[str, Any]] | None = None,
     ) -> Iterator[TurnEvent]:
         """A reply that needs no model (abstain, refusal), streamed word by word like a generated one."""
         for piece in re.findall(r"\S+\s*", text):
             yield TurnEvent("token", {"text": piece})
-        reply = self._store_reply(question, text, [], abstained=abstained)
+        reply = self._store_reply(question, text, [], abstained=abstained, related=related)
         yield TurnEvent("done", self._done_payload(reply))
         if summarize:
             self._background.submit(self._refresh_summary_logged, question.conversation_id)
 
-    def _abstain(self, question: Message, abstain_streak: int, *, summarize: bool = False) -> Iterator[TurnEvent]:
-        """Say the bot has no answer; once too often in a row, hand the chat to a person instead."""
+    def _abstain(
+        self, question: Message, abstain_streak: int, *, summarize: bool = False,
+        related: list[dict[str, Any]] | None = None,
+    ) -> Iterator[TurnEvent]:
+        """Say the bot has no answer (offering related questions); once too often in a row, hand the chat to a
+        person instead."""
         trigger = handoff.abstain_trigger(self.settings, abstain_streak=abstain_streak)
         if trigger is not None:
             yield from self._handoff_reply(question, trigger, abstained=True)
             return
-        yield from self._fixed_reply(question, ABSTAIN_TEXT, abstained=True, summarize=summarize)
+        yield from self._fixed_reply(
+            question, abstain_text(related or []), abstained=True, summarize=summarize, related=related or None
+        )
 
     def _handoff_reply(
         self, question: Message, trigger: handoff.Trigger, *, prefix: str = "", abstained: bool = False
@@ -723,7 +782,9 @@ class Assistant:
         except Exception:
             log.exception("could not write the agent summary of conversation %s", conversation_id)
 
-    def _store_reply(self, question: Message, text: str, citations: list, *, abstained: bool) -> Message:
+    def _store_reply(
+        self, question: Message, text: str, citations: list, *, abstained: bool, related: list | None = None
+    ) -> Message:
         with session_scope(self.settings) as session:
             reply = Message(
                 conversation_id=question.conversation_id,
@@ -732,6 +793,7 @@ class Assistant:
                 reply_to_id=question.id,
                 citations=citations,
                 abstained=abstained,
+                related=related,
             )
             session.add(reply)
             conversation = session.get(Conversation, question.conversation_id)
@@ -752,5 +814,6 @@ class Assistant:
             "text": reply.text,
             "citations": reply.citations or [],
             "abstained": bool(reply.abstained),
+            "related": reply.related or [],
             "handoff": handoff,
         }

@@ -366,6 +366,7 @@ def message_payload(msg: Message, *, author: str | None = None) -> dict[str, Any
         "created_at": msg.created_at.isoformat() if msg.created_at else None,
         "citations": msg.citations or [],
         "abstained": bool(msg.abstained),
+        "related": msg.related or [],
     }
     if msg.role == "agent":
         data["author"] = author

@@ -97,6 +97,8 @@ class Message(Base):
     # [{"n": 1, "chunk_id": .., "source": .., "entry_id": .., "title": .., "url": ..}]
     citations: Mapped[list] = mapped_column(JSON, default=list)
     abstained: Mapped[bool] = mapped_column(Boolean, default=False)
+    # For a reply that declined: the help-center questions offered instead, [{"question", "source", "entry_id", "url"}].
+    related: Mapped[list | None] = mapped_column(JSON, nullable=True)
     # An agent's internal note: shown in the console only, never to the customer or the model.
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # The console user who wrote an agent message or note.

@@ -49,3 +49,17 @@ def test_demo_page_streams_a_cited_answer_and_keeps_history(server, browser):
     assert page.locator(".msg-customer .msg-text").first.inner_text() == "How long does it take to get my refund?"
     assert page.locator(".msg-bot .msg-text").first.inner_text() == answer
     assert page.locator(".msg-bot .citation").first.get_attribute("data-entry-id") == "ret-03"
+
+    # A question the bot declines offers the closest help-center questions; a click asks one and it is answered.
+    page.fill("#chat-input", "Can I pay with a credit card?")
+    page.press("#chat-input", "Enter")
+    offered = page.locator(".msg-bot .msg-related button.ask").first
+    offered.wait_for(timeout=60_000)
+    assert offered.get_attribute("data-entry-id") == "pay-01"
+    assert offered.inner_text() == "Which payment methods do you accept?"
+    offered.click()
+    page.locator(".msg-bot").nth(2).locator(".citation").first.wait_for(timeout=120_000)
+    roles = page.locator("#chat-log > li").evaluate_all("els => els.map(e => e.dataset.role)")
+    assert roles == ["customer", "bot"] * 3
+    assert page.locator(".msg-customer .msg-text").nth(2).inner_text() == "Which payment methods do you accept?"
+    assert page.locator(".msg-bot").nth(2).locator(".citation").first.get_attribute("data-entry-id") == "pay-01"

@@ -559,3 +559,36 @@ def test_loading_never_blocks_the_host_page_and_other_sites_are_refused(site, co
     page.goto(site.page_url("elsewhere", host=site.other_host, hostile=False))
     open_widget(page)
     page.locator(".banner.err", has_text="not available on this site").wait_for(timeout=LIVE)
+
+
+def test_a_declined_question_offers_related_questions_that_ask_themselves(site, context):
+    page = context.new_page()
+    page.goto(site.page_url("shop"))
+    open_widget(page)
+    ask(page, "Can I pay with a credit card?")
+    wait_answered(page)
+    declined = page.locator("li[data-role=bot]").first
+    assert "may be related" in declined.inner_text()
+    offered = declined.locator("button.ask")
+    assert offered.first.get_attribute("data-entry-id") == "pay-01"
+    assert offered.first.inner_text() == "Which payment methods do you accept?"
+    assert declined.locator(".citation").count() == 0
+
+    # A click asks that question: it is sent as the customer's next message and answered from its entry.
+    offered.first.click()
+    wait_answered(page, 2)
+    assert roles(page) == ["greeting", "customer", "bot", "customer", "bot"]
+    assert page.locator("li[data-role=customer]").nth(1).inner_text() == "Which payment methods do you accept?"
+    assert page.locator("li[data-role=bot]").nth(1).locator(".citation").first.get_attribute("data-entry-id") == "pay-01"
+    conv_id = conversation_id(page)
+    rows = stored(site, conv_id)
+    assert [m.abstained for m in rows if m.role == "bot"] == [True, False]
+    assert rows[1].related[0]["entry_id"] == "pay-01"
+
+    # After a reload the stored reply still offers its questions as buttons.
+    page.reload()
+    page.locator(".panel").wait_for(state="visible", timeout=LIVE)
+    wait_answered(page, 2)
+    assert page.locator("li[data-role=bot]").first.locator("button.ask").first.inner_text() == (
+        "Which payment methods do you accept?"
+    )

@@ -143,9 +143,28 @@
     li.appendChild(list);
   }
 
+  // A reply that declined offers help-center questions the customer may have meant: one button each asks it.
+  function showRelated(li, related) {
+    if (!related || !related.length) return;
+    const box = document.createElement("div");
+    box.className = "msg-related";
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", "Related questions");
+    for (const r of related) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "ask";
+      b.dataset.entryId = r.entry_id || "";
+      b.textContent = r.question;
+      b.addEventListener("click", () => { if (!send.disabled) ask(r.question); });
+      box.appendChild(b);
+    }
+    li.appendChild(box);
+  }
+
   function showMessage(m) {
     const li = bubble(m.role, m.text, { id: m.id, author: m.author });
-    if (m.role === "bot") showCitations(li, m.citations);
+    if (m.role === "bot") { showCitations(li, m.citations); showRelated(li, m.related); }
     return li;
   }
 
@@ -223,6 +242,7 @@
             ensureBubble();
             body.textContent = ev.data.text;
             showCitations(li, ev.data.citations);
+            showRelated(li, ev.data.related);
           } else if (li && !body.textContent) { li.remove(); li = null; }
           if (li && ev.data.message_id) { li.dataset.id = ev.data.message_id; knownIds.add(ev.data.message_id); }
           if (ev.data.status) applyStatus(ev.data);

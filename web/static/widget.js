@@ -88,6 +88,7 @@ svg{width:20px;height:20px;display:block;flex:none}
 .stars button.on{color:#f2a71b}
 .btn{justify-self:start;border:0;border-radius:8px;padding:7px 14px;background:var(--p);color:var(--on);font-weight:600}
 .actions{display:flex;flex-wrap:wrap;gap:8px;padding:8px 12px 0;background:#fff}
+.ask{border:0;background:none;padding:0;color:var(--p);text-decoration:underline;cursor:pointer;font:inherit;text-align:left}
 .chip{border:1px solid var(--p);border-radius:999px;padding:4px 12px;background:#fff;color:var(--p);font-size:13px}
 .composer{display:flex;align-items:flex-end;gap:8px;padding:8px 12px 12px;background:#fff}
 .composer textarea{flex:1;min-height:42px;max-height:120px;resize:none;border:1px solid #cdd3da;border-radius:10px;
@@ -481,6 +482,18 @@ svg{width:20px;height:20px;display:block;flex:none}
     }
     li.insertBefore(list, li.querySelector(".fb"));
   }
+  // A reply that declined lists help-center questions the customer may have meant: each becomes a button that asks it.
+  function showRelated(li, related) {
+    if (!related || !related.length) return;
+    const items = Array.from(li.querySelectorAll(".text li"));
+    for (const r of related) {
+      const item = items.find((x) => !x.querySelector("button") && x.textContent.trim() === r.question);
+      if (!item) continue;
+      const b = el("button", { type: "button", class: "ask", "data-entry-id": r.entry_id || "" }, r.question);
+      b.addEventListener("click", () => { if (!busy) ask(r.question); });
+      item.replaceChildren(b);
+    }
+  }
   function showFeedback(li) {
     const id = li.dataset.id;
     if (!id || li.querySelector(".fb")) return;
@@ -501,7 +514,7 @@ svg{width:20px;height:20px;display:block;flex:none}
     const li = bubble(m.role === "customer" || m.role === "agent" || m.role === "bot" ? m.role : "notice", {
       id: m.id, text: m.text, author: m.author, citations: m.citations,
     });
-    if (m.role === "bot") { showSources(li, m.citations); showFeedback(li); }
+    if (m.role === "bot") { showSources(li, m.citations); showRelated(li, m.related); showFeedback(li); }
     return li;
   }
   function renderAll(messages) {
@@ -622,6 +635,7 @@ svg{width:20px;height:20px;display:block;flex:none}
               setText(botBubble(), d.text, d.citations);
               if (d.message_id) { li.dataset.id = d.message_id; known.add(d.message_id); }
               showSources(li, d.citations);
+              showRelated(li, d.related);
               showFeedback(li);
               speakStream(d.text, true);
             } else if (li && !streamed) { li.remove(); li = null; }
