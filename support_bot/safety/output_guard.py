@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 CANARY_PREFIX = "SBC"
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_CITATION_RE = re.compile(r"\[\d{1,3}\]")
 _URL_RE = re.compile(
     r"\b(?:https?://|www\.)[^\s<>()\"']+"
     # Bare domains ("acme-refunds.com/claim"), but not the domain half of an e-mail address.
@@ -183,6 +184,10 @@ class OutputGuard:
     ) -> tuple[str, str] | None:
         n = max(3, self.cfg.leak_min_words)
         prompt = system_prompt.replace(canary, " ") if canary else system_prompt
+        # Citation markers are not wording: the prompt numbers its sources "[2] ..." and answers cite them the same
+        # way, so a quoted source's last words followed by "[2]" would otherwise match the prompt across a
+        # source boundary.
+        prompt, answer = _CITATION_RE.sub(" ", prompt), _CITATION_RE.sub(" ", answer)
         prompt_grams = _shingles(_words(prompt), n)
         if not prompt_grams:
             return None

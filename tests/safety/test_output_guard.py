@@ -52,6 +52,22 @@ def test_verbatim_system_prompt_is_a_leak_but_shared_wording_is_not(output_guard
     assert check(output_guard, "I answer only from the numbered sources below and cite them.", sources=sources).ok
 
 
+def test_a_quoted_source_citing_the_next_number_is_not_a_leak(output_guard):
+    # The prompt lists its sources as "[1] ... [2] ...": a verbatim quote of source 1 that cites [2] repeats the
+    # words around the boundary ("... ship free 2 ..." in words), which is the source talking, not the prompt.
+    sources = ["Orders placed before 2 pm Eastern ship the same day.", "Express shipping costs $14.95 on any order."]
+    prompt = SYSTEM + "\n\nSources:\n" + "\n".join(f"[{n}] {t}" for n, t in enumerate(sources, 1))
+    answer = "Orders placed before 2 pm Eastern ship the same day. [2]"
+    verdict = output_guard.check(
+        answer, sources=sources, customer_texts=["what about express?"], system_prompt=prompt, canary=""
+    )
+    assert verdict.ok, verdict.reason
+    # Instruction wording is still caught with citation markers around it.
+    leak = "[1] Answer only from the numbered sources below and cite them. [2]"
+    verdict = output_guard.check(leak, sources=sources, customer_texts=["hi"], system_prompt=prompt, canary="")
+    assert verdict.category == "system_prompt_leak"
+
+
 def test_pii_of_someone_else_is_blocked_but_the_customers_own_is_fine(output_guard):
     other = check(output_guard, "The order belongs to mark.jones@example.org, card 4242 4242 4242 4242.")
     assert not other.ok and other.category == "pii"
