@@ -20,13 +20,14 @@ from support_bot.db import session_scope
 from support_bot.errors import InvalidInput, SupportBotError
 from support_bot.llm.engine import guarded_stream
 from support_bot.models import Conversation
+from support_bot.small_talk import small_talk
 
 log = logging.getLogger(__name__)
 
 # How many retrieved entries ops may ask to see (the answer itself only ever uses retrieval.top_k of them).
 MAX_ENTRIES = 20
 
-OUTCOMES = ("answer", "abstain", "blocked", "handoff", "error")
+OUTCOMES = ("answer", "abstain", "blocked", "handoff", "error", "small_talk")
 
 
 @dataclass
@@ -130,6 +131,12 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
     if trigger is not None:
         preview.outcome = "handoff"
         preview.reply, preview.handoff = _handoff_reply(assistant, trigger)
+        return preview
+
+    talk = small_talk(text) if settings.chat.small_talk else None
+    if talk is not None:
+        # A greeting, thanks or goodbye on its own gets a polite reply; the help center is not searched.
+        preview.outcome, preview.reply = "small_talk", talk.reply
         return preview
 
     try:

@@ -28,6 +28,8 @@ from support_bot.llm.engine import guarded_stream
 from support_bot.llm.prompt import ChatMessage
 from support_bot.memory import fit_history, history_messages, needs_summary, summary_prompt
 from support_bot.models import Conversation, Customer, Message, SafetyEvent, utcnow
+from support_bot.small_talk import REPLIES as SMALL_TALK_REPLIES
+from support_bot.small_talk import answer_to_offer, small_talk
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ RELATED_TEXT = (
     "These questions from our help center may be related:"
 )
 RELATED_OFFER = "If one of them is what you meant, pick it. If not, would you like me to connect you with a person?"
+ANYTHING_ELSE = "Is there anything else I can help you with?"
+DECLINED_OFFER_TEXT = f"Alright. {ANYTHING_ELSE}"
 ERROR_TEXT = "I'm sorry, something went wrong while I was answering. Please try again, or ask to talk to a person."
 # Said when the model failed or timed out; the handoff text (or the offer of a person) follows it.
 # Seconds past llm.timeout_s before a replaced model is closed: the last answers from it are stored by then.
@@ -520,6 +524,11 @@ class Assistant:
             yield from self._handoff_reply(question, trigger)
             return
 
+        if settings.chat.small_talk:
+            handled = yield from self._small_talk(question, original, earlier[-1] if earlier else None)
+            if handled:
+                return
+
         k = max(settings.retrieval.top_k, settings.retrieval.related_questions)
         try:
             result = self.retriever.search(question.text, k=k)
@@ -709,6 +718,34 @@ class Assistant:
             "title": hit.title,
             "url": hit.url,
         }
+
+    def _offers_person(self, message: Message | None) -> bool:
+        """Whether this bot message ended by offering to connect the customer with a person."""
+        if message is None or message.role != "bot":
+            return False
+        text = message.text.strip()
+        return bool(message.abstained) or text.endswith(MODEL_FAILURE_OFFER) or (
+            text == self.settings.safety.fallback_text.strip()
+        )
+
+    def _small_talk(self, question: Message, text: str, last: Message | None) -> Iterator[TurnEvent]:
+        """Answer greetings, thanks and goodbyes, and a yes or no to the offer of a person; True when it did."""
+        answer = answer_to_offer(text)
+        if answer == "yes" and self._offers_person(last):
+            yield from self._handoff_reply(question, handoff.Trigger("request", "accepted the offer of a person"))
+            return True
+        if answer == "no" and self._offers_person(last):
+            yield from self._fixed_reply(question, DECLINED_OFFER_TEXT, abstained=False)
+            return True
+        if answer == "no" and last is not None and last.role == "bot" and last.text.rstrip().endswith(ANYTHING_ELSE):
+            # "No, that's all" to "anything else?".
+            yield from self._fixed_reply(question, SMALL_TALK_REPLIES["goodbye"], abstained=False)
+            return True
+        talk = small_talk(text)
+        if talk is not None:
+            yield from self._fixed_reply(question, talk.reply, abstained=False)
+            return True
+        return False
 
     def _fixed_reply(
         self, question: Message, text: str, *, abstained: bool, summarize: bool = False,

@@ -149,6 +149,9 @@ class ChatSettings(BaseModel):
     summary_max_tokens: int = 120
     # Summaries of an identified customer's earlier conversations given to the model.
     customer_memory_conversations: int = 3
+    # Greetings, thanks and goodbyes get a polite fixed reply instead of a search of the help center, and "yes" /
+    # "no thanks" right after the bot offered a person take or decline that offer.
+    small_talk: bool = True
 
 
 class SafetySettings(BaseModel):

@@ -17,6 +17,7 @@ from support_bot.assistant import ABSTAIN_TEXT
 from support_bot.db import migrate, session_scope
 from support_bot.llm.engine import get_engine
 from support_bot.models import Conversation, IngestJob, Message, SafetyEvent
+from support_bot.small_talk import REPLIES
 from tests.web.console_html import ConsolePage
 from web.app import create_app
 
@@ -167,6 +168,16 @@ def test_the_tester_abstains_when_nothing_matches(web, settings):
     assert body["reply"] == ABSTAIN_TEXT and body["citations"] == []
     assert body["entries"] and body["raw_answer"] is None
     assert engine.calls == []
+
+
+def test_the_tester_shows_small_talk_and_the_related_questions_of_a_decline(web, settings):
+    headers = log_in(web, "olga")
+    hello = web.post("/api/knowledge/test", json={"question": "Hello there!"}, headers=headers).json()
+    assert hello["outcome"] == "small_talk" and hello["reply"] == REPLIES["greeting"] and hello["entries"] == []
+    declined = web.post("/api/knowledge/test", json={"question": "Can I pay with a credit card?"}, headers=headers).json()
+    assert declined["outcome"] == "abstain"
+    assert declined["related"][0]["entry_id"] == "pay-01"
+    assert "- Which payment methods do you accept?" in declined["reply"]
 
 
 def test_a_blocked_question_shows_the_block_not_an_answer(web, settings):

@@ -265,6 +265,7 @@
     blocked: "blocked by the safety filter",
     handoff: "the chat goes to a person",
     error: "the bot could not answer",
+    small_talk: "small talk: a polite reply, no search",
   };
 
   const score = (n) => (typeof n === "number" ? n.toFixed(3) : "");

@@ -1,0 +1,88 @@
+"""Greetings, thanks, goodbyes and acknowledgements: answered politely instead of searched for in the help center.
+
+A message counts as small talk only when every word of it is small talk ("hi", "thanks a lot!", "ok, bye"); one word
+of anything else ("hi, where is my order?") sends it through retrieval as usual. No model is involved.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Words that make a message one kind of small talk, strongest first: "ok thanks bye" is a goodbye.
+_KINDS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("goodbye", frozenset({"bye", "goodbye", "cya", "farewell", "byebye"})),
+    ("thanks", frozenset({"thanks", "thank", "thx", "ty", "cheers", "thankyou", "appreciated", "appreciate"})),
+    ("greeting", frozenset({"hi", "hello", "hey", "hiya", "howdy", "greetings", "morning", "afternoon", "evening",
+                            "yo", "heya", "hallo"})),
+    ("ack", frozenset({"ok", "okay", "k", "kk", "cool", "great", "perfect", "alright", "fine", "nice", "awesome",
+                       "understood", "noted", "excellent", "wonderful", "super", "sure"})),
+)
+# Words that may go with them without changing what the message is.
+_FILLER = frozenset({
+    "a", "all", "and", "anyway", "bot", "dear", "everyone", "for", "good", "got", "have", "help", "helped", "helpful",
+    "it", "lot", "lots", "much", "oh", "so", "that", "that's", "thats", "the", "then", "there", "this", "very", "was",
+    "well", "you", "your", "again", "day", "nice", "see", "later", "soon", "folks", "team", "guys", "sounds",
+    "makes", "sense", "wow", "ah", "i", "many", "really", "just", "is", "now",
+    "i'm", "im", "done", "else",
+})
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_MAX_WORDS = 8
+
+REPLIES = {
+    "greeting": "Hello! What can I help you with today?",
+    "thanks": "You're welcome! Is there anything else I can help you with?",
+    "goodbye": "Thanks for chatting with us. Have a great day!",
+    "ack": "Is there anything else I can help you with?",
+}
+
+
+@dataclass(frozen=True)
+class SmallTalk:
+    kind: str  # greeting | thanks | goodbye | ack
+    reply: str
+
+
+def small_talk(text: str) -> SmallTalk | None:
+    """The kind of small talk the whole message is, with the reply; None for anything else."""
+    words = _WORD.findall((text or "").lower().replace("\u2019", "'"))
+    if not words or len(words) > _MAX_WORDS:
+        return None
+    # Anything that is not a digit-free word ("order 123", "2 weeks") or is not small talk makes it a real message.
+    if re.search(r"\d", text or ""):
+        return None
+    vocabulary = _FILLER.union(*(kind_words for _kind, kind_words in _KINDS))
+    if any(w not in vocabulary for w in words):
+        return None
+    for kind, kind_words in _KINDS:
+        if any(w in kind_words for w in words):
+            return SmallTalk(kind, REPLIES[kind])
+    return None
+
+
+# Answers to "Would you like me to connect you with a person?".
+_YES = frozenset({"yes", "yeah", "yea", "yep", "yup", "y", "sure", "ok", "okay", "please", "absolutely", "definitely",
+                  "certainly", "course", "ahead", "do", "connect", "transfer", "person", "human", "agent", "someone",
+                  "somebody", "me", "would", "be", "go", "of", "great", "fine", "alright", "right", "want", "like",
+                  "i", "i'd", "id", "to", "with", "a", "an", "the", "that", "thanks", "thank", "you", "let's", "lets"})
+_NO = frozenset({"no", "nope", "nah", "not", "don't", "dont", "never", "mind", "need", "needed", "necessary",
+                 "good", "fine", "i'm", "im", "thanks", "thank", "you", "ok", "okay", "that's", "thats", "it", "all",
+                 "right", "now", "for", "i", "am", "alright", "it's", "its"})
+_NO_WORDS = frozenset({"no", "nope", "nah", "not", "don't", "dont", "never"})
+
+
+def answer_to_offer(text: str) -> str | None:
+    """"yes" or "no" when the whole message answers an offer ("yes please", "sure", "no thanks", "not now"),
+    else None. A negation anywhere wins: "ok, no" is a no."""
+    words = _WORD.findall((text or "").lower().replace("\u2019", "'"))
+    if not words or len(words) > _MAX_WORDS or re.search(r"\d", text or ""):
+        return None
+    if any(w in _NO_WORDS for w in words):
+        return "no" if all(w in _NO or w in _YES for w in words) else None
+    if all(w in _YES for w in words) and any(w in _YES_WORDS for w in words):
+        return "yes"
+    return None
+
+
+_YES_WORDS = frozenset({"yes", "yeah", "yea", "yep", "yup", "y", "sure", "ok", "okay", "please", "absolutely",
+                        "definitely", "certainly", "course", "ahead", "connect", "transfer"})
