@@ -438,6 +438,9 @@ class Settings(BaseSettings):
     )
 
     env: Literal["development", "production"] = "development"
+    # The interactive API docs and the OpenAPI schema (/docs, /redoc, /openapi.json). Unset: served in development,
+    # not in production, where they would map every route for anyone.
+    api_docs: bool | None = None
     data_dir: Path = Path("data")
     # Default: SQLite file under the data dir.
     database_url: str | None = None

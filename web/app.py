@@ -71,7 +71,12 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
             worker.stop()
 
     # Bodies are counted as they arrive (413 past the limit), before any route reads them, even for anonymous callers.
-    app = FastAPI(title="support-bot", version="0.1.0", lifespan=lifespan, max_body_size=settings.max_request_bytes)
+    docs = settings.api_docs if settings.api_docs is not None else settings.env != "production"
+    app = FastAPI(
+        title="support-bot", version="0.1.0", lifespan=lifespan, max_body_size=settings.max_request_bytes,
+        docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     app.state.assistant = assistant or Assistant(settings)
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))

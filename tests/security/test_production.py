@@ -56,6 +56,18 @@ def test_the_app_starts_in_production_with_real_secrets(settings):
         assert client.get("/api/knowledge/sources", headers={"Authorization": "Bearer " + "t" * 32}).status_code == 200
 
 
+def test_api_docs_are_not_served_in_production_unless_asked_for(settings):
+    prod = Settings(env="production", customer_hmac_secret="c" * 32, **STRONG)
+    with TestClient(create_app(prod), base_url="https://testserver") as client:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path).status_code == 404, path
+    with TestClient(create_app(prod.model_copy(update={"api_docs": True})), base_url="https://testserver") as client:
+        assert client.get("/openapi.json").json()["info"]["title"] == "support-bot"
+        assert client.get("/docs").status_code == 200
+    with TestClient(create_app(settings)) as client:  # development
+        assert client.get("/openapi.json").status_code == 200
+
+
 @pytest.fixture
 def served(monkeypatch) -> list:
     """`support-bot serve` up to the point where it would listen: the app it would serve, if it got that far."""
