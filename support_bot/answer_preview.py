@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from support_bot import handoff
-from support_bot.assistant import ERROR_TEXT, Assistant, abstain_text
+from support_bot.assistant import ERROR_TEXT, Assistant, without_source_echo, abstain_text
 from support_bot.db import session_scope
 from support_bot.errors import InvalidInput, SupportBotError
 from support_bot.llm.engine import guarded_stream
@@ -180,10 +180,10 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
         engine = assistant.engine
         messages = assistant._build_prompt(engine, hits, [], shown, caution=caution, canary=canary)
         # The customer path's deadlines: a silent or wedged model ends the preview with an error, not a hung page.
-        raw = "".join(guarded_stream(
+        raw = without_source_echo("".join(guarded_stream(
             engine, messages, max_new_tokens=settings.llm.max_new_tokens, timeout_s=settings.llm.timeout_s,
             first_token_timeout_s=settings.llm.first_token_timeout_s,
-        )).strip()
+        )))
     except SupportBotError as exc:
         preview.outcome, preview.reply, preview.error = "error", ERROR_TEXT, exc.detail
         return preview
@@ -192,7 +192,7 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
         preview.outcome, preview.reply, preview.error = "error", ERROR_TEXT, f"{type(exc).__name__}: {exc}"
         return preview
 
-    answer, citations = assistant.ground(raw, hits)
+    answer, citations = assistant.ground(raw, hits, question=shown)
     if settings.safety.enabled:
         answer, citations, replaced = assistant.check_output(
             raw, answer, citations, hits=hits, customer_texts=[text], system_prompt=messages[0].content, canary=canary

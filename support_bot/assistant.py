@@ -23,7 +23,7 @@ from support_bot import handoff, metrics
 from support_bot.config import Settings
 from support_bot.db import session_scope
 from support_bot.errors import Conflict, Forbidden, InvalidInput, NotFound, SupportBotError
-from support_bot.grounding import ground_answer
+from support_bot.grounding import ground_answer, source_echo_start
 from support_bot.llm.engine import guarded_stream
 from support_bot.llm.prompt import ChatMessage
 from support_bot.memory import fit_history, history_messages, needs_summary, summary_prompt
@@ -84,6 +84,12 @@ def looks_like_follow_up(text: str) -> bool:
     about express?"), refers back ("is it free?", "how long does that take?") or is only a few words."""
     words = re.findall(r"[\w']+", text)
     return bool(_FOLLOW_UP_START.search(text) or _REFERRING.search(text) or len(words) <= 3)
+
+
+def without_source_echo(raw: str) -> str:
+    """The model's answer up to where it began re-listing its numbered sources, if it did."""
+    cut = source_echo_start(raw)
+    return (raw if cut is None else raw[:cut]).strip()
 
 
 def abstain_text(related: list[dict[str, Any]]) -> str:
@@ -565,12 +571,21 @@ class Assistant:
                 customer_notes=customer_notes, caution=caution, canary=canary,
             )
             pieces: list[str] = []
-            for piece in metrics.observe_generation(guarded_stream(
+            generation = guarded_stream(
                 engine, messages, max_new_tokens=settings.llm.max_new_tokens, stop=stop,
                 timeout_s=settings.llm.timeout_s, first_token_timeout_s=settings.llm.first_token_timeout_s,
-            ), count_tokens=engine.count_tokens):
-                pieces.append(piece)
-                yield TurnEvent("token", {"text": piece})
+            )
+            observed = metrics.observe_generation(generation, count_tokens=engine.count_tokens)
+            try:
+                for piece in observed:
+                    pieces.append(piece)
+                    yield TurnEvent("token", {"text": piece})
+                    if "?" in piece and source_echo_start("".join(pieces)) is not None:
+                        # The model went on to re-list its sources: the answer is over, and generating stops.
+                        break
+            finally:
+                observed.close()
+                generation.close()
         except SupportBotError as exc:
             # A dead, failing or silent model: the customer hears so at once and gets a person, never a hang.
             log.warning("generation failed: %s", exc.detail)
@@ -581,8 +596,8 @@ class Assistant:
             yield from self._model_failure_reply(question, f"{type(exc).__name__}: {exc}")
             return
 
-        raw = "".join(pieces).strip()
-        answer, citations = self.ground(raw, hits)
+        raw = without_source_echo("".join(pieces))
+        answer, citations = self.ground(raw, hits, question=question.text)
         if settings.safety.enabled:
             answer, citations, replaced = self.check_output(
                 raw, answer, citations, hits=hits, customer_texts=customer_texts,
@@ -698,9 +713,11 @@ class Assistant:
             system = make_system(hits, len(window))
         return [system, *window, user]
 
-    def ground(self, answer: str, hits: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    def ground(self, answer: str, hits: list[Any], *, question: str = "") -> tuple[str, list[dict[str, Any]]]:
         """Keep what the sources support, cited; fall back to the top source's own answer when nothing is."""
-        grounded = ground_answer(answer, [h.text for h in hits], min_support=self.settings.retrieval.min_support)
+        grounded = ground_answer(
+            answer, [h.text for h in hits], min_support=self.settings.retrieval.min_support, question=question
+        )
         if not grounded.text:
             top = hits[0]
             return f"{(top.answer or top.text).strip()} [1]", [self._citation(1, top)]

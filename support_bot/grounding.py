@@ -20,6 +20,17 @@ _STOPWORDS = frozenset(
 )
 
 
+# A line such as "[4] Which payment methods do you accept?": the model has started re-listing the prompt's numbered
+# sources (a small model's habit once it has answered) instead of answering.
+_SOURCE_ECHO_RE = re.compile(r"(?m)^[ \t]*\[\d{1,2}\][ \t]+[^\n]*\?[ \t]*$")
+
+
+def source_echo_start(text: str) -> int | None:
+    """Where the model began re-listing its numbered sources, if it did; what follows is not an answer."""
+    m = _SOURCE_ECHO_RE.search(text)
+    return m.start() if m else None
+
+
 def _stem(word: str) -> str:
     # Plural and third-person "s" only: enough to match "items"/"item", "takes"/"take".
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
@@ -38,14 +49,17 @@ def _has_phrase(phrase: str, source: str) -> bool:
     return re.search(pattern, source, re.IGNORECASE) is not None
 
 
-def sentence_support(sentence: str, source: str) -> float:
-    """Share of the sentence's content words found in the source; 0 if any figure in it is not in the source."""
+def sentence_support(sentence: str, source: str, *, foreign: frozenset[str] | set[str] = frozenset()) -> float:
+    """Share of the sentence's content words found in the source; 0 if any figure in it is not in the source, or if
+    it brings in a `foreign` word (one the source lacks but another source or the question has)."""
     words = content_words(sentence)
     if not words:
         return 0.0
     if any(not _has_phrase(p, source) for p in numeric_phrases(sentence)):
         return 0.0
     vocab = set(content_words(source))
+    if any(w not in vocab and w in foreign for w in words):
+        return 0.0
     return sum(1 for w in words if w in vocab) / len(words)
 
 
@@ -61,8 +75,18 @@ class Grounded:
     dropped: list[str] = field(default_factory=list)
 
 
-def ground_answer(answer: str, sources: list[str], *, min_support: float, min_words: int = 2) -> Grounded:
-    """Keep the sentences one source supports (figures verbatim), drop repeats and the rest, and cite them."""
+def ground_answer(
+    answer: str, sources: list[str], *, min_support: float, min_words: int = 2, question: str = ""
+) -> Grounded:
+    """Keep the sentences one source supports (figures verbatim), drop repeats and the rest, and cite them.
+
+    A sentence may word things its own way, but not with words taken from another source or from the question that
+    its source does not have: "Express shipping is free for US orders using our prepaid label" is the return-shipping
+    source with "express" put in from the question, a claim none of the sources makes.
+    """
+    vocabs = [set(content_words(src)) for src in sources]
+    asked = set(content_words(question))
+    foreign = [asked.union(*(v for j, v in enumerate(vocabs) if j != i)) - vocabs[i] for i in range(len(sources))]
     kept: list[str] = []
     used: list[int] = []
     dropped: list[str] = []
@@ -75,7 +99,7 @@ def ground_answer(answer: str, sources: list[str], *, min_support: float, min_wo
             # Fragments (e.g. cut off by the token limit) and repetition loops add nothing.
             continue
         seen.add(key)
-        scores = [sentence_support(plain, src) for src in sources]
+        scores = [sentence_support(plain, src, foreign=foreign[i]) for i, src in enumerate(sources)]
         best = max(range(len(sources)), key=lambda i: scores[i]) if sources else -1
         if best < 0 or scores[best] < min_support:
             dropped.append(sentence)
@@ -86,8 +110,8 @@ def ground_answer(answer: str, sources: list[str], *, min_support: float, min_wo
         for n in supporting:
             if n not in used:
                 used.append(n)
-    # An answer that is mostly unsupported is a confused one: what survives would mislead by omission.
-    if not kept or len(kept) < len(dropped):
+    # An answer that is half or mostly unsupported is a confused one: what survives would mislead by omission.
+    if not kept or len(kept) <= len(dropped):
         return Grounded(text="", used=[], dropped=dropped)
     text = " ".join(kept)
     return Grounded(text=f"{text} {''.join(f'[{n}]' for n in used)}", used=used, dropped=dropped)

@@ -192,3 +192,53 @@ def test_follow_up_questions_are_told_from_ones_that_stand_alone():
     for text in ("Can I pay with a credit card?", "How do I reset my password?", "Where are your stores located?",
                  "Do you ship to Germany or Austria?", "Which payment methods do you accept?"):
         assert not looks_like_follow_up(text), text
+
+
+SHIPPING = (
+    "How long does shipping take?\nStandard shipping takes 3 to 5 business days within the continental US. Express "
+    "shipping arrives in 1 to 2 business days. Orders placed before 2 pm Eastern ship the same day.",
+    "How much does shipping cost?\nStandard shipping is free on orders over $50; below that it costs $5.95. Express "
+    "shipping costs $14.95 on any order.",
+    "Is return shipping free?\nReturn shipping is free for US orders using our prepaid label. International returns "
+    "are shipped at the customer's expense.",
+)
+
+
+def test_a_word_put_in_from_the_question_or_another_source_is_not_supported():
+    # The small model's real answer to "what about express?": the return-shipping source with "express" put in.
+    answer = (
+        "Express shipping is free for US orders using our prepaid label. International returns are shipped at the "
+        "customer's expense. [3]"
+    )
+    grounded = ground_answer(answer, list(SHIPPING), min_support=0.75, question="what about express?")
+    assert grounded.text == "" and grounded.dropped[0].startswith("Express shipping is free")
+    # Without the question, "express" still comes from the other shipping sources.
+    assert ground_answer(answer, list(SHIPPING), min_support=0.75).text == ""
+    # The source's own claim, in the model's words, stands.
+    fine = ground_answer(
+        "Return shipping is free for US orders with our prepaid label [3]. International returns are shipped at the "
+        "customer's expense [3].", list(SHIPPING), min_support=0.75, question="is return shipping free?",
+    )
+    assert fine.used == [3] and fine.text.startswith("Return shipping is free for US orders with our prepaid label.")
+
+
+def test_an_answer_half_unsupported_is_distrusted_whole():
+    answer = "Standard shipping takes 3 to 5 business days. Our drones deliver pizza to the moon overnight."
+    grounded = ground_answer(answer, list(SHIPPING), min_support=0.75)
+    assert grounded.text == "" and grounded.dropped == ["Our drones deliver pizza to the moon overnight."]
+
+
+def test_a_relisting_of_the_numbered_sources_ends_the_answer():
+    from support_bot.assistant import without_source_echo
+    from support_bot.grounding import source_echo_start
+
+    raw = (
+        "No, Acme gift cards do not expire and have no fees. You can check the balance on our gift card page.\n\n"
+        "[4] Which payment methods do you accept?\nWe accept credit and debit cards, PayPal and Apple Pay."
+    )
+    assert without_source_echo(raw) == (
+        "No, Acme gift cards do not expire and have no fees. You can check the balance on our gift card page."
+    )
+    assert source_echo_start("Gift cards never expire [1]. Is there anything else?") is None
+    assert source_echo_start("[1] Gift cards never expire.\n[2] Returns are free.") is None
+    assert source_echo_start("Sure.\n  [12] How do I reset my password?  \nClick Sign in.") == len("Sure.\n")

@@ -187,8 +187,13 @@ class OutputGuard:
         # Citation markers are not wording: the prompt numbers its sources "[2] ..." and answers cite them the same
         # way, so a quoted source's last words followed by "[2]" would otherwise match the prompt across a
         # source boundary.
-        prompt, answer = _CITATION_RE.sub(" ", prompt), _CITATION_RE.sub(" ", answer)
-        prompt_grams = _shingles(_words(prompt), n)
+        # The sources are cut out of the prompt before it is compared: they are the company's public answers, which
+        # the answer may repeat, and runs across the seam between two of them are no more secret than either.
+        pieces = [prompt]
+        for source in sorted((s for s in sources if s.strip()), key=len, reverse=True):
+            pieces = [part for piece in pieces for part in piece.split(source)]
+        answer = _CITATION_RE.sub(" ", answer)
+        prompt_grams = set().union(*(_shingles(_words(_CITATION_RE.sub(" ", p)), n) for p in pieces))
         if not prompt_grams:
             return None
         # Wording the sources or the customer also use is not a leak when the answer repeats it.

@@ -62,6 +62,12 @@ def test_a_quoted_source_citing_the_next_number_is_not_a_leak(output_guard):
         answer, sources=sources, customer_texts=["what about express?"], system_prompt=prompt, canary=""
     )
     assert verdict.ok, verdict.reason
+    # Re-listing the sources runs across the seam between two of them: still the sources, not the instructions.
+    relisted = "Orders placed before 2 pm Eastern ship the same day. Express shipping costs $14.95 on any order."
+    verdict = output_guard.check(
+        relisted, sources=sources, customer_texts=["what about express?"], system_prompt=prompt, canary=""
+    )
+    assert verdict.ok, verdict.reason
     # Instruction wording is still caught with citation markers around it.
     leak = "[1] Answer only from the numbered sources below and cite them. [2]"
     verdict = output_guard.check(leak, sources=sources, customer_texts=["hi"], system_prompt=prompt, canary="")

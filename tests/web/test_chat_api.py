@@ -166,3 +166,15 @@ def test_identified_customer_needs_a_valid_signature(client, app_settings):
     assert res.status_code == 201
     res = client.post("/api/conversations", json={"customer": {"id": "cust-2", "signature": good}})
     assert res.status_code == 403 and "signature" in res.json()["detail"]
+
+
+def test_an_answer_that_goes_on_to_relist_the_sources_is_cut_there(client, fake_engine):
+    fake_engine.queue_reply(
+        "Acme gift cards never expire and have no fees [1].\n\n[2] Which payment methods do you accept?\n"
+        "We accept credit and debit cards (Visa, Mastercard, American Express and Discover), PayPal, Apple Pay and "
+        "Acme gift cards."
+    )
+    conv_id, headers = new_conversation(client)
+    done = ask(client, conv_id, headers, "Do gift cards expire?")[-1][1]
+    assert done["text"] == "Acme gift cards never expire and have no fees. [1]"
+    assert [c["entry_id"] for c in done["citations"]] == ["gift-01"]
