@@ -718,7 +718,13 @@ class Assistant:
         grounded = ground_answer(
             answer, [h.text for h in hits], min_support=self.settings.retrieval.min_support, question=question
         )
-        if not grounded.text:
+        scores = [getattr(h, "score", None) for h in hits]
+        off_question = bool(grounded.text) and None not in scores and (
+            max(scores[n - 1] for n in grounded.used) < scores[0] - self.settings.retrieval.max_source_gap
+        )
+        if off_question:
+            log.info("an answer rested only on sources well below the best match; showing the best match")
+        if not grounded.text or off_question:
             top = hits[0]
             return f"{(top.answer or top.text).strip()} [1]", [self._citation(1, top)]
         if grounded.dropped:

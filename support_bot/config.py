@@ -80,6 +80,9 @@ class RetrievalSettings(BaseModel):
     # A generated sentence is kept only when one source holds this share of its content words and every figure
     # in it verbatim; when no sentence is kept, the top source's own answer is shown instead.
     min_support: float = 0.75
+    # An answer resting only on sources that score more than this below the best match has answered something else
+    # (a small model may take the second source for the question): the best match's own answer is shown instead.
+    max_source_gap: float = Field(default=0.2, ge=0)
 
     @model_validator(mode="after")
     def _some_signal_weighs(self) -> "RetrievalSettings":

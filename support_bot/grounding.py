@@ -91,12 +91,14 @@ def ground_answer(
     used: list[int] = []
     dropped: list[str] = []
     seen: set[tuple[str, ...]] = set()
+    said: set[str] = set()
     for sentence in split_sentences(answer):
         cited = [int(n) for n in CITATION_RE.findall(sentence) if 1 <= int(n) <= len(sources)]
         plain = CITATION_RE.sub("", sentence).strip()
         key = tuple(content_words(plain))
-        if len(key) < min_words or key in seen:
-            # Fragments (e.g. cut off by the token limit) and repetition loops add nothing.
+        if len(key) < min_words or key in seen or (kept and set(key) <= said):
+            # Fragments (e.g. cut off by the token limit) and repetition loops ("We have stores in Denver. We have
+            # stores in Denver, Portland.") add nothing.
             continue
         seen.add(key)
         scores = [sentence_support(plain, src, foreign=foreign[i]) for i, src in enumerate(sources)]
@@ -107,6 +109,7 @@ def ground_answer(
         # Prefer the source the model cited when that source supports the sentence too.
         supporting = [n for n in cited if scores[n - 1] >= min_support] or [best + 1]
         kept.append(plain)
+        said.update(key)
         for n in supporting:
             if n not in used:
                 used.append(n)

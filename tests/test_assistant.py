@@ -242,3 +242,36 @@ def test_a_relisting_of_the_numbered_sources_ends_the_answer():
     assert source_echo_start("Gift cards never expire [1]. Is there anything else?") is None
     assert source_echo_start("[1] Gift cards never expire.\n[2] Returns are free.") is None
     assert source_echo_start("Sure.\n  [12] How do I reset my password?  \nClick Sign in.") == len("Sure.\n")
+
+
+STORES = (
+    "What are your store opening hours?\nOur stores are open Monday to Saturday from 9 am to 8 pm and Sunday from 10 am "
+    "to 6 pm local time.",
+    "Where are your stores?\nWe have stores in Denver, Portland, Seattle and Salt Lake City. Store addresses and "
+    "directions are on our store locator page.",
+)
+
+
+def test_sentences_that_only_repeat_what_was_said_are_dropped():
+    # The small model's real loop, answering from the second source.
+    answer = (
+        "We also have stores in Denver, Portland, Seattle, and Salt Lake City. We have stores in Denver, Portland, and "
+        "Seattle. We have stores in Salt Lake City. We have stores in Denver, Portland, [2]"
+    )
+    grounded = ground_answer(answer, list(STORES), min_support=0.75)
+    assert grounded.text == "We also have stores in Denver, Portland, Seattle, and Salt Lake City. [2]"
+
+
+def test_an_answer_from_a_source_far_below_the_best_match_gives_the_best_match(settings):
+    hits = [
+        ScoredHit("c1", "faq", "store-02", "What are your store opening hours?", STORES[0],
+                  STORES[0].split("\n", 1)[1], None, 0.92),
+        ScoredHit("c2", "faq", "store-01", "Where are your stores?", STORES[1], STORES[1].split("\n", 1)[1], None, 0.5),
+    ]
+    assistant = Assistant(settings)
+    answer, cites = assistant.ground("We have stores in Denver, Portland, Seattle and Salt Lake City [2].", hits)
+    assert answer == STORES[0].split("\n", 1)[1] + " [1]" and [c["entry_id"] for c in cites] == ["store-02"]
+    # A second source close to the best one is a fair basis for the answer.
+    hits[1].score = 0.8
+    answer, cites = assistant.ground("We have stores in Denver, Portland, Seattle and Salt Lake City [2].", hits)
+    assert [c["entry_id"] for c in cites] == ["store-01"]
