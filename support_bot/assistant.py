@@ -23,7 +23,7 @@ from support_bot import handoff, metrics
 from support_bot.config import Settings
 from support_bot.db import session_scope
 from support_bot.errors import Conflict, Forbidden, InvalidInput, NotFound, SupportBotError
-from support_bot.grounding import ground_answer, source_echo_start
+from support_bot.grounding import ground_answer, repetition_start, source_echo_start
 from support_bot.llm.engine import guarded_stream
 from support_bot.llm.prompt import ChatMessage
 from support_bot.memory import fit_history, history_messages, needs_summary, summary_prompt
@@ -86,10 +86,19 @@ def looks_like_follow_up(text: str) -> bool:
     return bool(_FOLLOW_UP_START.search(text) or _REFERRING.search(text) or len(words) <= 3)
 
 
-def without_source_echo(raw: str) -> str:
-    """The model's answer up to where it began re-listing its numbered sources, if it did."""
-    cut = source_echo_start(raw)
-    return (raw if cut is None else raw[:cut]).strip()
+def _ends_sentence(piece: str) -> bool:
+    return any(c in piece for c in ".!?\n")
+
+
+def answer_is_over(raw: str) -> bool:
+    """Whether the model has begun re-listing its sources or repeating a sentence it already said."""
+    return source_echo_start(raw) is not None or repetition_start(raw) is not None
+
+
+def trim_generated(raw: str) -> str:
+    """The model's answer up to where it began re-listing its numbered sources or repeating itself, if it did."""
+    cuts = [c for c in (source_echo_start(raw), repetition_start(raw)) if c is not None]
+    return (raw[: min(cuts)] if cuts else raw).strip()
 
 
 def abstain_text(related: list[dict[str, Any]]) -> str:
@@ -580,8 +589,9 @@ class Assistant:
                 for piece in observed:
                     pieces.append(piece)
                     yield TurnEvent("token", {"text": piece})
-                    if "?" in piece and source_echo_start("".join(pieces)) is not None:
-                        # The model went on to re-list its sources: the answer is over, and generating stops.
+                    if settings.llm.stop_on_loop and _ends_sentence(piece) and answer_is_over("".join(pieces)):
+                        # The model went on to re-list its sources or to repeat itself: the answer is over, and
+                        # generating stops instead of running to the token limit.
                         break
             finally:
                 observed.close()
@@ -596,7 +606,7 @@ class Assistant:
             yield from self._model_failure_reply(question, f"{type(exc).__name__}: {exc}")
             return
 
-        raw = without_source_echo("".join(pieces))
+        raw = trim_generated("".join(pieces))
         answer, citations = self.ground(raw, hits, question=question.text)
         if settings.safety.enabled:
             answer, citations, replaced = self.check_output(

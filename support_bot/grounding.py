@@ -9,6 +9,7 @@ CITATION_RE = re.compile(r"\s*\[(\d{1,2})\]")
 _WORD_RE = re.compile(r"[a-z0-9]+(?:[.,:][0-9]+)*")
 # Sentence ends are punctuation followed by space (so "$14.95" stays whole) and line breaks.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s+|$)|\n+")
 # A number with its unit sign, and ranges such as "3 to 5" or "2-3": a claim is only as good as its figures.
 _NUMERIC_RE = re.compile(
     r"[$€£]?\d[\d,]*(?:\.\d+)?%?(?:\s*(?:to|-|–|or|and)\s*[$€£]?\d[\d,]*(?:\.\d+)?%?)*", re.IGNORECASE
@@ -29,6 +30,22 @@ def source_echo_start(text: str) -> int | None:
     """Where the model began re-listing its numbered sources, if it did; what follows is not an answer."""
     m = _SOURCE_ECHO_RE.search(text)
     return m.start() if m else None
+
+
+def repetition_start(text: str, *, min_words: int = 4) -> int | None:
+    """Where the model began saying a finished sentence of at least `min_words` words a second time, if it did: a
+    small model that has run out of answer loops until its token limit, and nothing after that point is new."""
+    seen: set[str] = set()
+    start = 0
+    # A sentence ending the text so far counts as finished: generation stops as soon as a repeat is complete.
+    for end in _SENTENCE_END.finditer(text):
+        key = " ".join(_WORD_RE.findall(CITATION_RE.sub("", text[start : end.start()]).lower()))
+        if len(key.split()) >= min_words:
+            if key in seen:
+                return start
+            seen.add(key)
+        start = end.end()
+    return None
 
 
 def _stem(word: str) -> str:

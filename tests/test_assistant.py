@@ -229,14 +229,14 @@ def test_an_answer_half_unsupported_is_distrusted_whole():
 
 
 def test_a_relisting_of_the_numbered_sources_ends_the_answer():
-    from support_bot.assistant import without_source_echo
+    from support_bot.assistant import trim_generated
     from support_bot.grounding import source_echo_start
 
     raw = (
         "No, Acme gift cards do not expire and have no fees. You can check the balance on our gift card page.\n\n"
         "[4] Which payment methods do you accept?\nWe accept credit and debit cards, PayPal and Apple Pay."
     )
-    assert without_source_echo(raw) == (
+    assert trim_generated(raw) == (
         "No, Acme gift cards do not expire and have no fees. You can check the balance on our gift card page."
     )
     assert source_echo_start("Gift cards never expire [1]. Is there anything else?") is None
@@ -275,3 +275,28 @@ def test_an_answer_from_a_source_far_below_the_best_match_gives_the_best_match(s
     hits[1].score = 0.8
     answer, cites = assistant.ground("We have stores in Denver, Portland, Seattle and Salt Lake City [2].", hits)
     assert [c["entry_id"] for c in cites] == ["store-01"]
+
+
+def test_a_repeated_sentence_ends_the_answer_where_the_loop_began():
+    from support_bot.assistant import answer_is_over, trim_generated
+    from support_bot.grounding import repetition_start
+
+    # The small model's real loop after answering.
+    raw = (
+        "We accept credit and debit cards, PayPal and Apple Pay.\n"
+        "We also accept PayPal, which is a payment method that is not a credit or debit card.\n"
+        "We also accept PayPal, which is a payment method that is not a credit or debit card.\n"
+        "We also accept PayPal, which is"
+    )
+    assert trim_generated(raw) == (
+        "We accept credit and debit cards, PayPal and Apple Pay.\n"
+        "We also accept PayPal, which is a payment method that is not a credit or debit card."
+    )
+    assert answer_is_over(raw)
+    # An unfinished sentence is not a repeat yet, and short ones ("Yes.") may recur.
+    assert repetition_start("Refunds take 5 days [1]. Refunds take 5 days") is None
+    assert repetition_start("Yes. We ship there. Yes. Returns are free.") is None
+    assert repetition_start("Refunds take 5 business days [1]. Refunds take 5 business days [2]. More.") == len(
+        "Refunds take 5 business days [1]. "
+    )
+    assert not answer_is_over("Standard shipping takes 3 to 5 business days [1].")

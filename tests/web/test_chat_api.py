@@ -178,3 +178,27 @@ def test_an_answer_that_goes_on_to_relist_the_sources_is_cut_there(client, fake_
     done = ask(client, conv_id, headers, "Do gift cards expire?")[-1][1]
     assert done["text"] == "Acme gift cards never expire and have no fees. [1]"
     assert [c["entry_id"] for c in done["citations"]] == ["gift-01"]
+
+
+def test_generation_stops_once_the_model_repeats_itself(client, fake_engine):
+    loop = "Acme gift cards never expire and have no fees [1]. " + "You can check the balance on our gift card page. " * 40
+    total_words = len(loop.split())
+    fake_engine.queue_reply(loop)
+    conv_id, headers = new_conversation(client)
+    events = ask(client, conv_id, headers, "Do gift cards expire?")
+    tokens = [e for e, _ in events if e == "token"]
+    # Streaming ends with the first repeated sentence instead of running through the whole loop.
+    assert len(tokens) <= 30 < total_words
+    assert events[-1][1]["text"] == (
+        "Acme gift cards never expire and have no fees. You can check the balance on our gift card page. [1]"
+    )
+
+    settings = client.app.state.assistant.settings
+    settings.llm.stop_on_loop = False
+    try:
+        fake_engine.queue_reply(loop)
+        events = ask(client, conv_id, headers, "Do gift cards expire?")
+        # Without the stop it runs to the end of the loop or the token limit.
+        assert len([e for e, _ in events if e == "token"]) == min(total_words, settings.llm.max_new_tokens)
+    finally:
+        settings.llm.stop_on_loop = True
