@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -761,7 +761,7 @@ class Assistant:
             text == self.settings.safety.fallback_text.strip()
         )
 
-    def _small_talk(self, question: Message, text: str, last: Message | None) -> Iterator[TurnEvent]:
+    def _small_talk(self, question: Message, text: str, last: Message | None) -> Generator[TurnEvent, None, bool]:
         """Answer greetings, thanks and goodbyes, and a yes or no to the offer of a person; True when it did."""
         answer = answer_to_offer(text)
         if answer == "yes" and self._offers_person(last):
