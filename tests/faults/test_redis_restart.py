@@ -285,7 +285,8 @@ def test_chats_and_live_events_survive_a_redis_restart(servers, own_redis, setti
             chat.stop.set()
         for chat in chats:
             chat.thread.join(timeout=60)
-        reconnecting.stop.set()
+        # The reconnecting client keeps resuming until it is checked below: stopped here, a last event that came
+        # after its final one-second stream would never reach it (seen on a loaded machine).
 
     try:
         # Every message was accepted and answered, through the outage too: nothing was refused or lost.
