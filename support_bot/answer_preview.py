@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from support_bot import handoff
-from support_bot.assistant import ERROR_TEXT, Assistant, abstain_text, answer_is_over, trim_generated
+from support_bot.assistant import ERROR_TEXT, Assistant, abstain_text, trim_generated, until_answer_ends
 from support_bot.db import session_scope
 from support_bot.errors import InvalidInput, SupportBotError
 from support_bot.llm.engine import guarded_stream
@@ -184,16 +184,11 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
             engine, messages, max_new_tokens=settings.llm.max_new_tokens, timeout_s=settings.llm.timeout_s,
             first_token_timeout_s=settings.llm.first_token_timeout_s,
         )
-        pieces: list[str] = []
         try:
-            for piece in generation:
-                pieces.append(piece)
-                # As in chat: a model that re-lists its sources or repeats itself has finished its answer.
-                if settings.llm.stop_on_loop and answer_is_over("".join(pieces)):
-                    break
+            # As in chat: a model that re-lists its sources or repeats itself has finished its answer.
+            raw = trim_generated("".join(until_answer_ends(generation) if settings.llm.stop_on_loop else generation))
         finally:
             generation.close()
-        raw = trim_generated("".join(pieces))
     except SupportBotError as exc:
         preview.outcome, preview.reply, preview.error = "error", ERROR_TEXT, exc.detail
         return preview

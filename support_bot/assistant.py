@@ -10,7 +10,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,19 +86,32 @@ def looks_like_follow_up(text: str) -> bool:
     return bool(_FOLLOW_UP_START.search(text) or _REFERRING.search(text) or len(words) <= 3)
 
 
-def _ends_sentence(piece: str) -> bool:
-    return any(c in piece for c in ".!?\n")
+def _answer_end(raw: str) -> int | None:
+    """Where the model began re-listing its numbered sources or repeating a sentence it already said, if it did."""
+    cuts = [c for c in (source_echo_start(raw), repetition_start(raw)) if c is not None]
+    return min(cuts) if cuts else None
 
 
 def answer_is_over(raw: str) -> bool:
     """Whether the model has begun re-listing its sources or repeating a sentence it already said."""
-    return source_echo_start(raw) is not None or repetition_start(raw) is not None
+    return _answer_end(raw) is not None
 
 
 def trim_generated(raw: str) -> str:
     """The model's answer up to where it began re-listing its numbered sources or repeating itself, if it did."""
-    cuts = [c for c in (source_echo_start(raw), repetition_start(raw)) if c is not None]
-    return (raw[: min(cuts)] if cuts else raw).strip()
+    cut = _answer_end(raw)
+    return (raw if cut is None else raw[:cut]).strip()
+
+
+def until_answer_ends(pieces: Iterable[str]) -> Iterator[str]:
+    """Pass the model's pieces through and stop reading once it re-lists its sources or repeats itself: a small model
+    loops until its token limit after answering. Both can only show at a piece that ends a sentence or a line."""
+    text = ""
+    for piece in pieces:
+        yield piece
+        text += piece
+        if any(c in piece for c in ".!?\n") and answer_is_over(text):
+            return
 
 
 def abstain_text(related: list[dict[str, Any]]) -> str:
@@ -586,13 +599,9 @@ class Assistant:
             )
             observed = metrics.observe_generation(generation, count_tokens=engine.count_tokens)
             try:
-                for piece in observed:
+                for piece in until_answer_ends(observed) if settings.llm.stop_on_loop else observed:
                     pieces.append(piece)
                     yield TurnEvent("token", {"text": piece})
-                    if settings.llm.stop_on_loop and _ends_sentence(piece) and answer_is_over("".join(pieces)):
-                        # The model went on to re-list its sources or to repeat itself: the answer is over, and
-                        # generating stops instead of running to the token limit.
-                        break
             finally:
                 observed.close()
                 generation.close()

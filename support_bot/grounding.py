@@ -66,15 +66,19 @@ def _has_phrase(phrase: str, source: str) -> bool:
     return re.search(pattern, source, re.IGNORECASE) is not None
 
 
-def sentence_support(sentence: str, source: str, *, foreign: frozenset[str] | set[str] = frozenset()) -> float:
+def sentence_support(
+    sentence: str, source: str, *, foreign: frozenset[str] | set[str] = frozenset(), vocab: set[str] | None = None
+) -> float:
     """Share of the sentence's content words found in the source; 0 if any figure in it is not in the source, or if
-    it brings in a `foreign` word (one the source lacks but another source or the question has)."""
+    it brings in a `foreign` word (one the source lacks but another source or the question has). `vocab`: the
+    source's content words, when the caller has them already."""
     words = content_words(sentence)
     if not words:
         return 0.0
     if any(not _has_phrase(p, source) for p in numeric_phrases(sentence)):
         return 0.0
-    vocab = set(content_words(source))
+    if vocab is None:
+        vocab = set(content_words(source))
     if any(w not in vocab and w in foreign for w in words):
         return 0.0
     return sum(1 for w in words if w in vocab) / len(words)
@@ -118,7 +122,9 @@ def ground_answer(
             # stores in Denver, Portland.") add nothing.
             continue
         seen.add(key)
-        scores = [sentence_support(plain, src, foreign=foreign[i]) for i, src in enumerate(sources)]
+        scores = [
+            sentence_support(plain, src, foreign=foreign[i], vocab=vocabs[i]) for i, src in enumerate(sources)
+        ]
         best = max(range(len(sources)), key=lambda i: scores[i]) if sources else -1
         if best < 0 or scores[best] < min_support:
             dropped.append(sentence)

@@ -27,6 +27,7 @@ from support_bot import audit
 from support_bot.config import Settings
 from support_bot.db import session_scope
 from support_bot.errors import InvalidInput, NotFound, SupportBotError
+from support_bot.handoff import QueueInfo, handoff_text
 from support_bot.models import RuntimeSetting, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -250,11 +251,6 @@ def apply_overrides(base: Settings, values: dict[str, Any]) -> tuple[Settings, d
     return (base.model_copy(update=updates) if updates else base), skipped
 
 
-class _Placeholders(dict):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
 def check_model(settings: Settings) -> None:
     """Refuse a backend/model pair that cannot answer: an unknown or missing model, an unusable backend."""
     llm = settings.llm
@@ -282,11 +278,14 @@ def check_model(settings: Settings) -> None:
 def _check(candidate: Settings, keys: set[str]) -> None:
     if any(key.startswith("llm.") for key in keys):
         check_model(candidate)
-    for key in ("handoff.connecting_text", "handoff.offline_text"):
+    samples = {  # the queue states in which each text is shown
+        "handoff.connecting_text": QueueInfo(status="queued", position=1, eta_s=120, agents_online=1),
+        "handoff.offline_text": QueueInfo(status="offline"),
+    }
+    for key, info in samples.items():
         if key in keys:
-            text = value_of(candidate, key)
             try:
-                text.format_map(_Placeholders(position=1, wait="2 minutes", company="Acme"))
+                handoff_text(candidate, info)
             except (ValueError, IndexError, KeyError, AttributeError) as exc:
                 raise InvalidInput(
                     f"{key}: cannot be filled in ({exc}); use {{position}}, {{wait}} and {{company}}, and write "

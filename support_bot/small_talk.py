@@ -43,16 +43,21 @@ class SmallTalk:
     reply: str
 
 
+_VOCABULARY = _FILLER.union(*(kind_words for _kind, kind_words in _KINDS))
+
+
+def _short_words(text: str) -> list[str]:
+    """The message's words when it is short and has no figures ("order 123", "2 weeks" make it a real message)."""
+    words = _WORD.findall((text or "").lower().replace("\u2019", "'"))
+    if len(words) > _MAX_WORDS or re.search(r"\d", text or ""):
+        return []
+    return words
+
+
 def small_talk(text: str) -> SmallTalk | None:
     """The kind of small talk the whole message is, with the reply; None for anything else."""
-    words = _WORD.findall((text or "").lower().replace("\u2019", "'"))
-    if not words or len(words) > _MAX_WORDS:
-        return None
-    # Anything that is not a digit-free word ("order 123", "2 weeks") or is not small talk makes it a real message.
-    if re.search(r"\d", text or ""):
-        return None
-    vocabulary = _FILLER.union(*(kind_words for _kind, kind_words in _KINDS))
-    if any(w not in vocabulary for w in words):
+    words = _short_words(text)
+    if not words or any(w not in _VOCABULARY for w in words):
         return None
     for kind, kind_words in _KINDS:
         if any(w in kind_words for w in words):
@@ -69,20 +74,18 @@ _NO = frozenset({"no", "nope", "nah", "not", "don't", "dont", "never", "mind", "
                  "good", "fine", "i'm", "im", "thanks", "thank", "you", "ok", "okay", "that's", "thats", "it", "all",
                  "right", "now", "for", "i", "am", "alright", "it's", "its"})
 _NO_WORDS = frozenset({"no", "nope", "nah", "not", "don't", "dont", "never"})
+_YES_WORDS = frozenset({"yes", "yeah", "yea", "yep", "yup", "y", "sure", "ok", "okay", "please", "absolutely",
+                        "definitely", "certainly", "course", "ahead", "connect", "transfer"})
 
 
 def answer_to_offer(text: str) -> str | None:
     """"yes" or "no" when the whole message answers an offer ("yes please", "sure", "no thanks", "not now"),
     else None. A negation anywhere wins: "ok, no" is a no."""
-    words = _WORD.findall((text or "").lower().replace("\u2019", "'"))
-    if not words or len(words) > _MAX_WORDS or re.search(r"\d", text or ""):
+    words = _short_words(text)
+    if not words:
         return None
     if any(w in _NO_WORDS for w in words):
         return "no" if all(w in _NO or w in _YES for w in words) else None
     if all(w in _YES for w in words) and any(w in _YES_WORDS for w in words):
         return "yes"
     return None
-
-
-_YES_WORDS = frozenset({"yes", "yeah", "yea", "yep", "yup", "y", "sure", "ok", "okay", "please", "absolutely",
-                        "definitely", "certainly", "course", "ahead", "connect", "transfer"})

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from support_bot.config import Settings
+from support_bot.grounding import CITATION_RE
 from support_bot.pii import pii_values
 from support_bot.safety import patterns
 from support_bot.safety.input_guard import category_scores, pattern_signals
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 CANARY_PREFIX = "SBC"
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_CITATION_RE = re.compile(r"\[\d{1,3}\]")
 _URL_RE = re.compile(
     r"\b(?:https?://|www\.)[^\s<>()\"']+"
     # Bare domains ("acme-refunds.com/claim"), but not the domain half of an e-mail address.
@@ -184,16 +184,14 @@ class OutputGuard:
     ) -> tuple[str, str] | None:
         n = max(3, self.cfg.leak_min_words)
         prompt = system_prompt.replace(canary, " ") if canary else system_prompt
-        # Citation markers are not wording: the prompt numbers its sources "[2] ..." and answers cite them the same
-        # way, so a quoted source's last words followed by "[2]" would otherwise match the prompt across a
-        # source boundary.
         # The sources are cut out of the prompt before it is compared: they are the company's public answers, which
         # the answer may repeat, and runs across the seam between two of them are no more secret than either.
+        # Citation markers are not wording either: the prompt numbers its sources "[2] ..." as answers cite them.
         pieces = [prompt]
         for source in sorted((s for s in sources if s.strip()), key=len, reverse=True):
             pieces = [part for piece in pieces for part in piece.split(source)]
-        answer = _CITATION_RE.sub(" ", answer)
-        prompt_grams = set().union(*(_shingles(_words(_CITATION_RE.sub(" ", p)), n) for p in pieces))
+        answer = CITATION_RE.sub(" ", answer)
+        prompt_grams = set().union(*(_shingles(_words(CITATION_RE.sub(" ", p)), n) for p in pieces))
         if not prompt_grams:
             return None
         # Wording the sources or the customer also use is not a leak when the answer repeats it.
