@@ -29,8 +29,8 @@ log = logging.getLogger("bench.answers")
 
 
 def _run(settings, rows: list[dict]) -> dict:
-    from support_bot.assistant import Assistant, start_conversation
-    from support_bot.db import session_scope
+    from support_bot.chat.service import Assistant, start_conversation
+    from support_bot.core.db import session_scope
 
     assistant = Assistant(settings)
     assistant.warm_up()
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 
     from ingest.pipeline import ingest_path
-    from support_bot.config import Settings
-    from support_bot.db import migrate
-    from support_bot.errors import ModelNotAvailable
+    from support_bot.core.config import Settings
+    from support_bot.core.db import migrate
+    from support_bot.core.errors import ModelNotAvailable
     from support_bot.llm.pull import resolve_model
 
     rows = list(csv.DictReader(args.faq.read_text(encoding="utf-8-sig").splitlines()))
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, stop in (("stop_on_loop", True), ("reference", False)):
             settings = base.model_copy(update={"llm": base.llm.model_copy(update={"stop_on_loop": stop})})
             results[name] = _run(settings, rows)
-        from support_bot.llm.engine import get_engine
+        from support_bot.llm.registry import get_engine
 
         device = str(getattr(get_engine(base), "device", "cpu"))
     out = {

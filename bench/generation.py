@@ -78,10 +78,10 @@ def _random_model(shape: str, device: str, dtype: Any) -> tuple[Any, Any]:
 
 
 def _real_model(name: str, cache_dir: Path | None, device: str, dtype: Any) -> tuple[Any, Any, Any]:
-    from support_bot.config import LLMSettings, Settings
-    from support_bot.errors import ModelNotAvailable
+    from support_bot.core.config import LLMSettings, Settings
+    from support_bot.core.errors import ModelNotAvailable
     from support_bot.llm.pull import resolve_model
-    from support_bot.llm.transformers_engine import load_model
+    from support_bot.llm.weights import load_model
 
     candidates = [cache_dir] if cache_dir else [None, Path.home() / ".cache" / "support-bot-test"]
     for candidate in candidates:
@@ -287,9 +287,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from support_bot.config import LLMSettings, Settings
+    from support_bot.core.config import LLMSettings, Settings
     from support_bot.llm.pull import ResolvedModel
-    from support_bot.llm.transformers_engine import TransformersEngine, pick_device, pick_dtype
+    from support_bot.llm.backends.hf.engine import TransformersEngine, pick_device, pick_dtype
 
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)

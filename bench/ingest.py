@@ -29,8 +29,8 @@ def main() -> None:
     from ingest.chunking import chunk_faq
     from ingest.loaders.faq_csv import parse_faq_csv
     from ingest.pipeline import ingest_path
-    from support_bot.config import Settings
-    from support_bot.db import get_engine, migrate
+    from support_bot.core.config import Settings
+    from support_bot.core.db import get_engine, migrate
     from support_bot.knowledge.embedder import get_embedder
 
     data = faq_csv(args.n)

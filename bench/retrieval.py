@@ -84,7 +84,7 @@ def main() -> None:
 
     import numpy as np
 
-    from support_bot.config import Settings
+    from support_bot.core.config import Settings
     from support_bot.knowledge.embedder import get_embedder
     from support_bot.knowledge.index import ChunkRecord, load_version, start_approximate_build, write_version
     from support_bot.knowledge.retriever import Retriever

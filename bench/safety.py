@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    from support_bot.config import Settings
+    from support_bot.core.config import Settings
     from support_bot.safety.eval import load_messages
     from support_bot.safety.input_guard import InputGuard
     from support_bot.safety.similarity import get_index

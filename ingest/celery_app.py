@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 from celery import Celery
 
-from support_bot.config import Settings, get_settings
-from support_bot.errors import ConfigurationError
+from support_bot.core.config import Settings, get_settings
+from support_bot.core.errors import ConfigurationError
 
 # After the soft limit the task gets this long to record its failure before the hard limit kills the process.
 HARD_LIMIT_GRACE_S = 60
@@ -55,6 +58,20 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     return app
+
+
+# The dispatch id of the worker's answer to Celery's setup_logging signal, so it is connected once.
+LOGGING_RECEIVER = "support_bot.core.logs"
+
+
+def run_worker(*, loglevel: str, concurrency: int, configure_logging: Callable[[], None]) -> None:
+    """Run a worker in this process, logging through `configure_logging` (the product's own set-up) instead of
+    Celery's: Celery skips its logging set-up when a receiver answers its setup_logging signal."""
+    from celery.signals import setup_logging
+
+    setup_logging.connect(lambda **_kw: configure_logging(), weak=False, dispatch_uid=LOGGING_RECEIVER)
+    module = sys.modules[__name__]
+    module.app.worker_main(["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}"])
 
 
 def __getattr__(name: str) -> Celery:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ingest.loaders.faq_csv import FaqEntry
+from ingest.loaders.base import FaqEntry
 
 TokenOffsets = Callable[[str], list[tuple[int, int]]]
 

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from ingest.pipeline import create_job
 from ingest.worker import submit_job
 from support_bot import learning
-from support_bot.config import Settings
-from support_bot.errors import NotFound
+from support_bot.core.config import Settings
+from support_bot.core.errors import NotFound
 from support_bot.knowledge import admin
 from support_bot.models import FaqSuggestion, IngestJob, User
 

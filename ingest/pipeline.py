@@ -23,13 +23,13 @@ from sqlalchemy.orm import Session
 
 from ingest.chunking import ChunkDraft, chunk_faq
 from ingest.loaders import PERSONAL_KINDS, FaqEntry, load, loader_for, parse
-from support_bot.config import Settings
-from support_bot.db import session_scope
-from support_bot.errors import InvalidInput, NotFound, PayloadTooLarge, SupportBotError
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
+from support_bot.core.errors import InvalidInput, NotFound, PayloadTooLarge, SupportBotError
 from support_bot.knowledge.index import publish_index, read_current_version
-from support_bot.logs import log_context
+from support_bot.core.logs import log_context
 from support_bot.models import Chunk, Document, IngestJob, Source, new_id, utcnow
-from support_bot.pii import redact
+from support_bot.safety.pii import redact
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from ingest.pipeline import TRANSIENT_ERRORS, fail_timed_out_job, run_job
-from support_bot.config import get_settings
+from support_bot.core.config import get_settings
 
 _ingest = get_settings().ingest
 

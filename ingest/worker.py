@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from support_bot.config import Settings
-from support_bot.db import session_scope
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
 from support_bot.models import IngestJob
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from support_bot.config import Settings
-from support_bot.db import get_engine
+from support_bot.core.config import Settings
+from support_bot.core.db import get_engine
 from support_bot.models import Base
 
 config = context.config

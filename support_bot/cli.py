@@ -12,14 +12,13 @@ import logging
 import sys
 from pathlib import Path
 
-from support_bot.config import get_settings
-from support_bot.errors import SupportBotError
-from support_bot.logs import configure_logging
+from support_bot.core.config import get_settings
+from support_bot.core.errors import SupportBotError
+from support_bot.core.logs import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FAQ = REPO_ROOT / "examples" / "demo-faq.csv"
 # Names the `worker` command's receiver of Celery's setup_logging signal (connected once, removable by name).
-LOGGING_RECEIVER = "support_bot.logs"
 
 
 def _ingest_fn(settings, path: Path) -> None:
@@ -31,7 +30,7 @@ def _ingest_fn(settings, path: Path) -> None:
 
 
 def cmd_serve(args) -> int:
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
     from web.app import create_app
     from web.server import serve
 
@@ -60,7 +59,7 @@ def seed(settings) -> None:
     """Ingest the demo FAQ once, so a fresh install can answer questions."""
     from sqlalchemy import select
 
-    from support_bot.db import session_scope
+    from support_bot.core.db import session_scope
     from support_bot.models import Source
 
     with session_scope(settings) as session:
@@ -71,7 +70,7 @@ def seed(settings) -> None:
 
 
 def cmd_migrate(_args) -> int:
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
 
     settings = get_settings()
     migrate(settings)
@@ -82,7 +81,7 @@ def cmd_migrate(_args) -> int:
 
 def announce_first_admin(settings) -> None:
     """With no console users yet, create `admin` and print its one-time password: on stdout, once, never logged."""
-    from support_bot.auth import FIRST_ADMIN, ensure_first_admin
+    from support_bot.ops.auth import FIRST_ADMIN, ensure_first_admin
 
     password = ensure_first_admin(settings)
     if password is None:
@@ -119,7 +118,7 @@ def cmd_models_list(_args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
 
     settings = get_settings()
     migrate(settings)
@@ -153,22 +152,18 @@ def cmd_worker(args) -> int:
         raise SupportBotError(
             "the Celery worker needs Redis: set SUPPORT_BOT_REDIS_URL (without it, `support-bot serve` ingests in-process)"
         )
-    from celery.signals import setup_logging
+    from ingest.celery_app import run_worker
 
-    from ingest.celery_app import app
-
-    # Celery skips its own logging set-up when a receiver answers this: the worker logs like `serve` does.
-    setup_logging.connect(
-        lambda **_kw: configure_logging(settings, verbose=args.verbose), weak=False, dispatch_uid=LOGGING_RECEIVER
-    )
     level = "DEBUG" if args.verbose else settings.log.level
-    argv = ["worker", f"--loglevel={level}", f"--concurrency={args.concurrency}"]
-    app.worker_main(argv)
+    run_worker(
+        loglevel=level, concurrency=args.concurrency,
+        configure_logging=lambda: configure_logging(settings, verbose=args.verbose),
+    )
     return 0
 
 
 def cmd_eval_retrieval(args) -> int:
-    from support_bot.evaluation import eval_baseline, eval_retrieval
+    from support_bot.knowledge.evaluation import eval_baseline, eval_retrieval
 
     settings = get_settings()
     paths = {"faq_path": Path(args.faq), "queries_path": Path(args.queries), "k": args.k, "settings": settings}
@@ -181,7 +176,7 @@ def cmd_eval_retrieval(args) -> int:
 
 
 def cmd_learn_backfill(args) -> int:
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
     from support_bot.learning import backfill
 
     settings = get_settings()
@@ -204,7 +199,7 @@ def _jsonable(record) -> dict:
 
 
 def cmd_kb_list(args) -> int:
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
     from support_bot.knowledge.admin import list_sources
 
     settings = get_settings()
@@ -225,7 +220,7 @@ def cmd_kb_list(args) -> int:
 
 
 def cmd_kb_show(args) -> int:
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
     from support_bot.knowledge.admin import show_source
 
     settings = get_settings()
@@ -247,7 +242,7 @@ def cmd_kb_show(args) -> int:
 
 
 def cmd_kb_delete(args) -> int:
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
     from support_bot.knowledge.admin import delete_source
 
     settings = get_settings()
@@ -258,7 +253,7 @@ def cmd_kb_delete(args) -> int:
 
 
 def cmd_kb_reindex(_args) -> int:
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
     from support_bot.knowledge.admin import reindex
 
     settings = get_settings()
@@ -269,7 +264,7 @@ def cmd_kb_reindex(_args) -> int:
 
 
 def cmd_backup(args) -> int:
-    from support_bot.backup import backup
+    from support_bot.ops.backup import backup
 
     settings = get_settings()
     manifest = backup(settings, Path(args.out), progress=lambda msg: print(msg, file=sys.stderr))
@@ -280,7 +275,7 @@ def cmd_backup(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    from support_bot.backup import restore
+    from support_bot.ops.backup import restore
 
     settings = get_settings()
     result = restore(
@@ -296,7 +291,7 @@ def cmd_restore(args) -> int:
 
 def _user_command(fn):
     """Run one change to a console user in a migrated database, recorded in the audit log as the system."""
-    from support_bot.db import migrate, session_scope
+    from support_bot.core.db import migrate, session_scope
 
     settings = get_settings()
     migrate(settings)
@@ -305,7 +300,7 @@ def _user_command(fn):
 
 
 def cmd_users_create(args) -> int:
-    from support_bot import auth
+    from support_bot.ops import auth
 
     password = None
     if args.password_stdin:
@@ -325,7 +320,7 @@ def cmd_users_create(args) -> int:
 
 
 def cmd_users_list(args) -> int:
-    from support_bot import auth
+    from support_bot.ops import auth
 
     rows = _user_command(lambda session, _settings: [auth.user_payload(u) for u in auth.list_users(session)])
     if args.json:
@@ -344,7 +339,7 @@ def cmd_users_list(args) -> int:
 
 
 def cmd_users_disable(args) -> int:
-    from support_bot import auth
+    from support_bot.ops import auth
 
     _user_command(
         lambda session, _s: auth.set_active(session, user=auth.get_user_by_name(session, args.username), active=False)
@@ -354,7 +349,7 @@ def cmd_users_disable(args) -> int:
 
 
 def cmd_users_enable(args) -> int:
-    from support_bot import auth
+    from support_bot.ops import auth
 
     _user_command(
         lambda session, _s: auth.set_active(session, user=auth.get_user_by_name(session, args.username), active=True)
@@ -364,7 +359,7 @@ def cmd_users_enable(args) -> int:
 
 
 def cmd_users_set_role(args) -> int:
-    from support_bot import auth
+    from support_bot.ops import auth
 
     _user_command(
         lambda session, _s: auth.set_role(session, user=auth.get_user_by_name(session, args.username), role=args.role)
@@ -374,7 +369,7 @@ def cmd_users_set_role(args) -> int:
 
 
 def cmd_users_reset_password(args) -> int:
-    from support_bot import auth
+    from support_bot.ops import auth
 
     password = _user_command(
         lambda session, _s: auth.reset_password(session, user=auth.get_user_by_name(session, args.username))

@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from support_bot.config import Settings, get_settings
-from support_bot.db import dispose_engines
-from support_bot.llm.engine import reset_engines
+from support_bot.core.config import Settings, get_settings
+from support_bot.core.db import dispose_engines
+from support_bot.llm.registry import reset_engines
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # A small FAQ of a fictional bike shop, shared by the knowledge and ingest tests.
@@ -77,7 +77,7 @@ def embedder():
 @pytest.fixture
 def kb(settings: Settings, embedder) -> Settings:
     """Settings whose database has the current schema."""
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
 
     migrate(settings)
     return settings

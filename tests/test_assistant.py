@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from support_bot.assistant import Assistant
-from support_bot.grounding import ground_answer, numeric_phrases
+from support_bot.chat.service import Assistant
+from support_bot.chat.grounding import ground_answer, numeric_phrases
 from support_bot.llm.prompt import ChatMessage
 
 
@@ -176,7 +176,7 @@ def test_related_questions_skip_entries_that_carry_instructions_for_the_model(se
 
 
 def test_the_declining_text_lists_related_questions_between_apology_and_offer():
-    from support_bot.assistant import ABSTAIN_TEXT, RELATED_OFFER, RELATED_TEXT, abstain_text
+    from support_bot.chat.service import ABSTAIN_TEXT, RELATED_OFFER, RELATED_TEXT, abstain_text
 
     assert abstain_text([]) == ABSTAIN_TEXT
     text = abstain_text([{"question": "Do gift cards expire?"}, {"question": "Where are your stores?"}])
@@ -184,7 +184,7 @@ def test_the_declining_text_lists_related_questions_between_apology_and_offer():
 
 
 def test_follow_up_questions_are_told_from_ones_that_stand_alone():
-    from support_bot.assistant import looks_like_follow_up
+    from support_bot.chat.service import looks_like_follow_up
 
     for text in ("and for kids?", "What about express?", "is it free?", "how long does that take?",
                  "Do they open on Sundays?", "the blue one", "in Canada?"):
@@ -229,8 +229,8 @@ def test_an_answer_half_unsupported_is_distrusted_whole():
 
 
 def test_a_relisting_of_the_numbered_sources_ends_the_answer():
-    from support_bot.assistant import trim_generated
-    from support_bot.grounding import source_echo_start
+    from support_bot.chat.service import trim_generated
+    from support_bot.chat.grounding import source_echo_start
 
     raw = (
         "No, Acme gift cards do not expire and have no fees. You can check the balance on our gift card page.\n\n"
@@ -278,8 +278,8 @@ def test_an_answer_from_a_source_far_below_the_best_match_gives_the_best_match(s
 
 
 def test_a_repeated_sentence_ends_the_answer_where_the_loop_began():
-    from support_bot.assistant import answer_is_over, trim_generated
-    from support_bot.grounding import repetition_start
+    from support_bot.chat.service import answer_is_over, trim_generated
+    from support_bot.chat.grounding import repetition_start
 
     # The small model's real loop after answering.
     raw = (

@@ -9,10 +9,10 @@ import tarfile
 import pytest
 from sqlalchemy import func, select
 
-from support_bot.backup import backup, restore
+from support_bot.ops.backup import backup, restore
 from support_bot.cli import main
-from support_bot.db import migrate, session_scope
-from support_bot.errors import Conflict, InvalidInput
+from support_bot.core.db import migrate, session_scope
+from support_bot.core.errors import Conflict, InvalidInput
 from support_bot.knowledge.index import read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, Conversation, Feedback, Message
@@ -22,7 +22,7 @@ from tests.conftest import FAQ
 def _populate(settings) -> dict:
     """A knowledge source, a conversation with messages (one with citations) and feedback."""
     from ingest.pipeline import ingest_path
-    from support_bot.assistant import start_conversation
+    from support_bot.chat.service import start_conversation
 
     migrate(settings)
     job = ingest_path(settings=settings, path=FAQ)
@@ -182,7 +182,7 @@ def test_cli_round_trip(settings, embedder, tmp_path, monkeypatch, capsys):
     manifest = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert manifest["tables"]["feedback"] == 1
     monkeypatch.setenv("SUPPORT_BOT_DATA_DIR", str(tmp_path / "cli-restored"))
-    from support_bot.config import get_settings
+    from support_bot.core.config import get_settings
 
     get_settings.cache_clear()
     assert main(["restore", str(archive)]) == 0

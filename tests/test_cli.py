@@ -28,7 +28,7 @@ def test_ingest_then_reingest_changes_nothing(tmp_path, capsys):
 
 
 def test_production_refuses_default_secrets(monkeypatch, capsys):
-    from support_bot.config import get_settings
+    from support_bot.core.config import get_settings
 
     monkeypatch.setenv("SUPPORT_BOT_ENV", "production")
     get_settings.cache_clear()

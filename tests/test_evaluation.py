@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from support_bot.errors import InvalidInput
-from support_bot.evaluation import eval_baseline, eval_retrieval, load_queries, score_run
+from support_bot.core.errors import InvalidInput
+from support_bot.knowledge.evaluation import eval_baseline, eval_retrieval, load_queries, score_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAQ = FIXTURES / "northwind_faq.csv"

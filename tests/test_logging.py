@@ -16,9 +16,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
-from support_bot.logs import JsonFormatter, TextFormatter, configure_logging, log_context, request_id_var
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
+from support_bot.core.logs import JsonFormatter, TextFormatter, configure_logging, log_context, request_id_var
 from support_bot.models import IngestJob
 from web.observability import RequestContextMiddleware, request_id_from
 
@@ -353,7 +353,7 @@ def test_the_worker_command_logs_through_the_same_formatter(restore_root_logging
     try:
         assert cli.main(["worker", "--concurrency", "3"]) == 0
     finally:
-        setup_logging.disconnect(dispatch_uid=cli.LOGGING_RECEIVER)
+        setup_logging.disconnect(dispatch_uid=ingest.celery_app.LOGGING_RECEIVER)
     assert started == [["worker", "--loglevel=WARNING", "--concurrency=3"]]
     root = logging.getLogger()
     assert len(root.handlers) == 1 and isinstance(root.handlers[0].formatter, JsonFormatter)

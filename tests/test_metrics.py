@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
 from support_bot.models import Conversation, IngestJob, SafetyEvent, utcnow
 from tests.web.conftest import app_settings, client, fake_engine  # noqa: F401  (fixtures shared with the web tests)
 from tests.web.helpers import ask, new_conversation
@@ -180,7 +180,7 @@ def test_a_blocked_message_counts_a_safety_event(client, fake_engine, app_settin
 
 
 def test_the_database_gauges_report_an_unreachable_database_without_failing(client, app_settings, monkeypatch):
-    from support_bot import metrics
+    from support_bot.ops import metrics
 
     def broken(self):
         raise OSError("database is down")

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from support_bot.db import get_engine, migrate
+from support_bot.core.db import get_engine, migrate
 from support_bot.models import Base
 
 

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from support_bot import runtime_settings as rs
-from support_bot.assistant import Assistant, system_prompt
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
-from support_bot.errors import InvalidInput, NotFound
+from support_bot.ops import runtime_settings as rs
+from support_bot.chat.service import Assistant, system_prompt
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
+from support_bot.core.errors import InvalidInput, NotFound
 from support_bot.models import AuditLog, RuntimeSetting
 
 SOURCES = [SimpleNamespace(text="Q: How long does shipping take?\nA: 3 to 5 business days.")]
@@ -235,7 +235,7 @@ def test_before_the_first_migration_there_are_simply_no_overrides(settings):
 
 
 def test_the_assistant_answers_with_the_model_chosen_now(db):
-    from support_bot.llm.engine import get_engine
+    from support_bot.llm.registry import get_engine
 
     assistant = Assistant(db)
     assistant.runtime.refresh_s = 3600

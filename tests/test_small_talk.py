@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support_bot.small_talk import REPLIES, answer_to_offer, small_talk
+from support_bot.chat.small_talk import REPLIES, answer_to_offer, small_talk
 
 
 @pytest.mark.parametrize("text,kind", [

@@ -14,10 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from support_bot.assistant import Assistant
-from support_bot.config import Settings, get_settings
-from support_bot.db import migrate
-from support_bot.errors import ConfigurationError, SupportBotError
+from support_bot.chat.service import Assistant
+from support_bot.core.config import Settings, get_settings
+from support_bot.core.db import migrate
+from support_bot.core.errors import ConfigurationError, SupportBotError
+from web.errors import http_status
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
 
     @app.exception_handler(SupportBotError)
     async def _domain_error(_request: Request, exc: SupportBotError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": exc.detail}, status_code=http_status(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):

@@ -9,10 +9,10 @@ from urllib.parse import quote
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
-from support_bot import auth
-from support_bot.auth import ConsoleLogin
-from support_bot.config import Settings
-from support_bot.errors import Forbidden, Unauthorized
+from support_bot.ops import auth
+from support_bot.ops.auth import ConsoleLogin
+from support_bot.core.config import Settings
+from support_bot.core.errors import Forbidden, Unauthorized
 from support_bot.models import User
 from web.deps import SessionDep, SettingsDep, TokenDep, get_settings_dep
 

@@ -9,10 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from support_bot.assistant import Assistant
-from support_bot.config import Settings
-from support_bot.db import session_scope
-from support_bot.errors import Unauthorized
+from support_bot.chat.service import Assistant
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
+from support_bot.core.errors import Unauthorized
 
 
 def get_settings_dep(request: Request) -> Settings:

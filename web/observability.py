@@ -13,10 +13,10 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from support_bot import metrics
-from support_bot.config import Settings
-from support_bot.errors import NotFound, Unauthorized
-from support_bot.logs import printable, request_id_var
+from support_bot.ops import metrics
+from support_bot.core.config import Settings
+from support_bot.core.errors import NotFound, Unauthorized
+from support_bot.core.logs import printable, request_id_var
 from web.deps import SettingsDep, TokenDep
 
 access_log = logging.getLogger("support_bot.access")

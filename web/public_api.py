@@ -9,8 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from support_bot.config import Settings
-from support_bot.ratelimit import Limit, MemoryRateLimiter, RateLimited, RedisRateLimiter, check, make_rate_limiter
+from support_bot.core.config import Settings
+from support_bot.core.ratelimit import Limit, MemoryRateLimiter, RateLimited, RedisRateLimiter, check, make_rate_limiter
 
 # The customer-facing API: bearer-token auth, no cookies, so other sites may call it once allowed. The console API
 # (/api/console, cookie sessions) and the admin API stay same-origin.

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import PurePath
 
 from ingest.loaders.chat_log import chats_from_jsonl, chat_entries, is_chat_record, parse_chat_csv, parse_chat_jsonl
-from ingest.loaders.faq_csv import FaqEntry, parse_faq_csv
+from ingest.loaders.base import FaqEntry
+from ingest.loaders.faq_csv import parse_faq_csv
 from ingest.loaders.faq_json import (
     faq_entries,
     json_records,
@@ -21,8 +22,8 @@ from ingest.loaders.html import parse_html
 from ingest.loaders.markdown import parse_markdown
 from ingest.loaders.pdf import parse_pdf
 from ingest.loaders.plain_text import parse_text
-from ingest.loaders._text import display_name, is_html_document
-from support_bot.errors import InvalidInput
+from ingest.loaders.base import display_name, is_html_document
+from support_bot.core.errors import InvalidInput
 
 Parser = Callable[..., list[FaqEntry]]
 

@@ -8,9 +8,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.loaders._text import decode_text, display_name, refuse_html
-from ingest.loaders.faq_csv import MAX_ID_CHARS, FaqEntry, _short
-from support_bot.errors import InvalidInput
+from ingest.loaders.base import decode_text, display_name, refuse_html
+from ingest.loaders.base import MAX_ID_CHARS, FaqEntry, jsonl_records, short
+from support_bot.core.errors import InvalidInput
 # Shared with the learning loop, which reads conversations resolved in the console the same way.
 from support_bot.learning import problem_and_resolution, substantive  # noqa: F401 - substantive is re-exported
 
@@ -108,10 +108,10 @@ def chats_from_csv(data: bytes, name: str) -> list[Chat]:
         if not cid:
             broken.append(Chat(id="", where=f"line {line}", problem="has no conversation_id"))
             continue
-        chat = chats.setdefault(cid, Chat(id=cid, where=f"conversation {_short(cid)!r} (line {line})"))
+        chat = chats.setdefault(cid, Chat(id=cid, where=f"conversation {short(cid)!r} (line {line})"))
         role = _ROLES.get(values["role"].lower())
         if role is None:
-            chat.problem = chat.problem or f"has an unknown role {_short(values['role'])!r} on line {line}"
+            chat.problem = chat.problem or f"has an unknown role {short(values['role'])!r} on line {line}"
             continue
         resolved = _bool(values["resolved"]) if values["resolved"] else None
         if resolved is not None:
@@ -163,8 +163,6 @@ def chat_entries(chats: list[Chat], name: str) -> list[FaqEntry]:
 
 def parse_chat_jsonl(data: bytes, *, filename: str = "chats.jsonl") -> list[FaqEntry]:
     """Question -> answer entries from a JSONL file of chat transcripts."""
-    from ingest.loaders.faq_json import jsonl_records
-
     name = display_name(filename, "chats.jsonl")
     return chat_entries(chats_from_jsonl(jsonl_records(data, name)), name)
 

@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import PurePath
 
-from ingest.loaders._text import decode_text
-from support_bot.errors import InvalidInput
+from ingest.loaders.base import MAX_ID_CHARS, OPTIONAL, REQUIRED, FaqEntry, decode_text, short
+from support_bot.core.errors import InvalidInput
 
-REQUIRED = ("id", "question", "answer")
-OPTIONAL = ("url",)
-MAX_ID_CHARS = 255
 _MAX_REPORTED = 5
-
-
-@dataclass(frozen=True)
-class FaqEntry:
-    id: str
-    question: str
-    answer: str
-    url: str | None = None
-    # Physical line of the row in the file, for messages.
-    line: int = 0
 
 
 def _clean(value: str) -> str:
     return value.replace("\r\n", "\n").replace("\r", "\n").strip()
-
-
-def _short(value: str, limit: int = 40) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def parse_faq_csv(data: bytes, *, filename: str = "faq.csv") -> list[FaqEntry]:
@@ -51,7 +33,7 @@ def parse_faq_csv(data: bytes, *, filename: str = "faq.csv") -> list[FaqEntry]:
     columns = [c.strip().lstrip("\ufeff").lower() for c in header]
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        found = ", ".join(repr(_short(c)) for c in columns[:8]) + (", …" if len(columns) > 8 else "")
+        found = ", ".join(repr(short(c)) for c in columns[:8]) + (", …" if len(columns) > 8 else "")
         raise InvalidInput(
             f"{name}: missing column(s) {', '.join(missing)} in the header (found: {found}); "
             f"expected the header {','.join(REQUIRED)}[,{','.join(OPTIONAL)}]"
@@ -81,13 +63,13 @@ def parse_faq_csv(data: bytes, *, filename: str = "faq.csv") -> list[FaqEntry]:
             errors.append(f"{where} has an id longer than {MAX_ID_CHARS} characters")
             continue
         if entry_id in seen:
-            errors.append(f"{where} repeats id {_short(entry_id)!r} first used on line {seen[entry_id]}")
+            errors.append(f"{where} repeats id {short(entry_id)!r} first used on line {seen[entry_id]}")
             continue
         seen[entry_id] = line
         url = values.get("url") or None
         # Links are rendered in the widget, so only web links are accepted (no javascript: or data: URLs).
         if url and not url.lower().startswith(("http://", "https://")):
-            errors.append(f"{where} has a url that is not an http(s) link: {_short(url)!r}")
+            errors.append(f"{where} has a url that is not an http(s) link: {short(url)!r}")
             continue
         entries.append(FaqEntry(id=entry_id, question=values["question"], answer=values["answer"], url=url, line=line))
     if errors:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ingest.loaders._text import decode_text, display_name, refuse_html
-from ingest.loaders.faq_csv import MAX_ID_CHARS, REQUIRED, FaqEntry, _short
-from support_bot.errors import InvalidInput
+from ingest.loaders.base import REQUIRED, MAX_ID_CHARS, FaqEntry, decode_text, display_name, jsonl_records, refuse_html, short
+from support_bot.core.errors import InvalidInput
 
 _MAX_REPORTED = 5
 
@@ -41,13 +40,13 @@ def faq_entries(records: list[tuple[str, Any]], name: str) -> list[FaqEntry]:
             errors.append(f"{where} has an id longer than {MAX_ID_CHARS} characters")
             continue
         if values["id"] in seen:
-            errors.append(f"{where} repeats id {_short(values['id'])!r} first used in {seen[values['id']]}")
+            errors.append(f"{where} repeats id {short(values['id'])!r} first used in {seen[values['id']]}")
             continue
         seen[values["id"]] = where
         url = values["url"] or None
         # Links are rendered in the widget, so only web links are accepted.
         if url and not url.lower().startswith(("http://", "https://")):
-            errors.append(f"{where} has a url that is not an http(s) link: {_short(url)!r}")
+            errors.append(f"{where} has a url that is not an http(s) link: {short(url)!r}")
             continue
         entries.append(
             FaqEntry(id=values["id"], question=values["question"], answer=values["answer"], url=url, line=line)
@@ -77,23 +76,6 @@ def json_records(doc: Any, name: str) -> list[tuple[str, Any]]:
     if not isinstance(doc, list):
         raise InvalidInput(f'{name}: expected a list of entries or an object with an "entries" list')
     return [(f"entry {i}", obj) for i, obj in enumerate(doc, 1)]
-
-
-def jsonl_records(data: bytes, name: str) -> list[tuple[str, Any]]:
-    """The (where, object) records of a JSON Lines file; blank lines are allowed."""
-    text = decode_text(data, name, "JSON Lines file")
-    refuse_html(text, name, "JSON Lines file")
-    records: list[tuple[str, Any]] = []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append((f"line {number}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{name}: invalid JSON on line {number}: {exc.msg}") from None
-    if not records:
-        raise InvalidInput(f"{name}: the file is empty")
-    return records
 
 
 def parse_faq_json(data: bytes, *, filename: str = "faq.json") -> list[FaqEntry]:

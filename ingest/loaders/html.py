@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from ingest.loaders._text import decode_text, display_name, sections_to_entries, title_from_name
-from ingest.loaders.faq_csv import FaqEntry
-from support_bot.errors import InvalidInput
+from ingest.loaders.base import decode_text, display_name, sections_to_entries, title_from_name
+from ingest.loaders.base import FaqEntry
+from support_bot.core.errors import InvalidInput
 
 # Content of these never reaches the index: code, styling, and page chrome repeated on every page.
 _SKIP = frozenset(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ingest.loaders._text import decode_text, display_name, refuse_html, sections_to_entries, title_from_name
-from ingest.loaders.faq_csv import FaqEntry
+from ingest.loaders.base import decode_text, display_name, refuse_html, sections_to_entries, title_from_name
+from ingest.loaders.base import FaqEntry
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")

@@ -7,9 +7,9 @@ import re
 import struct
 import zlib
 
-from ingest.loaders._text import _MAGIC, display_name, group_paragraphs, is_html_document, title_from_name, unique_id
-from ingest.loaders.faq_csv import FaqEntry
-from support_bot.errors import InvalidInput
+from ingest.loaders.base import _MAGIC, display_name, group_paragraphs, is_html_document, title_from_name, unique_id
+from ingest.loaders.base import FaqEntry
+from support_bot.core.errors import InvalidInput
 
 # Bounds the work one upload can cause; manuals run to hundreds of pages, not thousands.
 MAX_PAGES = 2000

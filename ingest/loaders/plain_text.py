@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.loaders._text import (
+from ingest.loaders.base import (
     decode_text,
     display_name,
     paragraphs_of,
@@ -10,7 +10,7 @@ from ingest.loaders._text import (
     sections_to_entries,
     title_from_name,
 )
-from ingest.loaders.faq_csv import FaqEntry
+from ingest.loaders.base import FaqEntry
 
 _MAX_TITLE_CHARS = 100
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from support_bot.config import Settings
-from support_bot.errors import ModelNotAvailable
+from support_bot.core.config import Settings
+from support_bot.core.errors import ModelNotAvailable
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from support_bot.config import IndexSettings, Settings
-from support_bot.errors import ConfigurationError
+from support_bot.core.config import IndexSettings, Settings
+from support_bot.core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from support_bot.config import RetrievalSettings, Settings
+from support_bot.core.config import RetrievalSettings, Settings
 from support_bot.knowledge.index import IndexReader, IndexVersion
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+# How an answer cites its numbered sources ("... [1]"); the prompt asks for it, grounding and the output guard read it.
+CITATION_RE = re.compile(r"\s*\[(\d{1,2})\]")
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant")

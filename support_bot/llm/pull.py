@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from support_bot.config import Settings
-from support_bot.errors import InvalidInput, ModelNotAvailable, NotFound
+from support_bot.core.config import Settings
+from support_bot.core.errors import InvalidInput, ModelNotAvailable, NotFound
 from support_bot.llm.presets import PRESETS, ModelPreset, PromptFormat
 
 GGUF_MAGIC = b"GGUF"

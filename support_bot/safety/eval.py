@@ -6,8 +6,8 @@ import json
 import math
 from pathlib import Path
 
-from support_bot.config import Settings
-from support_bot.errors import InvalidInput
+from support_bot.core.config import Settings
+from support_bot.core.errors import InvalidInput
 from support_bot.safety.input_guard import InputGuard, Verdict
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from support_bot.config import Settings
+from support_bot.core.config import Settings
 from support_bot.safety import patterns
 from support_bot.safety.normalize import Normalized, normalize
 from support_bot.safety.policy import policy_action, reply_for
@@ -167,7 +167,7 @@ class InputGuard:
     @property
     def index(self) -> AttackIndex | None:
         if self._index is None and self.cfg.use_embeddings and not self._index_failed:
-            from support_bot.errors import ModelNotAvailable
+            from support_bot.core.errors import ModelNotAvailable
             from support_bot.safety.similarity import get_index
 
             try:

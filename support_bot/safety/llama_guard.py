@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support_bot.errors import ModelNotAvailable
+from support_bot.core.errors import ModelNotAvailable
 
 
 @dataclass(frozen=True)

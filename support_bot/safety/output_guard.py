@@ -7,9 +7,9 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from support_bot.config import Settings
-from support_bot.grounding import CITATION_RE
-from support_bot.pii import pii_values
+from support_bot.core.config import Settings
+from support_bot.llm.prompt import CITATION_RE
+from support_bot.safety.pii import pii_values
 from support_bot.safety import patterns
 from support_bot.safety.input_guard import category_scores, pattern_signals
 from support_bot.safety.normalize import normalize

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support_bot.config import Settings
+from support_bot.core.config import Settings
 
 ACTIONS = ("allow", "caution", "block", "handoff")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from support_bot.config import Settings
+from support_bot.core.config import Settings
 
 log = logging.getLogger(__name__)
 

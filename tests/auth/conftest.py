@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from argon2 import PasswordHasher
 
-from support_bot import auth
-from support_bot.db import migrate, session_scope
+from support_bot.ops import auth
+from support_bot.core.db import migrate, session_scope
 
 PASSWORD = "correct horse battery"
 

@@ -8,10 +8,10 @@ import logging
 
 from sqlalchemy import select
 
-from support_bot import audit, auth
+from support_bot.ops import audit, auth
 from support_bot.cli import main
-from support_bot.config import get_settings
-from support_bot.db import session_scope
+from support_bot.core.config import get_settings
+from support_bot.core.db import session_scope
 from support_bot.models import ConsoleSession, User
 
 

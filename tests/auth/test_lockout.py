@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from support_bot import audit, auth
-from support_bot.db import session_scope
+from support_bot.ops import audit, auth
+from support_bot.core.db import session_scope
 from support_bot.models import User, utcnow
 from tests.auth.conftest import PASSWORD, add_user
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from argon2 import PasswordHasher, extract_parameters
 
-from support_bot import auth
-from support_bot.errors import InvalidInput
+from support_bot.ops import auth
+from support_bot.core.errors import InvalidInput
 from support_bot.models import User
 
 
@@ -50,7 +50,7 @@ def test_minimum_length_follows_the_setting(settings):
 
 
 def test_an_old_weaker_hash_is_upgraded_at_login(db, monkeypatch):
-    from support_bot.db import session_scope
+    from support_bot.core.db import session_scope
 
     weak = PasswordHasher(time_cost=1, memory_cost=512, parallelism=1)
     with session_scope(db) as session:

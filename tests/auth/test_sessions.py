@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from support_bot import auth
-from support_bot.db import session_scope
+from support_bot.ops import auth
+from support_bot.core.db import session_scope
 from support_bot.models import ConsoleSession, utcnow
 from tests.auth.conftest import PASSWORD, add_user
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from support_bot import audit, auth
-from support_bot.db import session_scope
-from support_bot.errors import Conflict, InvalidInput, NotFound
+from support_bot.ops import audit, auth
+from support_bot.core.db import session_scope
+from support_bot.core.errors import Conflict, InvalidInput, NotFound
 from support_bot.models import User
 from tests.auth.conftest import PASSWORD, add_user
 

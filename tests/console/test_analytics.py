@@ -25,10 +25,11 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from support_bot import analytics, gaps, handoff
-from support_bot.analytics import Table, date_range
-from support_bot.db import migrate, session_scope
-from support_bot.errors import InvalidInput
+from support_bot.ops import analytics, gaps
+from support_bot import handoff
+from support_bot.ops.analytics import Table, date_range
+from support_bot.core.db import migrate, session_scope
+from support_bot.core.errors import InvalidInput
 from support_bot.models import AuditLog, Conversation, Feedback, Message, SafetyEvent
 from tests.web.console_html import ConsolePage
 from tests.web.test_console_pages import PASSWORD, client_for, fast_hashing  # noqa: F401 (fixture)
@@ -234,7 +235,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted():
 
 @pytest.fixture
 def app(db):
-    from support_bot import auth
+    from support_bot.ops import auth
 
     with session_scope(db) as session:
         for name, role in (("alice", "agent"), ("olga", "ops"), ("ada", "admin")):

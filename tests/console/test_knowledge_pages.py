@@ -12,12 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from ingest.pipeline import ingest_path
-from support_bot import auth
-from support_bot.assistant import ABSTAIN_TEXT
-from support_bot.db import migrate, session_scope
-from support_bot.llm.engine import get_engine
+from support_bot.ops import auth
+from support_bot.chat.service import ABSTAIN_TEXT
+from support_bot.core.db import migrate, session_scope
+from support_bot.llm.registry import get_engine
 from support_bot.models import Conversation, IngestJob, Message, SafetyEvent
-from support_bot.small_talk import REPLIES
+from support_bot.chat.small_talk import REPLIES
 from tests.web.console_html import ConsolePage
 from web.app import create_app
 

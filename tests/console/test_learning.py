@@ -12,9 +12,10 @@ from sqlalchemy import func, select
 from ingest import learned
 from ingest.pipeline import ingest_path, run_job
 from ingest.worker import get_worker
-from support_bot import audit, handoff, learning
-from support_bot.db import migrate, session_scope
-from support_bot.errors import Conflict, InvalidInput
+from support_bot.ops import audit
+from support_bot import handoff, learning
+from support_bot.core.db import migrate, session_scope
+from support_bot.core.errors import Conflict, InvalidInput
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import AuditLog, Conversation, FaqSuggestion, IngestJob, Source, User
 from tests.handoff.conftest import make_agent, make_conversation

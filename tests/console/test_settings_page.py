@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from support_bot import audit
-from support_bot.db import session_scope
-from support_bot.llm.engine import get_engine
+from support_bot.ops import audit
+from support_bot.core.db import session_scope
+from support_bot.llm.registry import get_engine
 from support_bot.models import AuditLog, RuntimeSetting
-from support_bot.runtime_settings import EDITABLE
+from support_bot.ops.runtime_settings import EDITABLE
 from tests.web.conftest import app_settings, fake_engine  # noqa: F401  (SQLite and PostgreSQL, demo FAQ)
 from tests.web.console_html import ConsolePage
 from tests.web.helpers import ask, new_conversation

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support_bot.config import Settings
+from support_bot.core.config import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from support_bot import auth
-from support_bot.config import Settings
-from support_bot.db import session_scope
+from support_bot.ops import auth
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
 from tests.e2e.conftest import ARTIFACTS, Server
 from tests.ingest.test_pdf_loader import _content, make_pdf
 

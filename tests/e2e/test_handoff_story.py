@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from support_bot import auth
-from support_bot.config import Settings
-from support_bot.db import session_scope
+from support_bot.ops import auth
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
 from support_bot.models import Conversation, Message
 from tests.e2e.conftest import ARTIFACTS, Server
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from support_bot import auth
-from support_bot.db import session_scope
+from support_bot.ops import auth
+from support_bot.core.db import session_scope
 from support_bot.models import FaqSuggestion
 from tests.e2e.conftest import ARTIFACTS, Server
 from tests.e2e.test_handoff_story import (  # noqa: F401 - fake_server is a fixture

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from ingest.pipeline import ingest_path
-from support_bot.assistant import Assistant, start_conversation
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
+from support_bot.chat.service import Assistant, start_conversation
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
 from support_bot.models import Message, SafetyEvent
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def assistant(tmp_path_factory, model_cache) -> Assistant:
     migrate(settings)
     ingest_path(settings=settings, path=ROOT / "examples" / "demo-faq.csv", source_name="faq")
     ingest_path(settings=settings, path=poison, source_name="promos")
-    from support_bot.llm.transformers_engine import TransformersEngine
+    from support_bot.llm.backends.hf.engine import TransformersEngine
 
     # Its own engine: the per-test engine reset must not close the one this module shares.
     engine = TransformersEngine(settings)

@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import select
 
 from ingest.pipeline import ingest_path
-from support_bot import auth, handoff
-from support_bot.assistant import Assistant, sign_customer_id
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
-from support_bot.llm.fake import FakeEngine
+from support_bot.ops import auth
+from support_bot import handoff
+from support_bot.chat.service import Assistant, sign_customer_id
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
+from support_bot.llm.backends.fake import FakeEngine
 from support_bot.models import Conversation, Customer, Feedback, Message, User
 from tests.e2e.conftest import ARTIFACTS, CHROMIUM_ARGS
 from tests.e2e.widget_support import AppServer, HostSite, Proxy

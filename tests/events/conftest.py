@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from support_bot.assistant import start_conversation
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
-from support_bot.events import close_buses
+from support_bot.chat.service import start_conversation
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
+from support_bot.live.events import close_buses
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from support_bot.events import CLOSED, RESYNC, InProcessBus, get_bus
+from support_bot.live.events import CLOSED, RESYNC, InProcessBus, get_bus
 
 
 def test_publish_reaches_subscribers_of_that_channel_only():

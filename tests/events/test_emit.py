@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from support_bot.db import get_engine, session_scope
-from support_bot.errors import InvalidInput
-from support_bot.events import (
+from support_bot.core.db import get_engine, session_scope
+from support_bot.core.errors import InvalidInput
+from support_bot.live.events import (
     CONSOLE_AUDIENCE,
     CUSTOMER_AUDIENCE,
     EventFeed,
@@ -159,7 +159,7 @@ def test_feed_sends_each_event_once_including_a_late_commit_of_an_earlier_seq(db
 @pytest.mark.postgres
 def test_feed_catches_transactions_that_commit_out_of_seq_order_on_postgres(db, postgres_url):
     pg = db.model_copy(update={"database_url": postgres_url})
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
 
     migrate(pg)
     conv = new_conversation(pg)

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from support_bot.db import session_scope
-from support_bot.events import DOWN, RESYNC, RedisBus, emit, get_bus
+from support_bot.core.db import session_scope
+from support_bot.live.events import DOWN, RESYNC, RedisBus, emit, get_bus
 from tests.events.conftest import new_conversation
 from tests.events.redis_server import private_redis
 

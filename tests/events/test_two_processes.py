@@ -15,8 +15,8 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 
-from support_bot import auth
-from support_bot.db import migrate, session_scope
+from support_bot.ops import auth
+from support_bot.core.db import migrate, session_scope
 from tests.events.redis_server import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(300)]

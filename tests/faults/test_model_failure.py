@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from support_bot.assistant import MODEL_FAILURE_OFFER, MODEL_FAILURE_TEXT, Assistant
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
-from support_bot.llm.fake import FakeEngine
+from support_bot.chat.service import MODEL_FAILURE_OFFER, MODEL_FAILURE_TEXT, Assistant
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
+from support_bot.llm.backends.fake import FakeEngine
 from support_bot.models import Conversation, ConversationEvent, Message
 from tests.faults.model_server import PARTIAL, PIECES, ModelServer
 from tests.web.helpers import ask, new_conversation
@@ -207,7 +207,7 @@ def test_an_in_process_engine_that_fails_or_wedges_gets_an_apology_and_a_person(
 
 
 def test_a_transformers_engine_failing_mid_generation_gets_an_apology_and_a_person(kb_settings, tmp_path):
-    from support_bot.llm.engine import get_engine
+    from support_bot.llm.registry import get_engine
     from tests.llm.conftest import _build_tiny_model, build_tokenizer
 
     model_dir = _build_tiny_model(tmp_path / "tiny-llama-2-chat", build_tokenizer())

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from support_bot.config import Settings
-from support_bot.db import dispose_engines, migrate, session_scope
+from support_bot.core.config import Settings
+from support_bot.core.db import dispose_engines, migrate, session_scope
 from support_bot.models import ConversationEvent, Message
 from tests.events.test_two_processes import Server
 from tests.faults.pg_server import PostgresServer, private_postgres

@@ -20,8 +20,8 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from support_bot import auth
-from support_bot.db import migrate, session_scope
+from support_bot.ops import auth
+from support_bot.core.db import migrate, session_scope
 from support_bot.models import ConversationEvent, Message
 from tests.events.redis_server import RedisServer, private_redis
 from tests.events.test_two_processes import Server, frames

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from ingest.pipeline import create_job
 from ingest.worker import submit_job
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
 from support_bot.knowledge.index import load_current
 from support_bot.models import Chunk, Document, IngestJob
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
 from support_bot.models import Conversation, Message, User, utcnow
 
 

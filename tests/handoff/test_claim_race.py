@@ -7,9 +7,10 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from support_bot import audit, handoff
-from support_bot.db import session_scope
-from support_bot.errors import Conflict
+from support_bot.ops import audit
+from support_bot import handoff
+from support_bot.core.db import session_scope
+from support_bot.core.errors import Conflict
 from support_bot.models import Conversation, User
 from tests.handoff.conftest import make_agent, make_conversation
 

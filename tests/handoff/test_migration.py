@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from support_bot.db import get_engine, migrate
+from support_bot.core.db import get_engine, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from support_bot import audit, events, handoff
-from support_bot.db import session_scope
-from support_bot.errors import Conflict, Forbidden, InvalidInput, NotFound
-from support_bot.llm.engine import get_engine
+from support_bot.ops import audit
+from support_bot.live import events
+from support_bot import handoff
+from support_bot.core.db import session_scope
+from support_bot.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from support_bot.llm.registry import get_engine
 from support_bot.models import Conversation, Message, User, utcnow
 from tests.handoff.conftest import make_agent, make_conversation
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from support_bot import handoff
-from support_bot.config import Settings
-from support_bot.sentiment import score
+from support_bot.core.config import Settings
+from support_bot.handoff.sentiment import score
 
 ASKS = [
     "talk to a human",

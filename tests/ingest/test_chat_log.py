@@ -10,7 +10,7 @@ import pytest
 
 from ingest.loaders import load
 from ingest.loaders.chat_log import substantive
-from support_bot.errors import InvalidInput
+from support_bot.core.errors import InvalidInput
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ingest.chunking import chunk_faq, regex_token_offsets, split_tokens
-from ingest.loaders.faq_csv import FaqEntry, parse_faq_csv
+from ingest.loaders.base import FaqEntry
+from ingest.loaders.faq_csv import parse_faq_csv
 
 from tests.conftest import FAQ
 

@@ -8,7 +8,7 @@ import pytest
 
 from ingest.loaders import loader_for, parse
 from ingest.loaders.faq_csv import parse_faq_csv
-from support_bot.errors import InvalidInput
+from support_bot.core.errors import InvalidInput
 
 from tests.conftest import FAQ
 

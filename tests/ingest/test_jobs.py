@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 import ingest.pipeline as pipeline
 from ingest.pipeline import create_job, ingest_path, retry_delay, run_job, upload_name
 from ingest.worker import InProcessWorker
-from support_bot.db import session_scope
+from support_bot.core.db import session_scope
 from support_bot.knowledge.admin import delete_source, list_sources
 from support_bot.knowledge.index import load_current, read_current_version
 from support_bot.knowledge.retriever import Retriever

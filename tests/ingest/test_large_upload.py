@@ -22,8 +22,8 @@ import json, os, resource, sys, zlib
 import numpy as np
 from ingest.pipeline import create_job, run_job
 import ingest.pipeline as pipeline
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
 from support_bot.knowledge import embedder as emb
 from support_bot.knowledge.retriever import Retriever
 

@@ -13,7 +13,7 @@ from ingest.loaders import LOADERS, load, loader_for, parse
 from ingest.loaders.html import parse_html
 from ingest.loaders.markdown import parse_markdown
 from ingest.loaders.plain_text import parse_text
-from support_bot.errors import InvalidInput
+from support_bot.core.errors import InvalidInput
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

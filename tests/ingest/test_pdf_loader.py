@@ -10,7 +10,7 @@ import pytest
 from ingest.loaders import load, parse
 from ingest.loaders.pdf import parse_pdf
 from ingest.pipeline import ingest_path
-from support_bot.errors import InvalidInput
+from support_bot.core.errors import InvalidInput
 from support_bot.knowledge.retriever import get_retriever
 
 

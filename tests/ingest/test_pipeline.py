@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from ingest.pipeline import create_job, ingest_path, run_job
-from support_bot.db import session_scope
-from support_bot.errors import InvalidInput, PayloadTooLarge
+from support_bot.core.db import session_scope
+from support_bot.core.errors import InvalidInput, PayloadTooLarge
 from support_bot.knowledge.index import read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, Document, IngestJob, Source
@@ -227,7 +227,7 @@ def test_long_answers_are_split_and_collapse_to_one_hit(kb):
 
 @pytest.mark.postgres
 def test_versions_and_idempotency_on_postgres(postgres_url, settings, embedder, tmp_path):
-    from support_bot.db import migrate
+    from support_bot.core.db import migrate
 
     pg = settings.model_copy(update={"database_url": postgres_url})
     migrate(pg)

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from ingest.pipeline import create_job, ingest_path, run_job
-from support_bot.db import session_scope
-from support_bot.errors import InvalidInput
+from support_bot.core.db import session_scope
+from support_bot.core.errors import InvalidInput
 from support_bot.knowledge.index import load_current, read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, IngestJob, Source

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from ingest.pipeline import ingest_path
 from support_bot.cli import main
-from support_bot.db import session_scope
-from support_bot.errors import NotFound
+from support_bot.core.db import session_scope
+from support_bot.core.errors import NotFound
 from support_bot.knowledge.admin import delete_source, list_sources, reindex, show_source
 from support_bot.knowledge.index import load_current, read_current_version
 from support_bot.knowledge.retriever import Retriever

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from support_bot.config import IndexSettings
-from support_bot.db import session_scope
-from support_bot.errors import ConfigurationError
+from support_bot.core.config import IndexSettings
+from support_bot.core.db import session_scope
+from support_bot.core.errors import ConfigurationError
 from support_bot.knowledge.index import (
     KEEP_VERSIONS,
     ChunkRecord,

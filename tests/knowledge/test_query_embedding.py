@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from support_bot.config import Settings
+from support_bot.core.config import Settings
 from support_bot.knowledge.embedder import Embedder, resolve_model_dir
 
 QUERIES = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ingest.pipeline import ingest_path
-from support_bot.config import RetrievalSettings
-from support_bot.errors import ModelNotAvailable
+from support_bot.core.config import RetrievalSettings
+from support_bot.core.errors import ModelNotAvailable
 from support_bot.knowledge.embedder import Embedder, get_embedder
 from support_bot.knowledge.retriever import Hit, Retriever, decide, get_retriever
 

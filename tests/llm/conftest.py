@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support_bot.llm.engine import reset_engines
+from support_bot.llm.registry import reset_engines
 
 CORPUS = [
     "[INST] <<SYS>> You are a helpful support assistant. <</SYS>> How do I reset my password? [/INST]",

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from support_bot.llm.batching import ContinuousBatcher, Finished, GenerationRequest
-from support_bot.llm.engine import get_engine
+from support_bot.llm.backends.hf.batching import ContinuousBatcher, Finished, GenerationRequest
+from support_bot.llm.registry import get_engine
 from support_bot.llm.prompt import ChatMessage
 
 EOS = 2
@@ -296,7 +296,7 @@ def test_graph_bookkeeping_keeps_live_rows_intact(model, make_batcher, monkeypat
     Only the capture itself is stood in for: a "graph" here re-runs its captured step into the captured output, which
     is what replaying a real graph does, so everything the step reads must come from the static buffers.
     """
-    from support_bot.llm import batching
+    from support_bot.llm.backends.hf import batching
 
     def capture(step, *, device, pool):
         step()  # warm-up, as on a GPU: it must write only into the spare column
@@ -329,7 +329,7 @@ def test_graph_bookkeeping_keeps_live_rows_intact(model, make_batcher, monkeypat
 
 
 def test_a_failed_graph_capture_falls_back_to_eager_decoding(model, make_batcher, monkeypatch):
-    from support_bot.llm import batching
+    from support_bot.llm.backends.hf import batching
 
     def capture(step, *, device, pool):
         raise RuntimeError("operation not permitted when stream is capturing (simulated)")
@@ -409,7 +409,7 @@ def test_concurrent_streams_all_complete_with_their_own_answers(engine):
 
 
 def test_a_consumer_that_walks_away_frees_its_slot(settings, tiny_llama2_dir):
-    from support_bot.llm.transformers_engine import TransformersEngine
+    from support_bot.llm.backends.hf.engine import TransformersEngine
 
     settings.llm.model = str(tiny_llama2_dir)
     settings.llm.device = "cpu"
@@ -427,7 +427,7 @@ def test_a_consumer_that_walks_away_frees_its_slot(settings, tiny_llama2_dir):
 
 
 def test_a_stream_waiting_for_a_row_past_its_timeout_raises(settings, tiny_llama2_dir):
-    from support_bot.llm.transformers_engine import TransformersEngine
+    from support_bot.llm.backends.hf.engine import TransformersEngine
 
     settings.llm.model = str(tiny_llama2_dir)
     settings.llm.device = "cpu"
@@ -446,7 +446,7 @@ def test_a_stream_waiting_for_a_row_past_its_timeout_raises(settings, tiny_llama
 def test_the_batching_modules_import_without_torch():
     code = (
         "import sys\n"
-        "import support_bot.llm.batching, support_bot.llm.detokenize\n"
+        "import support_bot.llm.backends.hf.batching, support_bot.llm.backends.hf.detokenize\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from support_bot.llm.detokenize import REPLACEMENT, IncrementalDecoder
+from support_bot.llm.backends.hf.detokenize import REPLACEMENT, IncrementalDecoder
 
 ASCII_CORPUS = [
     "hello there, how are you today? I am fine, thank you!",

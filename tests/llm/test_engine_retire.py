@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from support_bot import assistant as assistant_module
-from support_bot.assistant import Assistant
-from support_bot.llm.engine import get_engine
+from support_bot.chat import service as assistant_module
+from support_bot.chat.service import Assistant
+from support_bot.llm.registry import get_engine
 
 
 def test_a_replaced_model_leaves_the_cache_and_is_closed_after_its_answers(settings, monkeypatch):

@@ -6,9 +6,10 @@ import threading
 
 import pytest
 
-from support_bot.errors import ConfigurationError
-from support_bot.llm.engine import Engine, get_engine, reset_engines
-from support_bot.llm.fake import FakeEngine
+from support_bot.core.errors import ConfigurationError
+from support_bot.llm.base import Engine
+from support_bot.llm.registry import get_engine, reset_engines
+from support_bot.llm.backends.fake import FakeEngine
 from support_bot.llm.prompt import ChatMessage
 
 ASK = [ChatMessage("system", "Be brief."), ChatMessage("user", "  Where is   my order?  ")]
@@ -93,7 +94,7 @@ def test_invalid_conversations_are_refused():
 def test_choosing_the_fake_or_openai_backend_never_imports_torch():
     code = (
         "import sys\n"
-        "from support_bot.config import Settings, LLMSettings\n"
+        "from support_bot.core.config import Settings, LLMSettings\n"
         "from support_bot.llm import get_engine, ChatMessage\n"
         "s = Settings(llm=LLMSettings(backend='fake'))\n"
         "print(get_engine(s).generate([ChatMessage('user', 'hi')]))\n"

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from support_bot.errors import ModelNotAvailable, ModelTimeout
-from support_bot.llm.engine import guarded_stream
-from support_bot.llm.fake import FakeEngine
+from support_bot.core.errors import ModelNotAvailable, ModelTimeout
+from support_bot.llm.base import guarded_stream
+from support_bot.llm.backends.fake import FakeEngine
 from support_bot.llm.prompt import ChatMessage
 
 ASK = [ChatMessage("system", "Be brief."), ChatMessage("user", "Where is my order?")]

@@ -11,9 +11,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from support_bot.errors import ConfigurationError, ModelNotAvailable
-from support_bot.llm.engine import get_engine
-from support_bot.llm.openai_engine import OpenAIEngine
+from support_bot.core.errors import ConfigurationError, ModelNotAvailable
+from support_bot.llm.registry import get_engine
+from support_bot.llm.backends.openai import OpenAIEngine
 from support_bot.llm.prompt import ChatMessage
 
 ASK = [ChatMessage("system", "Be brief."), ChatMessage("user", "Where is my order?")]

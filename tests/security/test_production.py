@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from support_bot.cli import main
-from support_bot.config import DEV_SECRET, Settings, get_settings
-from support_bot.errors import ConfigurationError
+from support_bot.core.config import DEV_SECRET, Settings, get_settings
+from support_bot.core.errors import ConfigurationError
 from web.app import create_app
 
 STRONG = {"secret_key": "k" * 32, "admin_token": "t" * 32}

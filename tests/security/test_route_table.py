@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import func, select
 from starlette.routing import Mount, Route
 
-from support_bot.db import session_scope
+from support_bot.core.db import session_scope
 from support_bot.models import AuditLog, CannedResponse, Conversation, Message, Source, User
 from tests.security.conftest import PASSWORD, SEED_CSV, World
 from web.app import create_app

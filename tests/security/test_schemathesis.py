@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from support_bot.config import Settings
-from support_bot.assistant import start_conversation
-from support_bot.db import migrate, session_scope
+from support_bot.core.config import Settings
+from support_bot.chat.service import start_conversation
+from support_bot.core.db import migrate, session_scope
 from tests.security.conftest import PASSWORD, add_user, security_settings, wait_ready
 from web.app import create_app
 from web.console_deps import SESSION_COOKIE

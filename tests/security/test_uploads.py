@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 
 from ingest.loaders import LOADERS, parse
 from ingest.loaders.pdf import MAX_PAGES
-from support_bot.db import session_scope
-from support_bot.errors import InvalidInput
+from support_bot.core.db import session_scope
+from support_bot.core.errors import InvalidInput
 from support_bot.models import Conversation, IngestJob
 from tests.ingest.test_pdf_loader import _content
 from tests.security.conftest import SEED_CSV, security_settings, wait_ready

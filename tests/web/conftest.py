@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from support_bot.config import Settings
-from support_bot.db import migrate
-from support_bot.llm.engine import get_engine
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate
+from support_bot.llm.registry import get_engine
 from web.app import create_app
 
 DEMO_FAQ = Path(__file__).resolve().parents[2] / "examples" / "demo-faq.csv"

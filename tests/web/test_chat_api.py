@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from support_bot.assistant import ABSTAIN_TEXT, sign_customer_id
+from support_bot.chat.service import ABSTAIN_TEXT, sign_customer_id
 from tests.web.helpers import ask, new_conversation
 
 
@@ -140,7 +140,7 @@ def test_bad_message_bodies_get_clear_4xx(client):
 def test_feedback_is_stored_once_per_answer(client, fake_engine, app_settings):
     from sqlalchemy import select
 
-    from support_bot.db import session_scope
+    from support_bot.core.db import session_scope
     from support_bot.models import Feedback
 
     conv_id, headers = new_conversation(client)

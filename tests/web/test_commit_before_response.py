@@ -7,7 +7,7 @@ import json
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from support_bot.db import migrate, session_scope
+from support_bot.core.db import migrate, session_scope
 from support_bot.models import Conversation, Feedback, Message
 from web.app import create_app
 
@@ -86,7 +86,7 @@ def test_a_burst_of_new_conversations_cannot_starve_the_workers_into_a_deadlock(
     import httpx
     from sqlalchemy import create_engine, event
 
-    from support_bot import db
+    from support_bot.core import db
 
     migrate(settings)
     url = settings.resolved_database_url

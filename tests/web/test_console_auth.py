@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
-from support_bot import audit, auth
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
+from support_bot.ops import audit, auth
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
 from support_bot.models import ConsoleSession, User
 from tests.web.console_html import ConsolePage
 from web.app import create_app

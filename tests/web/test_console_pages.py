@@ -6,9 +6,9 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from support_bot import auth
-from support_bot.assistant import start_conversation
-from support_bot.db import migrate, session_scope
+from support_bot.ops import auth
+from support_bot.chat.service import start_conversation
+from support_bot.core.db import migrate, session_scope
 from tests.web.console_html import ConsolePage
 from web.app import create_app
 

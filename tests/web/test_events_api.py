@@ -13,10 +13,10 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from support_bot import auth
-from support_bot.config import Settings
-from support_bot.db import migrate, session_scope
-from support_bot.events import close_buses, emit, get_bus, notify_typing
+from support_bot.ops import auth
+from support_bot.core.config import Settings
+from support_bot.core.db import migrate, session_scope
+from support_bot.live.events import close_buses, emit, get_bus, notify_typing
 from tests.events.redis_server import private_redis
 from web.app import create_app
 from web.routers.events import close_streams
@@ -347,7 +347,7 @@ def test_console_stream_gets_live_events_and_customer_typing(web, ev_settings):
 
 def test_streams_poll_while_redis_is_down_and_lose_nothing_across_a_restart(ev_settings, own_redis):
     """Kill and restart a private redis-server under an open stream: every event arrives once, in order."""
-    from support_bot.events import RedisBus
+    from support_bot.live.events import RedisBus
     from support_bot.models import ConversationEvent
 
     # A heartbeat far longer than the test: an event can only arrive through a wake-up or through polling.

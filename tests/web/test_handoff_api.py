@@ -9,8 +9,9 @@ from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from support_bot import audit, auth, handoff
-from support_bot.db import session_scope
+from support_bot.ops import audit, auth
+from support_bot import handoff
+from support_bot.core.db import session_scope
 from support_bot.models import Conversation, Message, User
 from tests.web.helpers import ask, new_conversation, parse_sse
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from support_bot.db import session_scope
+from support_bot.core.db import session_scope
 from support_bot.knowledge.index import load_current, read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, IngestJob, Source

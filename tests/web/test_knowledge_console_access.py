@@ -6,8 +6,8 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from support_bot import audit, auth
-from support_bot.db import migrate, session_scope
+from support_bot.ops import audit, auth
+from support_bot.core.db import migrate, session_scope
 from web.app import create_app
 
 PASSWORD = "correct horse battery"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from support_bot.assistant import sign_customer_id
-from support_bot.db import session_scope
+from support_bot.chat.service import sign_customer_id
+from support_bot.core.db import session_scope
 from support_bot.models import Conversation
 from tests.web.helpers import ask, new_conversation
 

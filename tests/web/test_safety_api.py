@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from support_bot.db import session_scope
+from support_bot.core.db import session_scope
 from support_bot.models import Conversation, Message, SafetyEvent
 from tests.web.helpers import ask, new_conversation
 from tests.web.test_knowledge_api import admin, wait_for_job

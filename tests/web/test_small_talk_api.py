@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from support_bot.assistant import ABSTAIN_TEXT, DECLINED_OFFER_TEXT
-from support_bot.db import session_scope
+from support_bot.chat.service import ABSTAIN_TEXT, DECLINED_OFFER_TEXT
+from support_bot.core.db import session_scope
 from support_bot.models import Conversation
-from support_bot.small_talk import REPLIES
+from support_bot.chat.small_talk import REPLIES
 from tests.web.helpers import ask, new_conversation
 
 UNRELATED = "What is the boiling point of liquid nitrogen on Neptune?"

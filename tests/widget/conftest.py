@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from support_bot.config import Settings
+from support_bot.core.config import Settings
 from web.app import create_app
 
 ALLOWED = "https://shop.example"

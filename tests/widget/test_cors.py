@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from support_bot.config import Settings
+from support_bot.core.config import Settings
 from tests.widget.conftest import ALLOWED, OTHER
 from web.app import create_app
 

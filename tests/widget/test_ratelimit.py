@@ -8,8 +8,8 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from support_bot.config import Settings
-from support_bot.ratelimit import (
+from support_bot.core.config import Settings
+from support_bot.core.ratelimit import (
     Limit,
     MemoryRateLimiter,
     RateLimited,
@@ -18,6 +18,7 @@ from support_bot.ratelimit import (
     make_rate_limiter,
 )
 from web.app import create_app
+from web.errors import http_status
 
 
 class Clock:
@@ -88,7 +89,7 @@ def test_check_raises_a_friendly_429():
     check(limiter, [limit(requests=1, window_s=90)], what="messages")
     with pytest.raises(RateLimited) as caught:
         check(limiter, [limit(requests=1, window_s=90)], what="messages")
-    assert caught.value.status == 429 and caught.value.retry_after_s == 90
+    assert http_status(caught.value) == 429 and caught.value.retry_after_s == 90
     assert caught.value.detail == "You're sending messages faster than we can handle. Please wait 2 minutes and try again."
 
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from ingest.pipeline import ingest_path
-from support_bot.assistant import Assistant, start_conversation
-from support_bot.db import session_scope
-from support_bot.llm.fake import FakeEngine
+from support_bot.chat.service import Assistant, start_conversation
+from support_bot.core.db import session_scope
+from support_bot.llm.backends.fake import FakeEngine
 from support_bot.models import Message
 
 DEMO_FAQ = Path(__file__).resolve().parents[2] / "examples" / "demo-faq.csv"

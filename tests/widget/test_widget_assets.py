@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from support_bot.config import Settings
+from support_bot.core.config import Settings
 from web.app import create_app
 from web.routers.widget import WIDGET_JS
 

@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import iterate_in_threadpool
 
-from support_bot import events, handoff
-from support_bot.assistant import TurnEvent, authorize, start_conversation
-from support_bot.errors import InvalidInput, NotFound, SupportBotError
+from support_bot.live import events
+from support_bot import handoff
+from support_bot.chat.service import TurnEvent, authorize, start_conversation
+from support_bot.core.errors import InvalidInput, NotFound, SupportBotError
 from support_bot.models import Conversation, Feedback, Message
 from web.deps import AssistantDep, SessionDep, SettingsDep, TokenDep
 

@@ -13,9 +13,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from support_bot import analytics, gaps
-from support_bot.analytics import DateRange, Report, Table
-from support_bot.errors import NotFound, SupportBotError
+from support_bot.ops import analytics, gaps
+from support_bot.ops.analytics import DateRange, Report, Table
+from support_bot.core.errors import NotFound, SupportBotError
+from web.errors import http_status
 from web.console_deps import OpsDep, console_page, csrf_protect, no_store, require_roles
 from web.deps import SessionDep, SettingsDep
 
@@ -243,7 +244,7 @@ def read_analytics_page(
         rng = _range(settings, start, end)
     except SupportBotError as exc:
         context = {"form": _form(request, None, start, end), "view": None, "error": exc.detail}
-        return console_page(request, "console/analytics.html", context, status_code=exc.status)
+        return console_page(request, "console/analytics.html", context, status_code=http_status(exc))
     rep = analytics.report(session, rng)
     context = {"form": _form(request, rng, start, end), "view": analytics_view(rep), "range": rng,
                "query": _query(rng)}
@@ -260,7 +261,7 @@ def read_gaps_page(
         report = gaps.content_gaps(session, settings, rng)
     except SupportBotError as exc:
         context = {"form": _form(request, None, start, end), "report": None, "error": exc.detail}
-        return console_page(request, "console/gaps.html", context, status_code=exc.status)
+        return console_page(request, "console/gaps.html", context, status_code=http_status(exc))
     context = {
         "form": _form(request, rng, start, end),
         "report": report,

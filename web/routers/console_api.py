@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Depends, Query, Response
 from pydantic import BaseModel, Field
 
-from support_bot import events, handoff
+from support_bot.live import events
+from support_bot import handoff
 from support_bot.models import User
 from web.console_deps import AgentDep, csrf_protect, require_roles
 from web.deps import AssistantDep, SessionDep, SettingsDep

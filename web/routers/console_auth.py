@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from support_bot import audit, auth
-from support_bot.errors import InvalidInput, SupportBotError, Unauthorized
+from support_bot.ops import audit, auth
+from support_bot.core.errors import InvalidInput, SupportBotError, Unauthorized
+from web.errors import http_status
 from support_bot.models import AuditLog, User
 from web.console_deps import (
     ACCOUNT_PATH,
@@ -156,7 +157,7 @@ def change_password_with_form(
     except SupportBotError as exc:
         session.rollback()
         context = {"error": exc.detail, "account": login.user}
-        return console_page(request, "console/account.html", context, status_code=exc.status)
+        return console_page(request, "console/account.html", context, status_code=http_status(exc))
     return _redirect(f"{ACCOUNT_PATH}?changed=1")
 
 
@@ -177,7 +178,7 @@ def _user_action(request: Request, session: Session, action, *, done: str | None
         session.commit()
     except SupportBotError as exc:
         session.rollback()
-        return _users_page(request, session, status_code=exc.status, error=exc.detail)
+        return _users_page(request, session, status_code=http_status(exc), error=exc.detail)
     if callable(done):
         return _users_page(request, session, **done(result), **context)
     return _redirect("/console/users" + (f"?done={done}" if done else ""))
@@ -336,7 +337,7 @@ def read_audit_page(
             offset=(page - 1) * AUDIT_PAGE,
         )
     except SupportBotError as exc:
-        return console_page(request, "console/audit.html", {**context, "error": exc.detail}, status_code=exc.status)
+        return console_page(request, "console/audit.html", {**context, "error": exc.detail}, status_code=http_status(exc))
     kept = {k: v for k, v in filters.items() if v}
     context.update(
         entries=[_audit_row(e) for e in rows[:AUDIT_PAGE]],

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from ingest.loaders import LOADERS
-from support_bot.errors import NotFound
+from support_bot.core.errors import NotFound
 from support_bot.knowledge import admin
 from web.console_deps import OpsDep, console_page
 from web.deps import SettingsDep

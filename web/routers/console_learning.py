@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from ingest import learned
 from support_bot import learning
-from support_bot.errors import NotFound
+from support_bot.core.errors import NotFound
 from support_bot.knowledge import admin
 from web.console_deps import OpsDep, console_page, csrf_protect, require_roles
 from web.deps import SessionDep, SettingsDep

@@ -12,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from support_bot import runtime_settings
-from support_bot.errors import Conflict, InvalidInput, SupportBotError
-from support_bot.runtime_settings import EDITABLE, GROUPS, Editable
+from support_bot.ops import runtime_settings
+from support_bot.core.errors import Conflict, InvalidInput, SupportBotError
+from web.errors import http_status
+from support_bot.ops.runtime_settings import EDITABLE, GROUPS, Editable
 from web.console_deps import AdminUserDep, console_page, csrf_protect, no_store, require_roles
 from web.deps import SessionDep
 
@@ -225,7 +226,7 @@ def update_settings_with_form(
             _commit(session)
     except SupportBotError as exc:
         session.rollback()
-        return _page(request, session, submitted=shown, status_code=exc.status, error=exc.detail)
+        return _page(request, session, submitted=shown, status_code=http_status(exc), error=exc.detail)
     _after_change(request, changed)
     return no_store(RedirectResponse(f"{PAGE}?done=saved", status_code=303))
 
@@ -239,7 +240,7 @@ def reset_setting_with_form(key: str, request: Request, session: SessionDep, adm
         _commit(session)
     except SupportBotError as exc:
         session.rollback()
-        return _page(request, session, status_code=exc.status, error=exc.detail)
+        return _page(request, session, status_code=http_status(exc), error=exc.detail)
     if reset:
         _after_change(request, [key])
     return no_store(RedirectResponse(f"{PAGE}?done=reset", status_code=303))

@@ -12,11 +12,11 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from support_bot.assistant import authorize
-from support_bot.config import Settings
-from support_bot.db import session_scope
-from support_bot.errors import InvalidInput, NotFound
-from support_bot.events import (
+from support_bot.chat.service import authorize
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
+from support_bot.core.errors import InvalidInput, NotFound
+from support_bot.live.events import (
     CONSOLE_AUDIENCE,
     CONSOLE_CHANNEL,
     CUSTOMER_AUDIENCE,

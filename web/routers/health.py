@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from support_bot.db import get_engine
+from support_bot.core.db import get_engine
 from web.deps import SettingsDep
 
 router = APIRouter(tags=["health"])

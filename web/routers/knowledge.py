@@ -15,14 +15,14 @@ from starlette.datastructures import FormData, UploadFile
 
 from ingest.pipeline import accept_upload, source_name_for, upload_name
 from ingest.worker import submit_job
-from support_bot.config import Settings
-from support_bot.errors import InvalidInput, NotFound, PayloadTooLarge
-from support_bot import answer_preview
+from support_bot.core.config import Settings
+from support_bot.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from support_bot.chat import preview as answer_preview
 from support_bot.knowledge import admin
 from support_bot.knowledge.index import read_current_version
 from support_bot.models import IngestJob
-from support_bot import audit
-from support_bot.db import session_scope
+from support_bot.ops import audit
+from support_bot.core.db import session_scope
 from web.console_deps import OpsOrAdminTokenDep
 from web.deps import AssistantDep, SessionDep, SettingsDep
 

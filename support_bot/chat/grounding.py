@@ -1,0 +1,144 @@
+"""Is a generated answer supported by its sources? Sentence by sentence, numbers verbatim."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from support_bot.llm.prompt import CITATION_RE
+
+_WORD_RE = re.compile(r"[a-z0-9]+(?:[.,:][0-9]+)*")
+# Sentence ends are punctuation followed by space (so "$14.95" stays whole) and line breaks.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s+|$)|\n+")
+# A number with its unit sign, and ranges such as "3 to 5" or "2-3": a claim is only as good as its figures.
+_NUMERIC_RE = re.compile(
+    r"[$€£]?\d[\d,]*(?:\.\d+)?%?(?:\s*(?:to|-|–|or|and)\s*[$€£]?\d[\d,]*(?:\.\d+)?%?)*", re.IGNORECASE
+)
+_STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have how i if in is it its me my no not of on or our "
+    "so that the their there these this to us was we what when where which who will with you your also please "
+    "any all just very more some".split()
+)
+
+
+# A line such as "[4] Which payment methods do you accept?": the model has started re-listing the prompt's numbered
+# sources (a small model's habit once it has answered) instead of answering.
+_SOURCE_ECHO_RE = re.compile(r"(?m)^[ \t]*\[\d{1,2}\][ \t]+[^\n]*\?[ \t]*$")
+
+
+def source_echo_start(text: str) -> int | None:
+    """Where the model began re-listing its numbered sources, if it did; what follows is not an answer."""
+    m = _SOURCE_ECHO_RE.search(text)
+    return m.start() if m else None
+
+
+def repetition_start(text: str, *, min_words: int = 4) -> int | None:
+    """Where the model began saying a finished sentence of at least `min_words` words a second time, if it did: a
+    small model that has run out of answer loops until its token limit, and nothing after that point is new."""
+    seen: set[str] = set()
+    start = 0
+    # A sentence ending the text so far counts as finished: generation stops as soon as a repeat is complete.
+    for end in _SENTENCE_END.finditer(text):
+        key = " ".join(_WORD_RE.findall(CITATION_RE.sub("", text[start : end.start()]).lower()))
+        if len(key.split()) >= min_words:
+            if key in seen:
+                return start
+            seen.add(key)
+        start = end.end()
+    return None
+
+
+def _stem(word: str) -> str:
+    # Plural and third-person "s" only: enough to match "items"/"item", "takes"/"take".
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def content_words(text: str) -> list[str]:
+    return [_stem(w) for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1]
+
+
+def numeric_phrases(text: str) -> list[str]:
+    return [re.sub(r"\s+", " ", m.group(0).strip().lower()) for m in _NUMERIC_RE.finditer(text)]
+
+
+def _has_phrase(phrase: str, source: str) -> bool:
+    pattern = r"(?<![\d.,])" + re.escape(phrase).replace(r"\ ", r"\s+") + r"(?![\d])"
+    return re.search(pattern, source, re.IGNORECASE) is not None
+
+
+def sentence_support(
+    sentence: str, source: str, *, foreign: frozenset[str] | set[str] = frozenset(), vocab: set[str] | None = None
+) -> float:
+    """Share of the sentence's content words found in the source; 0 if any figure in it is not in the source, or if
+    it brings in a `foreign` word (one the source lacks but another source or the question has). `vocab`: the
+    source's content words, when the caller has them already."""
+    words = content_words(sentence)
+    if not words:
+        return 0.0
+    if any(not _has_phrase(p, source) for p in numeric_phrases(sentence)):
+        return 0.0
+    if vocab is None:
+        vocab = set(content_words(source))
+    if any(w not in vocab and w in foreign for w in words):
+        return 0.0
+    return sum(1 for w in words if w in vocab) / len(words)
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_BREAK.split(text) if s.strip()]
+
+
+@dataclass
+class Grounded:
+    text: str
+    # 1-based source numbers the kept text relies on, in order of first use.
+    used: list[int] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def ground_answer(
+    answer: str, sources: list[str], *, min_support: float, min_words: int = 2, question: str = ""
+) -> Grounded:
+    """Keep the sentences one source supports (figures verbatim), drop repeats and the rest, and cite them.
+
+    A sentence may word things its own way, but not with words taken from another source or from the question that
+    its source does not have: "Express shipping is free for US orders using our prepaid label" is the return-shipping
+    source with "express" put in from the question, a claim none of the sources makes.
+    """
+    vocabs = [set(content_words(src)) for src in sources]
+    asked = set(content_words(question))
+    foreign = [asked.union(*(v for j, v in enumerate(vocabs) if j != i)) - vocabs[i] for i in range(len(sources))]
+    kept: list[str] = []
+    used: list[int] = []
+    dropped: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+    said: set[str] = set()
+    for sentence in split_sentences(answer):
+        cited = [int(n) for n in CITATION_RE.findall(sentence) if 1 <= int(n) <= len(sources)]
+        plain = CITATION_RE.sub("", sentence).strip()
+        key = tuple(content_words(plain))
+        if len(key) < min_words or key in seen or (kept and set(key) <= said):
+            # Fragments (e.g. cut off by the token limit) and repetition loops ("We have stores in Denver. We have
+            # stores in Denver, Portland.") add nothing.
+            continue
+        seen.add(key)
+        scores = [
+            sentence_support(plain, src, foreign=foreign[i], vocab=vocabs[i]) for i, src in enumerate(sources)
+        ]
+        best = max(range(len(sources)), key=lambda i: scores[i]) if sources else -1
+        if best < 0 or scores[best] < min_support:
+            dropped.append(sentence)
+            continue
+        # Prefer the source the model cited when that source supports the sentence too.
+        supporting = [n for n in cited if scores[n - 1] >= min_support] or [best + 1]
+        kept.append(plain)
+        said.update(key)
+        for n in supporting:
+            if n not in used:
+                used.append(n)
+    # An answer that is half or mostly unsupported is a confused one: what survives would mislead by omission.
+    if not kept or len(kept) <= len(dropped):
+        return Grounded(text="", used=[], dropped=dropped)
+    text = " ".join(kept)
+    return Grounded(text=f"{text} {''.join(f'[{n}]' for n in used)}", used=used, dropped=dropped)

@@ -1,0 +1,1 @@
+"""Generation backends: each imports only the engine base; the registry picks one by settings."""

@@ -1,0 +1,275 @@
+"""Local generation with transformers: GGUF or Hugging Face weights, CPU (fp32) or GPU (bf16), streamed, with
+concurrent requests continuously batched (see batching.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from support_bot.core.config import Settings
+from support_bot.core.errors import ConfigurationError, InvalidInput
+from support_bot.llm.base import StreamingEngine
+from support_bot.llm.prompt import ChatMessage, count_tokens, render_prompt_ids
+from support_bot.llm.pull import ResolvedModel, resolve_model
+from support_bot.llm.weights import load_model
+
+log = logging.getLogger(__name__)
+
+# How often a waiting stream looks at its stop event and deadline while no token arrives.
+_POLL_S = 0.05
+_DTYPES = {
+    "float32": "float32", "fp32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+}  # fmt: skip
+
+
+def pick_device(requested: str) -> str:
+    """"auto" becomes cuda when a GPU is visible, else cpu."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigurationError(f"LLM device {requested!r} was asked for but no GPU is visible")
+    return requested
+
+
+def pick_dtype(requested: str, device: str) -> Any:
+    """"auto" becomes bf16 on a GPU and fp32 on a CPU (CPU bf16 matmuls are slow and lossy)."""
+    import torch
+
+    if requested == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return getattr(torch, _DTYPES[requested.lower()])
+    except KeyError:
+        raise ConfigurationError(f"Unknown LLM dtype {requested!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def _usable_attention(model: Any) -> None:
+    """Decode steps pass an explicit 4D mask, which the sdpa and eager attention paths take as is."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager"):
+        log.info("switching attention from %s to sdpa for batched decoding", implementation)
+        model.set_attn_implementation("sdpa")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a container's CPU quota (cgroup v2 or v1)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    quota: float | None = None
+    try:
+        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="utf-8").split()[:2]
+        quota = None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        try:
+            limit_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text(encoding="utf-8"))
+            period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text(encoding="utf-8"))
+            quota = limit_us / period_us if limit_us > 0 else None
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None:
+        usable = min(usable, max(1, math.ceil(quota)))
+    return usable
+
+
+def _limit_cpu_threads() -> None:
+    """At most one intra-op thread per usable CPU: torch counts the host's cores, not a container's share, and
+    surplus threads spin at every barrier against each other (several times slower, not just no faster)."""
+    import torch
+
+    usable = usable_cpus()
+    if torch.get_num_threads() > usable:
+        log.info("limiting torch to %d threads (usable CPUs)", usable)
+        torch.set_num_threads(usable)
+
+
+class TransformersEngine(StreamingEngine):
+    """One local model served by a continuous-batching scheduler: concurrent requests share decode steps."""
+
+    def __init__(
+        self, settings: Settings, *, resolved: ResolvedModel | None = None, max_batch_size: int = 32
+    ) -> None:
+        self.settings = settings
+        self.resolved = resolved or resolve_model(settings)
+        self.device = pick_device(settings.llm.device)
+        self.dtype = pick_dtype(settings.llm.dtype, self.device)
+        tokenizer, model = load_model(settings, self.resolved, device=self.device, dtype=self.dtype)
+        self._start(tokenizer, model, max_batch_size=max_batch_size)
+
+    @classmethod
+    def from_model(
+        cls,
+        settings: Settings,
+        *,
+        model: Any,
+        tokenizer: Any,
+        resolved: ResolvedModel,
+        max_batch_size: int = 32,
+        cuda_graphs: bool | None = None,
+    ) -> TransformersEngine:
+        """An engine around an already loaded model (benchmarks with random weights, tests)."""
+        engine = cls.__new__(cls)
+        engine.settings = settings
+        engine.resolved = resolved
+        engine.device = str(model.get_input_embeddings().weight.device)
+        engine.dtype = model.get_input_embeddings().weight.dtype
+        engine._start(tokenizer, model, max_batch_size=max_batch_size, cuda_graphs=cuda_graphs)
+        return engine
+
+    def _start(self, tokenizer: Any, model: Any, *, max_batch_size: int, cuda_graphs: bool | None = None) -> None:
+        from support_bot.llm.backends.hf.batching import ContinuousBatcher
+
+        self.tokenizer, self.model = tokenizer, model
+        self.name = f"transformers:{self.resolved.name}"
+        self.context_window = self.resolved.context_window
+        if not self.device.startswith("cuda"):
+            _limit_cpu_threads()
+        _usable_attention(model)
+        config = self.generation_config(1)
+        eos = config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.batcher = ContinuousBatcher(
+            model,
+            eos_token_ids=eos_ids,
+            max_seq_len=self.context_window,
+            max_batch_size=max_batch_size,
+            temperature=self.settings.llm.temperature,
+            top_p=config.top_p if config.do_sample and config.top_p is not None else 1.0,
+            cuda_graphs=cuda_graphs,
+            name=self.name,
+        )
+
+    def close(self) -> None:
+        """Stop the scheduler thread (requests still running end with an error)."""
+        self.batcher.close()
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes as message content, by the model's own tokenizer."""
+        return count_tokens(self.tokenizer, text)
+
+    def prompt_ids(self, messages: list[ChatMessage]) -> list[int]:
+        """The prompt exactly as the model receives it."""
+        return render_prompt_ids(self.tokenizer, messages, self.resolved.prompt_format)
+
+    def prompt_tokens(self, messages: list[ChatMessage]) -> int:
+        """Tokens of the whole prompt, format and special tokens included."""
+        return len(self.prompt_ids(messages))
+
+    def generation_config(self, max_new_tokens: int) -> Any:
+        """Greedy when temperature is 0; built fresh so sampling defaults shipped with a model don't leak in."""
+        from transformers import GenerationConfig
+
+        base = self.model.generation_config
+        eos = base.eos_token_id if base.eos_token_id is not None else self.tokenizer.eos_token_id
+        pad = base.pad_token_id
+        if pad is None:
+            pad = eos[0] if isinstance(eos, list) else eos
+        temperature = self.settings.llm.temperature
+        sampling: dict[str, Any] = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": base.top_p or 1.0}
+        return GenerationConfig(
+            bos_token_id=base.bos_token_id, eos_token_id=eos, pad_token_id=pad,
+            max_new_tokens=max_new_tokens, **sampling,
+        )  # fmt: skip
+
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_new_tokens: int | None = None,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+    ) -> Iterator[str]:
+        """Yield decoded text pieces as tokens are generated."""
+        return self.stream_ids(
+            self.prompt_ids(messages), max_new_tokens=max_new_tokens, stop=stop, timeout_s=timeout_s
+        )
+
+    def stream_ids(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int | None = None,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+        ignore_eos: bool = False,
+    ) -> Iterator[str]:
+        """Like `stream`, from a ready token-id prompt; `ignore_eos` decodes the full length (benchmarks)."""
+        from support_bot.llm.backends.hf.batching import GenerationRequest
+
+        room = self.context_window - len(prompt_ids)
+        if room <= 0:
+            raise InvalidInput(
+                f"The prompt takes {len(prompt_ids)} tokens but {self.resolved.name} holds only {self.context_window}"
+            )
+        if not prompt_ids:
+            raise InvalidInput("The prompt is empty")
+        wanted = self.settings.llm.max_new_tokens if max_new_tokens is None else max_new_tokens
+        timeout = self.settings.llm.timeout_s if timeout_s is None else timeout_s
+        request = GenerationRequest(
+            prompt_ids=list(prompt_ids),
+            max_new_tokens=min(wanted, room),
+            deadline=time.monotonic() + timeout,
+            stop=stop,
+            ignore_eos=ignore_eos,
+        )
+        return self._pieces(request)
+
+    def _pieces(self, request: Any) -> Iterator[str]:
+        from support_bot.llm.backends.hf.batching import Finished
+        from support_bot.llm.backends.hf.detokenize import IncrementalDecoder
+
+        if request.max_new_tokens <= 0 or (request.stop is not None and request.stop.is_set()):
+            return
+        decoder = IncrementalDecoder(self.tokenizer)
+        self.batcher.submit(request)
+        try:
+            finished = False
+            while not finished:
+                if request.halt_reason(time.monotonic()) is not None:
+                    if not request.admitted.is_set() and time.monotonic() >= request.deadline:
+                        raise TimeoutError(f"{self.name} stayed busy with other requests past the generation timeout")
+                    return
+                try:
+                    # The wait is bounded so a stop or timeout is noticed even while the scheduler is busy.
+                    items = [request.output.get(timeout=_POLL_S)]
+                except queue.Empty:
+                    if not self.batcher.alive:
+                        raise RuntimeError(f"{self.name} stopped unexpectedly") from None
+                    continue
+                # Drain whatever else is ready: a slow consumer gets bigger pieces instead of falling behind.
+                while True:
+                    try:
+                        items.append(request.output.get_nowait())
+                    except queue.Empty:
+                        break
+                ids: list[int] = []
+                for item in items:
+                    if isinstance(item, BaseException):
+                        raise item
+                    if isinstance(item, Finished):
+                        finished = True
+                        break
+                    ids.append(item)
+                piece = decoder.push(ids)
+                if finished:
+                    piece += decoder.flush()
+                if piece and not (request.stop is not None and request.stop.is_set()):
+                    yield piece
+        finally:
+            # Also reached when the consumer abandons the stream: the scheduler frees the row at its next step.
+            request.cancel()
+

@@ -1,0 +1,1 @@
+"""Ops: console users and auth, audit log, analytics, content gaps, metrics, backup and runtime settings."""
