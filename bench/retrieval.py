@@ -86,7 +86,8 @@ def main() -> None:
 
     from support_bot.core.config import Settings
     from support_bot.knowledge.embedder import get_embedder
-    from support_bot.knowledge.index import ChunkRecord, load_version, start_approximate_build, write_version
+    from support_bot.knowledge.index import ChunkRecord, start_approximate_build, write_version
+    from support_bot.knowledge.reader import load_version
     from support_bot.knowledge.retriever import Retriever
 
     base = Settings()

@@ -1,4 +1,4 @@
-"""The ingestion pipeline, free of Celery: submit (validate, store bytes, job row) and run (parse, stage, go live).
+"""The ingestion pipeline, free of Celery: run a queued job (parse, stage, go live); uploads.py queues them.
 
 A run stages the new version's chunks batch by batch under a document the source does not serve yet, then makes it
 live in one transaction. A run that dies (SIGKILL, lost connection) leaves its staged batches behind; the next run of
@@ -10,11 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import time
-import unicodedata
-import uuid
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
@@ -22,11 +19,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ingest.chunking import ChunkDraft, chunk_faq
-from ingest.loaders import PERSONAL_KINDS, FaqEntry, load, loader_for, parse
+from ingest.loaders import PERSONAL_KINDS, FaqEntry, load
+from ingest.uploads import check_size, create_job, error_text
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
-from support_bot.core.errors import InvalidInput, NotFound, PayloadTooLarge, SupportBotError
-from support_bot.knowledge.index import publish_index, read_current_version
+from support_bot.core.errors import InvalidInput, NotFound, SupportBotError
+from support_bot.knowledge.publish import publish_index
+from support_bot.knowledge.index import read_current_version
 from support_bot.core.logs import log_context
 from support_bot.models import Chunk, Document, IngestJob, Source, new_id, utcnow
 from support_bot.safety.pii import redact
@@ -35,9 +34,6 @@ log = logging.getLogger(__name__)
 
 # Worth retrying later (a locked or unreachable database, a dropped connection); everything else fails the job.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
-
-_MAX_ERROR_CHARS = 2000
-_MAX_NAME_CHARS = 255
 
 # Deadlines use a monotonic clock; tests replace this to run out of time without waiting.
 _clock = time.monotonic
@@ -49,134 +45,6 @@ class JobTimeLimitExceeded(SupportBotError):
 
 class JobSuperseded(SupportBotError):
     """The job's staged version was dropped (a newer upload went live, or the source was deleted)."""
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"
-
-
-def _check_size(size: int, settings: Settings, name: str) -> None:
-    limit = settings.ingest.max_upload_bytes
-    if size > limit:
-        raise PayloadTooLarge(f"{name}: the file is {_human_bytes(size)}, larger than the {_human_bytes(limit)} limit")
-
-
-def upload_name(filename: str | None) -> str:
-    """A client-supplied file name reduced to a safe display name: last path part, no control characters."""
-    text = (filename or "").replace("\\", "/")
-    # Control and format characters (NUL, newlines, bidi overrides) would garble logs and the console.
-    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
-    name = PurePath(text).name.strip()
-    if name in ("", ".", ".."):
-        return "upload"
-    if len(name) > _MAX_NAME_CHARS:
-        # Cut the stem, not the extension: the extension picks the loader.
-        suffix = PurePath(name).suffix[:16]
-        name = name[: _MAX_NAME_CHARS - len(suffix)] + suffix
-    return name
-
-
-def source_name_for(filename: str) -> str:
-    """The default source name of an upload: its file name without the extension."""
-    return (PurePath(filename).stem.strip() or filename)[:_MAX_NAME_CHARS]
-
-
-def _store_upload(settings: Settings, sha256: str, ext: str, data: bytes) -> Path:
-    # Content-addressed: the user's file name never becomes a path, and identical uploads share one file.
-    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.uploads_dir / f"{sha256}{ext}"
-    if not path.exists():
-        tmp = settings.uploads_dir / f".{sha256}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    return path
-
-
-def _clean_source_name(source_name: str | None) -> str:
-    source_name = (source_name or "").strip()
-    if not source_name:
-        raise InvalidInput("a source name is required")
-    if len(source_name) > _MAX_NAME_CHARS:
-        raise InvalidInput(f"the source name is longer than {_MAX_NAME_CHARS} characters")
-    return source_name
-
-
-def create_job(*, session: Session, settings: Settings, source_name: str, filename: str, data: bytes) -> IngestJob:
-    """Validate an upload now (bad files fail here, nothing stored), keep its bytes, and queue a job row."""
-    name = upload_name(filename)
-    _check_size(len(data), settings, name)
-    source_name = _clean_source_name(source_name)
-    _, ext = loader_for(name)
-    entries = parse(name, data)
-    sha256 = hashlib.sha256(data).hexdigest()
-    path = _store_upload(settings, sha256, ext, data)
-    job = IngestJob(
-        id=new_id(),
-        source_name=source_name,
-        filename=name,
-        path=str(path),
-        sha256=sha256,
-        size_bytes=len(data),
-        status="queued",
-        progress_done=0,
-        progress_total=len(entries),
-        attempts=0,
-    )
-    session.add(job)
-    session.flush()
-    return job
-
-
-def accept_upload(
-    *, session: Session, settings: Settings, source_name: str | None, filename: str | None, data: bytes,
-    size: int | None = None,
-) -> tuple[IngestJob, SupportBotError | None]:
-    """Queue a job for an upload, or record a failed job saying why the file was refused -> (job, refusal or None).
-
-    `size` is the file's full size when `data` holds only its first bytes (an upload cut off at the limit).
-    """
-    name = upload_name(filename)
-    source = (source_name or "").strip() or source_name_for(name)
-    try:
-        if size is not None and size > len(data):
-            _check_size(size, settings, name)
-        return create_job(session=session, settings=settings, source_name=source, filename=name, data=data), None
-    except SupportBotError as exc:
-        # Nothing of the file is kept; the row tells ops which file failed and why.
-        job = IngestJob(
-            id=new_id(),
-            source_name=source[:_MAX_NAME_CHARS] or "upload",
-            filename=name,
-            path="",
-            sha256="",
-            size_bytes=max(size or 0, len(data)),
-            status="failed",
-            progress_done=0,
-            progress_total=0,
-            attempts=0,
-            error=_error_text(exc),
-            finished_at=utcnow(),
-        )
-        session.add(job)
-        session.flush()
-        return job, exc
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, SupportBotError):
-        text = exc.detail
-    elif isinstance(exc, OperationalError):
-        text = f"database error: {exc.orig}"
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return text[:_MAX_ERROR_CHARS]
 
 
 def retry_delay(attempt: int, settings: Settings) -> float:
@@ -552,7 +420,7 @@ def _execute(
             exc = _time_limit_error(job.filename, settings)
         transient = isinstance(exc, TRANSIENT_ERRORS)
         retrying = transient and will_retry
-        error = _error_text(exc)
+        error = error_text(exc)
         log.warning("ingest job %s %s: %s", job_id, "will be retried" if retrying else "failed", error)
         try:
             if not retrying:
@@ -598,7 +466,7 @@ def fail_timed_out_job(job_id: str, settings: Settings) -> IngestJob | None:
             return job
         filename = job.filename
     _drop_staged(job_id, settings)
-    error = _error_text(_time_limit_error(filename, settings))
+    error = error_text(_time_limit_error(filename, settings))
     return _set(job_id, settings, status="failed", error=error, finished_at=utcnow())
 
 
@@ -607,7 +475,7 @@ def ingest_path(*, settings: Settings, path: Path, source_name: str | None = Non
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
-    _check_size(path.stat().st_size, settings, path.name)
+    check_size(path.stat().st_size, settings, path.name)
     data = path.read_bytes()
     with session_scope(settings) as session:
         job_id = create_job(

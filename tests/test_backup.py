@@ -143,7 +143,7 @@ def test_a_stale_archived_index_is_rebuilt_from_the_restored_chunks(settings, em
     assert any("rebuilding" in m or "rebuilt" in m for m in messages), messages
     with session_scope(target) as session:
         n_chunks = session.scalar(select(func.count()).select_from(Chunk))
-    from support_bot.knowledge.index import load_current
+    from support_bot.knowledge.reader import load_current
 
     assert len(load_current(target)) == n_chunks
 

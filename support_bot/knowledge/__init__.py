@@ -4,7 +4,9 @@ Importing this package loads neither torch nor FAISS; they load on first use.
 """
 
 from support_bot.knowledge.embedder import Embedder, get_embedder
-from support_bot.knowledge.index import IndexReader, IndexVersion, load_current, publish_index
+from support_bot.knowledge.reader import IndexReader, load_current
+from support_bot.knowledge.index import IndexVersion
+from support_bot.knowledge.publish import publish_index
 from support_bot.knowledge.retriever import Hit, RetrievalResult, Retriever, get_retriever
 
 __all__ = [

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, NotFound
-from support_bot.knowledge.index import publish_index
+from support_bot.knowledge.publish import publish_index
 from support_bot.models import Chunk, Document, IngestJob, Source
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed")

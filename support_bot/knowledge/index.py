@@ -12,7 +12,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from support_bot.core.config import IndexSettings, Settings
+from support_bot.core.config import IndexSettings
 from support_bot.core.errors import ConfigurationError
+from support_bot.knowledge.lexical import lexical_tokens
 
 log = logging.getLogger(__name__)
 
@@ -52,45 +50,6 @@ _STALE_TMP_S = 3600
 _BUILD_BATCH = 50_000
 # k-means needs about 40 points per cluster; more adds training time without better clusters.
 _IVF_TRAIN_PER_LIST = 40
-
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
-# Words that carry no topic in support questions; kept short so negations and question words still count.
-_STOPWORDS = frozenset(
-    """a an and are as at be been but by can could do does did for from had has have how i if in into is it its
-    me my of on or our so such than that the their them then there these they this to us was we were what when
-    where which who will with would you your yours i'm it's i've you're""".split()
-)
-
-
-def _stem(word: str) -> str:
-    """A light English suffix stripper: enough to match plurals and common verb forms across questions."""
-    if len(word) <= 3 or not word.isalpha():
-        return word
-    for suffix, repl, min_len in (
-        ("ies", "y", 5),
-        ("sses", "ss", 5),
-        ("ing", "", 6),
-        ("ed", "", 5),
-        ("es", "", 5),
-        ("s", "", 4),
-    ):
-        if word.endswith(suffix) and len(word) >= min_len:
-            if suffix == "s" and word.endswith(("ss", "us", "is")):
-                return word
-            if suffix == "es" and not word.endswith(("ches", "shes", "xes", "zes", "sses")):
-                continue
-            stem = word[: len(word) - len(suffix)] + repl
-            # "running" -> "runn" -> "run": collapse a doubled final consonant left by -ing/-ed.
-            if suffix in ("ing", "ed") and len(stem) > 3 and stem[-1] == stem[-2] and stem[-1] not in "aeioulsz":
-                stem = stem[:-1]
-            return stem
-    return word
-
-
-def lexical_tokens(text: str) -> list[str]:
-    """Lower-cased, stop-word-free, lightly stemmed words; the same function indexes and queries."""
-    words = (w.replace("’", "'") for w in _WORD.findall(text.lower()))
-    return [_stem(w) for w in words if w not in _STOPWORDS]
 
 
 @dataclass
@@ -571,205 +530,6 @@ def _prune(index_dir: Path, *, keep_from: int) -> None:
     for child in index_dir.glob(".tmp-*"):
         if now - child.stat().st_mtime > _STALE_TMP_S:
             shutil.rmtree(child, ignore_errors=True)
-
-
-def publish_index(*, session: Session, settings: Settings) -> int:
-    """Build and publish a new index version from the chunks of every source's active version."""
-    from support_bot.models import Chunk, Document, Source
-
-    stmt = (
-        select(Chunk, Source.name, Document.id, Document.version)
-        .join(Document, Chunk.document_id == Document.id)
-        .join(Source, Chunk.source_id == Source.id)
-        .where(Document.version == Source.active_version)
-        .order_by(Source.name, Chunk.ordinal)
-    )
-    records: list[ChunkRecord] = []
-    parts: list[np.ndarray] = []
-    counts: list[int] = []
-    sources: dict[str, dict] = {}
-    models: set[str] = set()
-    dims: set[int] = set()
-    for chunk, source_name, document_id, version in session.execute(stmt):
-        extra = chunk.extra or {}
-        n_vec = int(extra.get("n_vectors", 1))
-        vec = np.frombuffer(chunk.embedding or b"", dtype=np.float32)
-        if n_vec <= 0 or vec.size == 0 or vec.size % n_vec:
-            raise ConfigurationError(
-                f"chunk {chunk.id} of source {source_name!r} has no usable embedding; re-ingest it"
-            )
-        dims.add(vec.size // n_vec)
-        if extra.get("embedding_model"):
-            models.add(extra["embedding_model"])
-        parts.append(vec.reshape(n_vec, -1))
-        counts.append(n_vec)
-        records.append(
-            ChunkRecord(
-                chunk_id=chunk.id,
-                source=source_name,
-                entry_id=chunk.entry_id,
-                title=chunk.title,
-                text=chunk.text,
-                answer=extra.get("answer"),
-                url=chunk.url,
-                lexical_text=extra.get("lexical_text") or chunk.text,
-            )
-        )
-        sources[source_name] = {"document_id": document_id, "version": version}
-    if len(dims) > 1:
-        raise ConfigurationError(
-            f"knowledge sources were embedded with different models ({', '.join(sorted(models)) or 'unknown'}); "
-            "re-ingest them with the configured model"
-        )
-    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-    model = models.pop() if len(models) == 1 else settings.embedding.model
-    return write_version(
-        settings.index_dir,
-        records=records,
-        vectors=vectors,
-        vec_counts=counts,
-        embedding_model=model,
-        sources=sources,
-        index=settings.index,
-    )
-
-
-def _search_params(dense: Any, kind: str, cfg: IndexSettings | None) -> None:
-    """Apply search-time settings to a loaded approximate index (without them, the values saved at build hold)."""
-    import faiss
-
-    inner = faiss.downcast_index(dense.index)
-    if kind == "ivf":
-        # Lets row_vectors reconstruct stored vectors by position, as it does for the exact and HNSW kinds.
-        inner.make_direct_map()
-        if cfg is not None:
-            inner.nprobe = min(cfg.ivf_nprobe, inner.nlist)
-    elif kind == "hnsw" and cfg is not None:
-        inner.hnsw.efSearch = cfg.hnsw_ef_search
-
-
-def load_version(
-    path: Path, *, settings: IndexSettings | None = None, previous: IndexVersion | None = None
-) -> IndexVersion:
-    """Load one published version directory fully into memory.
-
-    When `previous` holds the same content (the exact version an approximate one was built from), its chunk
-    records and lexical index are reused and only the dense index is read.
-    """
-    import bm25s
-    import faiss
-
-    with open(path / META, encoding="utf-8") as fh:
-        meta = json.load(fh)
-    if meta.get("format") not in _READABLE_FORMATS:
-        raise ConfigurationError(
-            f"index {path} has format {meta.get('format')}, expected one of {_READABLE_FORMATS}; publish it again"
-        )
-    dense_info = dict(meta.get("dense") or {"kind": EXACT})
-    kind = dense_info.pop("kind", EXACT)
-    content_id = meta.get("content_id")
-    reuse = previous is not None and content_id is not None and previous.content_id == content_id
-    if reuse:
-        records, vec_start, lexical = previous.records, previous.vec_start, previous.lexical
-    else:
-        if "chunks" in meta:
-            chunks = meta
-        else:
-            with open(path / CHUNKS, encoding="utf-8") as fh:
-                chunks = json.load(fh)
-        records = [ChunkRecord(*row) for row in chunks["chunks"]]
-        vec_start = np.asarray(chunks["vec_start"], dtype=np.int64)
-        lexical = bm25s.BM25.load(str(path / LEXICAL), show_progress=False) if records else None
-    dense = None
-    if records:
-        dense = faiss.read_index(str(path / DENSE))
-        if dense.ntotal != int(vec_start[-1]):
-            raise ConfigurationError(
-                f"index {path} holds {dense.ntotal} vectors but its chunks name {int(vec_start[-1])}; publish it again"
-            )
-        if kind != EXACT:
-            _search_params(dense, kind, settings)
-    return IndexVersion(
-        version=int(meta["version"]),
-        records=records,
-        dense=dense,
-        vec_start=vec_start,
-        lexical=lexical,
-        embedding_model=meta.get("embedding_model"),
-        dim=int(meta.get("dim", 0)),
-        sources=meta.get("sources", {}),
-        dense_kind=kind,
-        dense_params=dense_info,
-        content_id=content_id,
-    )
-
-
-def load_current(settings: Settings) -> IndexVersion:
-    """The version CURRENT points at, loaded once (EMPTY when nothing was published)."""
-    number = read_current_version(settings.index_dir)
-    return load_version(settings.index_dir / f"v{number}", settings=settings.index) if number else EMPTY
-
-
-class IndexReader:
-    """Hands out the live version and swaps to a newly published one without a restart.
-
-    `settings` gives the search-time parameters of approximate indexes (HNSW efSearch, IVF nprobe); without it,
-    the values saved when the index was built apply.
-    """
-
-    _RETRY_S = 5.0
-
-    def __init__(self, index_dir: Path, *, settings: IndexSettings | None = None):
-        self.index_dir = Path(index_dir)
-        self.settings = settings
-        self._version: IndexVersion = EMPTY
-        self._seen: tuple[int, int, int] | None = None
-        self._retry_at = 0.0
-        self._lock = threading.Lock()
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.index_dir / CURRENT)
-        except FileNotFoundError:
-            return None
-        # os.replace gives CURRENT a new inode, so this changes on every publish even within one mtime tick.
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def current(self) -> IndexVersion:
-        """The live version; a stat per call, a reload only when CURRENT changed."""
-        seen = self._stat()
-        if seen == self._seen:
-            return self._version
-        # While one caller loads a new version (seconds for a million chunks), the others keep answering from the
-        # loaded one instead of queueing behind it; only before the first load is there nothing to answer from.
-        if not self._lock.acquire(blocking=self._version is EMPTY):
-            return self._version
-        try:
-            seen = self._stat()
-            if seen == self._seen or time.monotonic() < self._retry_at:
-                return self._version
-            try:
-                number = read_current_version(self.index_dir)
-                if number != self._version.version:
-                    self._version = (
-                        load_version(self.index_dir / f"v{number}", settings=self.settings, previous=self._version)
-                        if number
-                        else EMPTY
-                    )
-                    log.info(
-                        "index v%d is live (%d chunks, %s search)",
-                        self._version.version,
-                        len(self._version),
-                        self._version.dense_kind,
-                    )
-                self._seen = seen
-            except Exception:
-                # Keep answering from the version already loaded; a broken publish must not take search down.
-                log.exception("could not load index from %s; still serving v%d", self.index_dir, self._version.version)
-                self._retry_at = time.monotonic() + self._RETRY_S
-            return self._version
-        finally:
-            self._lock.release()
 
 
 def install_version(index_dir: Path, source: Path) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from support_bot.core.config import RetrievalSettings, Settings
-from support_bot.knowledge.index import IndexReader, IndexVersion
+from support_bot.knowledge.reader import IndexReader
+from support_bot.knowledge.index import IndexVersion
 
 
 @dataclass

@@ -293,7 +293,9 @@ def restore(
 
 def _restore_index(settings: Settings, tar: tarfile.TarFile, members: dict, manifest: dict, *, rebuild: bool, say) -> int:
     from support_bot.core.db import session_scope
-    from support_bot.knowledge.index import install_version, load_version, publish_index
+    from support_bot.knowledge.index import install_version
+    from support_bot.knowledge.reader import load_version
+    from support_bot.knowledge.publish import publish_index
 
     files = [n for n in members if n.startswith("index/")]
     if files and not rebuild:

@@ -2,6 +2,9 @@
 
 Weights read as "how likely is a message with this phrase an instance of the category": single weak families stay
 below the caution threshold on their own and only count together with other evidence (noisy-OR in the guard).
+
+Longer than the usual limit because most of it is one table of phrase families (data, not logic); split by category
+it would scatter a list that is reviewed and weighed as a whole.
 """
 
 from __future__ import annotations

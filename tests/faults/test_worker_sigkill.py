@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from ingest.pipeline import create_job
+from ingest.uploads import create_job
 from ingest.worker import submit_job
 from support_bot.core.config import Settings
 from support_bot.core.db import migrate, session_scope
-from support_bot.knowledge.index import load_current
+from support_bot.knowledge.reader import load_current
 from support_bot.models import Chunk, Document, IngestJob
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis]

@@ -12,11 +12,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 import ingest.pipeline as pipeline
-from ingest.pipeline import create_job, ingest_path, retry_delay, run_job, upload_name
+from ingest.uploads import create_job, upload_name
+from ingest.pipeline import ingest_path, retry_delay, run_job
 from ingest.worker import InProcessWorker
 from support_bot.core.db import session_scope
 from support_bot.knowledge.admin import delete_source, list_sources
-from support_bot.knowledge.index import load_current, read_current_version
+from support_bot.knowledge.reader import load_current
+from support_bot.knowledge.index import read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, Document, IngestJob, Source
 from tests.conftest import FAQ

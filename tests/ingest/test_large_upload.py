@@ -20,7 +20,8 @@ MIB = 2**20
 SCRIPT = r'''
 import json, os, resource, sys, zlib
 import numpy as np
-from ingest.pipeline import create_job, run_job
+from ingest.uploads import create_job
+from ingest.pipeline import run_job
 import ingest.pipeline as pipeline
 from support_bot.core.config import Settings
 from support_bot.core.db import migrate, session_scope

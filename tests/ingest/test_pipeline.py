@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from ingest.pipeline import create_job, ingest_path, run_job
+from ingest.uploads import create_job
+from ingest.pipeline import ingest_path, run_job
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, PayloadTooLarge
 from support_bot.knowledge.index import read_current_version

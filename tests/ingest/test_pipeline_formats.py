@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from ingest.pipeline import create_job, ingest_path, run_job
+from ingest.uploads import create_job
+from ingest.pipeline import ingest_path, run_job
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput
-from support_bot.knowledge.index import load_current, read_current_version
+from support_bot.knowledge.reader import load_current
+from support_bot.knowledge.index import read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, IngestJob, Source
 

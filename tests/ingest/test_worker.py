@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from ingest.pipeline import create_job
+from ingest.uploads import create_job
 from ingest.worker import InProcessWorker, get_worker, submit_job
 from support_bot.core.db import session_scope
 from support_bot.knowledge.index import read_current_version

@@ -12,7 +12,8 @@ from support_bot.cli import main
 from support_bot.core.db import session_scope
 from support_bot.core.errors import NotFound
 from support_bot.knowledge.admin import delete_source, list_sources, reindex, show_source
-from support_bot.knowledge.index import load_current, read_current_version
+from support_bot.knowledge.reader import load_current
+from support_bot.knowledge.index import read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, Document, Source
 from tests.conftest import FAQ, FIXTURES

@@ -13,18 +13,10 @@ import pytest
 from support_bot.core.config import IndexSettings
 from support_bot.core.db import session_scope
 from support_bot.core.errors import ConfigurationError
-from support_bot.knowledge.index import (
-    KEEP_VERSIONS,
-    ChunkRecord,
-    IndexReader,
-    build_approximate,
-    lexical_tokens,
-    load_current,
-    load_version,
-    publish_index,
-    read_current_version,
-    write_version,
-)
+from support_bot.knowledge.index import KEEP_VERSIONS, ChunkRecord, build_approximate, read_current_version, write_version
+from support_bot.knowledge.lexical import lexical_tokens
+from support_bot.knowledge.publish import publish_index
+from support_bot.knowledge.reader import IndexReader, load_current, load_version
 
 
 def _records(n: int, prefix: str = "r") -> list[ChunkRecord]:
@@ -136,21 +128,21 @@ def test_reader_swaps_to_a_new_version_and_never_sees_a_partial_one(tmp_path):
 
 
 def test_readers_keep_answering_from_the_loaded_version_while_one_loads_the_next(tmp_path, monkeypatch):
-    import support_bot.knowledge.index as index_module
+    import support_bot.knowledge.reader as reader_module
 
     write_version(tmp_path, records=_records(1), vectors=_vectors(1), vec_counts=[1], embedding_model="m")
     reader = IndexReader(tmp_path)
     assert reader.current().version == 1
     write_version(tmp_path, records=_records(2), vectors=_vectors(2), vec_counts=[1, 1], embedding_model="m")
     loading, release = threading.Event(), threading.Event()
-    real_load = index_module.load_version
+    real_load = reader_module.load_version
 
     def slow_load(*args, **kwargs):
         loading.set()
         release.wait(30)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(index_module, "load_version", slow_load)
+    monkeypatch.setattr(reader_module, "load_version", slow_load)
     got: list[int] = []
     loader = threading.Thread(target=lambda: got.append(reader.current().version))
     loader.start()

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from support_bot.core.db import session_scope
-from support_bot.knowledge.index import load_current, read_current_version
+from support_bot.knowledge.reader import load_current
+from support_bot.knowledge.index import read_current_version
 from support_bot.knowledge.retriever import Retriever
 from support_bot.models import Chunk, IngestJob, Source
 from tests.web.helpers import ask, new_conversation

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData, UploadFile
 
-from ingest.pipeline import accept_upload, source_name_for, upload_name
+from ingest.uploads import accept_upload, source_name_for, upload_name
 from ingest.worker import submit_job
 from support_bot.core.config import Settings
 from support_bot.core.errors import InvalidInput, NotFound, PayloadTooLarge

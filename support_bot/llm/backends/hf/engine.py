@@ -1,5 +1,5 @@
 """Local generation with transformers: GGUF or Hugging Face weights, CPU (fp32) or GPU (bf16), streamed, with
-concurrent requests continuously batched (see batching.py)."""
+concurrent requests continuously batched (see scheduler.py)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ class TransformersEngine(StreamingEngine):
         return engine
 
     def _start(self, tokenizer: Any, model: Any, *, max_batch_size: int, cuda_graphs: bool | None = None) -> None:
-        from support_bot.llm.backends.hf.batching import ContinuousBatcher
+        from support_bot.llm.backends.hf.scheduler import ContinuousBatcher
 
         self.tokenizer, self.model = tokenizer, model
         self.name = f"transformers:{self.resolved.name}"
@@ -208,7 +208,7 @@ class TransformersEngine(StreamingEngine):
         ignore_eos: bool = False,
     ) -> Iterator[str]:
         """Like `stream`, from a ready token-id prompt; `ignore_eos` decodes the full length (benchmarks)."""
-        from support_bot.llm.backends.hf.batching import GenerationRequest
+        from support_bot.llm.backends.hf.scheduler import GenerationRequest
 
         room = self.context_window - len(prompt_ids)
         if room <= 0:
@@ -229,7 +229,7 @@ class TransformersEngine(StreamingEngine):
         return self._pieces(request)
 
     def _pieces(self, request: Any) -> Iterator[str]:
-        from support_bot.llm.backends.hf.batching import Finished
+        from support_bot.llm.backends.hf.scheduler import Finished
         from support_bot.llm.backends.hf.detokenize import IncrementalDecoder
 
         if request.max_new_tokens <= 0 or (request.stop is not None and request.stop.is_set()):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support_bot.llm.backends.hf.batching import ContinuousBatcher, Finished, GenerationRequest
+from support_bot.llm.backends.hf.scheduler import ContinuousBatcher, Finished, GenerationRequest
 from support_bot.llm.registry import get_engine
 from support_bot.llm.prompt import ChatMessage
 
@@ -296,16 +296,16 @@ def test_graph_bookkeeping_keeps_live_rows_intact(model, make_batcher, monkeypat
     Only the capture itself is stood in for: a "graph" here re-runs its captured step into the captured output, which
     is what replaying a real graph does, so everything the step reads must come from the static buffers.
     """
-    from support_bot.llm.backends.hf import batching
+    from support_bot.llm.backends.hf import graphs, scheduler
 
     def capture(step, *, device, pool):
         step()  # warm-up, as on a GPU: it must write only into the spare column
         output = step()
         return (lambda: output.copy_(step())), output
 
-    monkeypatch.setattr(batching, "_static_cache", lambda device: True)
-    monkeypatch.setattr(batching, "_gpu_rows_that_fit", lambda model, dtype, columns, wanted: min(wanted, 6))
-    monkeypatch.setattr(batching, "_capture_cuda_graph", capture)
+    monkeypatch.setattr(scheduler, "_static_cache", lambda device: True)
+    monkeypatch.setattr(scheduler, "_gpu_rows_that_fit", lambda model, dtype, columns, wanted: min(wanted, 6))
+    monkeypatch.setattr(graphs, "_capture_cuda_graph", capture)
     batcher = make_batcher(max_batch_size=32, cuda_graphs=True)
     assert (batcher.max_rows, batcher.max_columns) == (6, 1025)
 
@@ -329,14 +329,14 @@ def test_graph_bookkeeping_keeps_live_rows_intact(model, make_batcher, monkeypat
 
 
 def test_a_failed_graph_capture_falls_back_to_eager_decoding(model, make_batcher, monkeypatch):
-    from support_bot.llm.backends.hf import batching
+    from support_bot.llm.backends.hf import graphs, scheduler
 
     def capture(step, *, device, pool):
         raise RuntimeError("operation not permitted when stream is capturing (simulated)")
 
-    monkeypatch.setattr(batching, "_static_cache", lambda device: True)
-    monkeypatch.setattr(batching, "_gpu_rows_that_fit", lambda model, dtype, columns, wanted: min(wanted, 4))
-    monkeypatch.setattr(batching, "_capture_cuda_graph", capture)
+    monkeypatch.setattr(scheduler, "_static_cache", lambda device: True)
+    monkeypatch.setattr(scheduler, "_gpu_rows_that_fit", lambda model, dtype, columns, wanted: min(wanted, 4))
+    monkeypatch.setattr(graphs, "_capture_cuda_graph", capture)
     batcher = make_batcher(cuda_graphs=True)
     prompt = _prompt(9, 1200)
     r = request(prompt, 15)
@@ -446,7 +446,7 @@ def test_a_stream_waiting_for_a_row_past_its_timeout_raises(settings, tiny_llama
 def test_the_batching_modules_import_without_torch():
     code = (
         "import sys\n"
-        "import support_bot.llm.backends.hf.batching, support_bot.llm.backends.hf.detokenize\n"
+        "import support_bot.llm.backends.hf.scheduler, support_bot.llm.backends.hf.detokenize\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

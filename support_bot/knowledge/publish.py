@@ -1,0 +1,77 @@
+"""Publishing: a new index version built from the chunks of every source's active version in the database."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from support_bot.core.config import Settings
+from support_bot.core.errors import ConfigurationError
+
+from support_bot.knowledge.index import ChunkRecord, write_version
+
+log = logging.getLogger(__name__)
+
+
+def publish_index(*, session: Session, settings: Settings) -> int:
+    """Build and publish a new index version from the chunks of every source's active version."""
+    from support_bot.models import Chunk, Document, Source
+
+    stmt = (
+        select(Chunk, Source.name, Document.id, Document.version)
+        .join(Document, Chunk.document_id == Document.id)
+        .join(Source, Chunk.source_id == Source.id)
+        .where(Document.version == Source.active_version)
+        .order_by(Source.name, Chunk.ordinal)
+    )
+    records: list[ChunkRecord] = []
+    parts: list[np.ndarray] = []
+    counts: list[int] = []
+    sources: dict[str, dict] = {}
+    models: set[str] = set()
+    dims: set[int] = set()
+    for chunk, source_name, document_id, version in session.execute(stmt):
+        extra = chunk.extra or {}
+        n_vec = int(extra.get("n_vectors", 1))
+        vec = np.frombuffer(chunk.embedding or b"", dtype=np.float32)
+        if n_vec <= 0 or vec.size == 0 or vec.size % n_vec:
+            raise ConfigurationError(
+                f"chunk {chunk.id} of source {source_name!r} has no usable embedding; re-ingest it"
+            )
+        dims.add(vec.size // n_vec)
+        if extra.get("embedding_model"):
+            models.add(extra["embedding_model"])
+        parts.append(vec.reshape(n_vec, -1))
+        counts.append(n_vec)
+        records.append(
+            ChunkRecord(
+                chunk_id=chunk.id,
+                source=source_name,
+                entry_id=chunk.entry_id,
+                title=chunk.title,
+                text=chunk.text,
+                answer=extra.get("answer"),
+                url=chunk.url,
+                lexical_text=extra.get("lexical_text") or chunk.text,
+            )
+        )
+        sources[source_name] = {"document_id": document_id, "version": version}
+    if len(dims) > 1:
+        raise ConfigurationError(
+            f"knowledge sources were embedded with different models ({', '.join(sorted(models)) or 'unknown'}); "
+            "re-ingest them with the configured model"
+        )
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+    model = models.pop() if len(models) == 1 else settings.embedding.model
+    return write_version(
+        settings.index_dir,
+        records=records,
+        vectors=vectors,
+        vec_counts=counts,
+        embedding_model=model,
+        sources=sources,
+        index=settings.index,
+    )
