@@ -29,6 +29,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
+# The layering contracts alone (make test runs them too, in tests/test_architecture.py).
+lint: install
+	$(BIN)/lint-imports
+
 bench: install
 	$(BIN)/python bench/ingest.py --n 2000
 	$(BIN)/python bench/retrieval.py --n 100000

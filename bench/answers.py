@@ -29,7 +29,8 @@ log = logging.getLogger("bench.answers")
 
 
 def _run(settings, rows: list[dict]) -> dict:
-    from support_bot.chat.service import Assistant, start_conversation
+    from support_bot.chat.service import Assistant
+    from support_bot.chat.store import start_conversation
     from support_bot.core.db import session_scope
 
     assistant = Assistant(settings)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ingest.pipeline import create_job
+from ingest.uploads import create_job
 from ingest.worker import submit_job
 from support_bot import learning
 from support_bot.core.config import Settings
@@ -48,9 +48,11 @@ def queue_rebuild(*, session: Session, settings: Settings) -> IngestJob | None:
     )
 
 
-def _rebuilt(session: Session, settings: Settings, suggestion: FaqSuggestion) -> Review:
+def _rebuilt(session: Session, settings: Settings, outcome: learning.Outcome) -> Review:
+    if not outcome.changes_source:
+        return Review(suggestion=outcome.suggestion)
     job = queue_rebuild(session=session, settings=settings)
-    return Review(suggestion=suggestion, job=job, drop_source=job is None)
+    return Review(suggestion=outcome.suggestion, job=job, drop_source=job is None)
 
 
 def approve(
@@ -58,20 +60,18 @@ def approve(
     answer: str | None = None,
 ) -> Review:
     """Approve a suggestion (with optional last edits) and queue the learned source's new version with it."""
-    suggestion = learning.approve(
+    outcome = learning.approve(
         session, settings, suggestion_id=suggestion_id, actor=actor, question=question, answer=answer
     )
-    return _rebuilt(session, settings, suggestion)
+    return _rebuilt(session, settings, outcome)
 
 
 def reject(
     session: Session, settings: Settings, *, suggestion_id: str, actor: User, reason: str | None = None
 ) -> Review:
     """Reject a suggestion; withdrawing an approved one also queues the source without it."""
-    suggestion, was = learning.reject(session, settings, suggestion_id=suggestion_id, actor=actor, reason=reason)
-    if was != "approved":
-        return Review(suggestion=suggestion)
-    return _rebuilt(session, settings, suggestion)
+    outcome = learning.reject(session, settings, suggestion_id=suggestion_id, actor=actor, reason=reason)
+    return _rebuilt(session, settings, outcome)
 
 
 def edit(
@@ -79,14 +79,10 @@ def edit(
     answer: str | None = None,
 ) -> Review:
     """Edit a suggestion; editing an approved one queues the source's new version with the new wording."""
-    before = learning.get_suggestion(session, suggestion_id)
-    old = (before.question, before.answer)
-    suggestion = learning.edit(
+    outcome = learning.edit(
         session, settings, suggestion_id=suggestion_id, actor=actor, question=question, answer=answer
     )
-    if suggestion.status != "approved" or (suggestion.question, suggestion.answer) == old:
-        return Review(suggestion=suggestion)
-    return _rebuilt(session, settings, suggestion)
+    return _rebuilt(session, settings, outcome)
 
 
 def apply(settings: Settings, review: Review) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: every test gets a throw-away data dir and its own Settings."""
+"""Shared fixtures: every test gets a throw-away data dir and its own Settings; databases, console users, buses."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import pytest
 
 from support_bot.core.config import Settings, get_settings
-from support_bot.core.db import dispose_engines
+from support_bot.core.db import dispose_engines, migrate, session_scope
 from support_bot.llm.registry import reset_engines
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -19,6 +19,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 FAQ = FIXTURES / "northwind_faq.csv"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+# The password of every console user the tests make (strong enough for the password rules).
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    """A loopback port free now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -65,6 +74,22 @@ def settings(tmp_path) -> Settings:
     return s
 
 
+@pytest.fixture
+def db(settings: Settings) -> Settings:
+    """Settings whose SQLite database has the current schema."""
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_db(request, settings: Settings) -> Settings:
+    """A migrated database on SQLite, then on a fresh PostgreSQL one."""
+    if request.param == "postgres":
+        settings = settings.model_copy(update={"database_url": request.getfixturevalue("postgres_url")})
+    migrate(settings)
+    return settings
+
+
 @pytest.fixture(scope="session")
 def embedder():
     """The real embedding model, loaded once for the whole test session."""
@@ -77,8 +102,6 @@ def embedder():
 @pytest.fixture
 def kb(settings: Settings, embedder) -> Settings:
     """Settings whose database has the current schema."""
-    from support_bot.core.db import migrate
-
     migrate(settings)
     return settings
 
@@ -113,3 +136,51 @@ def postgres_url(postgres_server_url) -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return _service_url("SUPPORT_BOT_TEST_REDIS_URL", DEFAULT_REDIS, 6379)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis server of this test's own, which the test may stop and restart; skips without redis-server."""
+    from tests.events.redis_server import private_redis
+
+    yield from private_redis(tmp_path)
+
+
+@pytest.fixture
+def fresh_buses():
+    """No event bus open when the test starts, and none left open after it."""
+    from support_bot.live.events import close_buses
+
+    close_buses()
+    yield
+    close_buses()
+
+
+# -- console users ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_hashing(monkeypatch):
+    """argon2id with tiny costs, for tests that hash or check passwords but do not test the hashing cost."""
+    from argon2 import PasswordHasher
+
+    from support_bot.ops import auth
+
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    monkeypatch.setattr(auth, "_dummy_hash", None)
+
+
+def add_user(
+    settings: Settings, username: str, role: str = "agent", display_name: str = "", *, password: str = PASSWORD,
+    **kwargs,
+) -> str:
+    """A console user who logs in with `password` (no forced change unless asked); returns its id."""
+    from support_bot.ops import auth
+
+    kwargs.setdefault("must_change_password", False)
+    with session_scope(settings) as session:
+        user, _ = auth.create_user(
+            session, settings=settings, username=username, role=role, password=password, display_name=display_name,
+            **kwargs,
+        )
+        return user.id

@@ -22,7 +22,7 @@ from tests.conftest import FAQ
 def _populate(settings) -> dict:
     """A knowledge source, a conversation with messages (one with citations) and feedback."""
     from ingest.pipeline import ingest_path
-    from support_bot.chat.service import start_conversation
+    from support_bot.chat.store import start_conversation
 
     migrate(settings)
     job = ingest_path(settings=settings, path=FAQ)

@@ -20,7 +20,7 @@ from support_bot.core.config import Settings
 from support_bot.core.db import migrate, session_scope
 from support_bot.core.logs import JsonFormatter, TextFormatter, configure_logging, log_context, request_id_var
 from support_bot.models import IngestJob
-from web.observability import RequestContextMiddleware, request_id_from
+from web.middleware.observability import RequestContextMiddleware, request_id_from
 
 FRESH_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -286,7 +286,7 @@ def test_configure_logging_picks_the_format_by_environment(restore_root_logging,
 @pytest.mark.slow
 def test_serve_writes_json_lines_with_request_ids(tmp_path):
     """`support-bot serve` with JSON logs: every stderr line (uvicorn's included) is JSON; access lines carry ids."""
-    from tests.e2e.conftest import free_port
+    from tests.conftest import free_port
 
     port = free_port()
     env = {

@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from support_bot.ops import runtime_settings as rs
-from support_bot.chat.service import Assistant, system_prompt
+from support_bot.chat.prompt import system_prompt
+from support_bot.chat.service import Assistant
 from support_bot.core.config import Settings
-from support_bot.core.db import migrate, session_scope
+from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, NotFound
 from support_bot.models import AuditLog, RuntimeSetting
 
@@ -168,12 +169,6 @@ def test_a_stored_value_that_no_longer_validates_is_skipped_not_fatal(settings):
 
 
 # --- store, changes and refresh ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(settings) -> Settings:
-    migrate(settings)
-    return settings
 
 
 def test_a_change_applies_at_once_here_and_after_the_refresh_bound_elsewhere(db):

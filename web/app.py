@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from support_bot import learning
 from support_bot.chat.service import Assistant
 from support_bot.core.config import Settings, get_settings
 from support_bot.core.db import migrate
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     if problem:
         # Settings() refuses these already; a copy made with model_copy(update=...) is checked here.
         raise ConfigurationError(problem)
+    # Chats that agents resolve here become suggested FAQ entries: handoff, below learning, only offers the hook.
+    learning.subscribe()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -102,43 +105,43 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     app.add_exception_handler(OperationalError, _database_away)
     app.add_exception_handler(InterfaceError, _database_away)
 
-    from web.routers import chat, events, health, knowledge, pages
+    from web.api import chat, events, health, knowledge, pages
 
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(knowledge.router, max_body_size=knowledge.max_upload_request_bytes(settings))
     app.include_router(pages.router)
     app.include_router(events.router)
-    from web.routers import console_auth
+    from web.api import console_auth
 
     app.include_router(console_auth.router)
-    from web.routers import console_api
+    from web.api import console_api
 
     app.include_router(console_api.router)
-    from web.routers import console_pages
+    from web.api import console_pages
 
     app.include_router(console_pages.router)
-    from web.routers import console_knowledge
+    from web.api import console_knowledge
 
     app.include_router(console_knowledge.router)
-    from web.routers import console_analytics
+    from web.api import console_analytics
 
     app.include_router(console_analytics.router)
-    from web.routers import console_settings
+    from web.api import console_settings
 
     app.include_router(console_settings.router)
-    from web.routers import console_learning
+    from web.api import console_learning
 
     app.include_router(console_learning.router)
-    from web import public_api
-    from web.routers import widget
+    from web.middleware import public_api
+    from web.api import widget
 
     app.include_router(widget.router)
     public_api.install(app, settings)
     from web import openapi as api_schema
 
     api_schema.install(app)
-    from web import observability  # last: its middleware is outermost, so it times and ids every request
+    from web.middleware import observability  # last: its middleware is outermost, so it times and ids every request
 
     observability.install(app, settings)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 from fastapi import FastAPI
 
-from web.routers.events import close_streams
+from web.api.events import close_streams
 
 
 class _Server(uvicorn.Server):

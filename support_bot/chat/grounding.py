@@ -1,11 +1,17 @@
-"""Is a generated answer supported by its sources? Sentence by sentence, numbers verbatim."""
+"""The ground step: is a generated answer supported by its sources? Sentence by sentence, numbers verbatim; what
+is kept is cited."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
+from support_bot.core.config import Settings
 from support_bot.llm.prompt import CITATION_RE
+
+log = logging.getLogger(__name__)
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:[.,:][0-9]+)*")
 # Sentence ends are punctuation followed by space (so "$14.95" stays whole) and line breaks.
@@ -142,3 +148,34 @@ def ground_answer(
         return Grounded(text="", used=[], dropped=dropped)
     text = " ".join(kept)
     return Grounded(text=f"{text} {''.join(f'[{n}]' for n in used)}", used=used, dropped=dropped)
+
+
+def ground(settings: Settings, answer: str, hits: list[Any], *, question: str = "") -> tuple[str, list[dict[str, Any]]]:
+    """Keep what the sources support, cited; fall back to the top source's own answer when nothing is."""
+    grounded = ground_answer(
+        answer, [h.text for h in hits], min_support=settings.retrieval.min_support, question=question
+    )
+    scores = [getattr(h, "score", None) for h in hits]
+    off_question = bool(grounded.text) and None not in scores and (
+        max(scores[n - 1] for n in grounded.used) < scores[0] - settings.retrieval.max_source_gap
+    )
+    if off_question:
+        log.info("an answer rested only on sources well below the best match; showing the best match")
+    if not grounded.text or off_question:
+        top = hits[0]
+        return f"{(top.answer or top.text).strip()} [1]", [citation(1, top)]
+    if grounded.dropped:
+        log.info("dropped %d unsupported sentence(s) from an answer", len(grounded.dropped))
+    return grounded.text, [citation(n, hits[n - 1]) for n in grounded.used]
+
+
+def citation(n: int, hit: Any) -> dict[str, Any]:
+    """Source `n` of an answer as the widget shows it."""
+    return {
+        "n": n,
+        "chunk_id": hit.chunk_id,
+        "source": hit.source,
+        "entry_id": hit.entry_id,
+        "title": hit.title,
+        "url": hit.url,
+    }

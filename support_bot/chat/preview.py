@@ -9,18 +9,24 @@ not customers, and their questions must not show up in the analytics or the hand
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
 
 from support_bot import handoff
-from support_bot.chat.service import ERROR_TEXT, Assistant, abstain_text, trim_generated, until_answer_ends
+from support_bot.chat.generate import model_pieces, trim_generated
+from support_bot.chat.grounding import ground
+from support_bot.chat.prompt import build_prompt
+from support_bot.chat.replies import ERROR_TEXT, abstain_text
+from support_bot.chat.retrieve import related_questions
+from support_bot.chat.screening import check_output, redact
+from support_bot.chat.service import Assistant
+from support_bot.chat.small_talk import small_talk
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, SupportBotError
-from support_bot.llm.base import guarded_stream
 from support_bot.models import Conversation
-from support_bot.chat.small_talk import small_talk
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +109,14 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
     if not 1 <= k <= MAX_ENTRIES:
         raise InvalidInput(f"k must be between 1 and {MAX_ENTRIES}")
     # The model and the retriever see the text as it would be stored (PII redacted when configured).
-    shown = assistant.redact(text)
+    shown = redact(settings, text)
     preview = AnswerPreview(question=shown, outcome="answer", reply="")
 
     caution = None
     if settings.safety.enabled:
         from support_bot.safety.policy import caution_note
 
-        verdict = assistant.input_guard.check(text, history=[])
+        verdict = assistant.guards.input.check(text, history=[])
         preview.safety = {
             "action": verdict.action, "category": verdict.category, "score": round(float(verdict.score), 4),
             "reason": verdict.reason,
@@ -157,14 +163,14 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
         )
 
     if result.abstain or not used:
-        _abstain(assistant, preview, assistant.related_questions(result.hits))
+        _abstain(assistant, preview, related_questions(settings, result.hits, assistant.guards))
         return preview
 
     hits = used
     if settings.safety.enabled:
         hits = []
         for hit, entry in zip(used, preview.entries):
-            dropped = assistant.source_drop_verdict(hit)
+            dropped = assistant.guards.source_drop_verdict(hit)
             if dropped is None:
                 hits.append(hit)
             else:
@@ -178,17 +184,11 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
     canary = make_canary()
     try:
         engine = assistant.engine
-        messages = assistant._build_prompt(engine, hits, [], shown, caution=caution, canary=canary)
-        # The customer path's deadlines: a silent or wedged model ends the preview with an error, not a hung page.
-        generation = guarded_stream(
-            engine, messages, max_new_tokens=settings.llm.max_new_tokens, timeout_s=settings.llm.timeout_s,
-            first_token_timeout_s=settings.llm.first_token_timeout_s,
-        )
-        try:
-            # As in chat: a model that re-lists its sources or repeats itself has finished its answer.
-            raw = trim_generated("".join(until_answer_ends(generation) if settings.llm.stop_on_loop else generation))
-        finally:
-            generation.close()
+        messages = build_prompt(settings, engine, hits, [], shown, caution=caution, canary=canary)
+        # The customer path's deadlines and loop stop: a silent or wedged model ends the preview with an error, not a
+        # hung page. Not counted in the generation metrics: ops are not customers.
+        with closing(model_pieces(settings, engine, messages)) as pieces:
+            raw = trim_generated("".join(pieces))
     except SupportBotError as exc:
         preview.outcome, preview.reply, preview.error = "error", ERROR_TEXT, exc.detail
         return preview
@@ -197,10 +197,11 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
         preview.outcome, preview.reply, preview.error = "error", ERROR_TEXT, f"{type(exc).__name__}: {exc}"
         return preview
 
-    answer, citations = assistant.ground(raw, hits, question=shown)
+    answer, citations = ground(settings, raw, hits, question=shown)
     if settings.safety.enabled:
-        answer, citations, replaced = assistant.check_output(
-            raw, answer, citations, hits=hits, customer_texts=[text], system_prompt=messages[0].content, canary=canary
+        answer, citations, replaced = check_output(
+            assistant.guards, raw, answer, citations, hits=hits, customer_texts=[text],
+            system_prompt=messages[0].content, canary=canary,
         )
         if replaced is not None:
             checked, _candidate = replaced

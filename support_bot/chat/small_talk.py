@@ -2,12 +2,25 @@
 
 A message counts as small talk only when every word of it is small talk ("hi", "thanks a lot!", "ok, bye"); one word
 of anything else ("hi, where is my order?") sends it through retrieval as usual. No model is involved.
+
+A yes or no right after the bot offered a person is answered too: "yes" hands the chat over, "no" moves on.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from support_bot import handoff
+from support_bot.chat.replies import (
+    ANYTHING_ELSE,
+    DECLINED_OFFER_TEXT,
+    fixed_reply,
+    handoff_reply,
+    offers_person,
+)
+from support_bot.chat.turn import Turn, TurnEvent
 
 # Words that make a message one kind of small talk, strongest first: "ok thanks bye" is a goodbye.
 _KINDS: tuple[tuple[str, frozenset[str]], ...] = (
@@ -88,4 +101,24 @@ def answer_to_offer(text: str) -> str | None:
         return "no" if all(w in _NO or w in _YES for w in words) else None
     if all(w in _YES for w in words) and any(w in _YES_WORDS for w in words):
         return "yes"
+    return None
+
+
+def small_talk_reply(turn: Turn) -> Iterator[TurnEvent] | None:
+    """The reply to greetings, thanks and goodbyes, and to a yes or no to the offer of a person; None for anything
+    else (and with chat.small_talk off)."""
+    if not turn.settings.chat.small_talk:
+        return None
+    text, last = turn.original, turn.memory.last
+    answer = answer_to_offer(text)
+    if answer == "yes" and offers_person(turn.settings, last):
+        return handoff_reply(turn, handoff.Trigger("request", "accepted the offer of a person"))
+    if answer == "no" and offers_person(turn.settings, last):
+        return fixed_reply(turn, DECLINED_OFFER_TEXT, abstained=False)
+    if answer == "no" and last is not None and last.role == "bot" and last.text.rstrip().endswith(ANYTHING_ELSE):
+        # "No, that's all" to "anything else?".
+        return fixed_reply(turn, REPLIES["goodbye"], abstained=False)
+    talk = small_talk(text)
+    if talk is not None:
+        return fixed_reply(turn, talk.reply, abstained=False)
     return None

@@ -26,7 +26,7 @@ from sqlalchemy import and_, case, exists, func, select
 from sqlalchemy.orm import Session
 
 from support_bot.core.errors import InvalidInput
-from support_bot.handoff import REASON_LABELS, REASONS
+from support_bot.handoff.triggers import REASON_LABELS, REASONS
 from support_bot.models import AuditLog, Conversation, Feedback, Message, SafetyEvent
 
 MAX_RANGE_DAYS = 366

@@ -27,7 +27,8 @@ from support_bot.ops import audit
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, NotFound, SupportBotError
-from support_bot.handoff import QueueInfo, handoff_text
+from support_bot.handoff.queue import QueueInfo
+from support_bot.handoff.texts import handoff_text
 from support_bot.models import RuntimeSetting, User, utcnow
 
 log = logging.getLogger(__name__)

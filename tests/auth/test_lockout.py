@@ -10,7 +10,7 @@ from sqlalchemy import select
 from support_bot.ops import audit, auth
 from support_bot.core.db import session_scope
 from support_bot.models import User, utcnow
-from tests.auth.conftest import PASSWORD, add_user
+from tests.conftest import PASSWORD, add_user
 
 
 def attempt(settings, username, password, now=None):

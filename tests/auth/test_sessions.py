@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from support_bot.ops import auth
 from support_bot.core.db import session_scope
 from support_bot.models import ConsoleSession, utcnow
-from tests.auth.conftest import PASSWORD, add_user
+from tests.conftest import PASSWORD, add_user
 
 
 def start(settings, user_id, now=None):

@@ -9,7 +9,7 @@ from support_bot.ops import audit, auth
 from support_bot.core.db import session_scope
 from support_bot.core.errors import Conflict, InvalidInput, NotFound
 from support_bot.models import User
-from tests.auth.conftest import PASSWORD, add_user
+from tests.conftest import PASSWORD, add_user
 
 
 def actions(settings, target_id=None):

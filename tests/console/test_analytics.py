@@ -28,30 +28,30 @@ import pytest
 from support_bot.ops import analytics, gaps
 from support_bot import handoff
 from support_bot.ops.analytics import Table, date_range
-from support_bot.core.db import migrate, session_scope
+from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput
 from support_bot.models import AuditLog, Conversation, Feedback, Message, SafetyEvent
 from tests.web.console_html import ConsolePage
-from tests.web.test_console_pages import PASSWORD, client_for, fast_hashing  # noqa: F401 (fixture)
+from tests.conftest import add_user
+from tests.web.test_console_pages import client_for
 from web.app import create_app
-from web.routers.console_analytics import DAILY_BOTTOM, DAILY_H, DAILY_TOP
+from web.api.console_analytics import DAILY_BOTTOM, DAILY_H, DAILY_TOP
 
 START, END = "2026-03-01", "2026-03-07"
 RANGE = {"start": START, "end": END}
 XSS = "<img src=x onerror=window.__xss=1>"
+# Logging in is not what these tests check.
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def at(day: int, hour: int = 9, minute: int = 0, second: int = 0, *, month: int = 3) -> datetime:
     return datetime(2026, month, day, hour, minute, second, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request, settings):
-    """Migrated settings on SQLite, or on a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        settings = settings.model_copy(update={"database_url": request.getfixturevalue("postgres_url")})
-    migrate(settings)
-    return settings
+@pytest.fixture
+def db(any_db):
+    """Every test here runs on SQLite, then on a fresh PostgreSQL database."""
+    return any_db
 
 
 class Seed:
@@ -235,12 +235,8 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted():
 
 @pytest.fixture
 def app(db):
-    from support_bot.ops import auth
-
-    with session_scope(db) as session:
-        for name, role in (("alice", "agent"), ("olga", "ops"), ("ada", "admin")):
-            auth.create_user(session, settings=db, username=name, role=role, password=PASSWORD,
-                             must_change_password=False)
+    for name, role in (("alice", "agent"), ("olga", "ops"), ("ada", "admin")):
+        add_user(db, name, role)
     return create_app(db)
 
 

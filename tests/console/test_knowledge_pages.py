@@ -7,25 +7,26 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from ingest.pipeline import ingest_path
-from support_bot.ops import auth
-from support_bot.chat.service import ABSTAIN_TEXT
+from support_bot.chat.replies import ABSTAIN_TEXT
 from support_bot.core.db import migrate, session_scope
 from support_bot.llm.registry import get_engine
 from support_bot.models import Conversation, IngestJob, Message, SafetyEvent
 from support_bot.chat.small_talk import REPLIES
+from tests.conftest import add_user
 from tests.web.console_html import ConsolePage
+from tests.web.helpers import csrf, login
 from web.app import create_app
 
-PASSWORD = "correct horse battery"
 DEMO_FAQ = Path(__file__).resolve().parents[2] / "examples" / "demo-faq.csv"
 PAGES = ("/console/knowledge", "/console/knowledge/test", "/console/knowledge/sources/demo-faq")
 XSS = "<script>window.__xss=1</script><img src=x onerror=window.__xss=2>"
 CSV = b"id,question,answer\nk1,How do I reset my password?,Use the Forgot password link on the sign-in page.\n"
+# Logging in is not what these tests check.
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 class Tags(HTMLParser):
@@ -43,23 +44,13 @@ class Tags(HTMLParser):
         return [a for t, a in self.tags if t == tag]
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """argon2id with tiny costs: logging in is not what these tests check."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(auth, "_dummy_hash", None)
-
-
 def seeded(settings):
     """Migrate, ingest the demo FAQ and add an agent, an ops user and an admin."""
     migrate(settings)
     job = ingest_path(settings=settings, path=DEMO_FAQ, source_name="demo-faq")
     assert job.status == "succeeded", job.error
-    with session_scope(settings) as session:
-        for name, role in (("alice", "agent"), ("olga", "ops"), ("ada", "admin")):
-            auth.create_user(
-                session, settings=settings, username=name, role=role, password=PASSWORD, must_change_password=False
-            )
+    for name, role in (("alice", "agent"), ("olga", "ops"), ("ada", "admin")):
+        add_user(settings, name, role)
     return settings
 
 
@@ -68,13 +59,6 @@ def web(kb):
     """The app over the demo FAQ on SQLite."""
     with TestClient(create_app(seeded(kb)), follow_redirects=False) as client:
         yield client
-
-
-def log_in(client: TestClient, username: str) -> dict:
-    client.cookies.clear()
-    res = client.post("/api/console/login", json={"username": username, "password": PASSWORD})
-    assert res.status_code == 200, res.text
-    return {"X-CSRF-Token": res.json()["csrf_token"]}
 
 
 def stored_counts(settings) -> tuple[int, int, int]:
@@ -90,12 +74,12 @@ def test_pages_need_a_login_and_the_ops_or_admin_role(web):
         res = web.get(path)
         assert res.status_code == 303
         assert res.headers["location"] == "/console/login?next=" + path
-    log_in(web, "alice")
+    login(web, "alice")
     for path in PAGES:
         res = web.get(path)
         assert res.status_code == 403 and "ops" in res.json()["detail"]
     for name in ("olga", "ada"):
-        log_in(web, name)
+        login(web, name)
         for path in PAGES:
             res = web.get(path)
             assert res.status_code == 200, (path, res.text)
@@ -110,14 +94,14 @@ def test_the_tester_api_needs_ops_or_admin_and_the_csrf_token(web, settings):
     body = {"question": "How much does shipping cost?"}
     web.cookies.clear()
     assert web.post("/api/knowledge/test", json=body).status_code == 401
-    headers = log_in(web, "alice")
+    headers = csrf(login(web, "alice"))
     assert web.post("/api/knowledge/test", json=body, headers=headers).status_code == 403
-    log_in(web, "olga")
+    login(web, "olga")
     res = web.post("/api/knowledge/test", json=body)
     assert res.status_code == 403 and "CSRF" in res.json()["detail"]
     res = web.post("/api/knowledge/test", json=body, headers={"X-CSRF-Token": "wrong"})
     assert res.status_code == 403
-    headers = log_in(web, "ada")
+    headers = csrf(login(web, "ada"))
     assert web.post("/api/knowledge/test", json=body, headers=headers).status_code == 200
     web.cookies.clear()
     token = {"Authorization": f"Bearer {settings.admin_token}"}
@@ -125,7 +109,7 @@ def test_the_tester_api_needs_ops_or_admin_and_the_csrf_token(web, settings):
 
 
 def test_the_tester_shows_entries_with_scores_the_decision_and_the_answer_and_stores_nothing(web, settings):
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     before = stored_counts(settings)
     engine = get_engine(settings)
     engine.calls.clear()
@@ -155,7 +139,7 @@ def test_the_tester_shows_entries_with_scores_the_decision_and_the_answer_and_st
 
 
 def test_the_tester_abstains_when_nothing_matches(web, settings):
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     engine = get_engine(settings)
     engine.calls.clear()
     res = web.post(
@@ -171,7 +155,7 @@ def test_the_tester_abstains_when_nothing_matches(web, settings):
 
 
 def test_the_tester_shows_small_talk_and_the_related_questions_of_a_decline(web, settings):
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     hello = web.post("/api/knowledge/test", json={"question": "Hello there!"}, headers=headers).json()
     assert hello["outcome"] == "small_talk" and hello["reply"] == REPLIES["greeting"] and hello["entries"] == []
     declined = web.post("/api/knowledge/test", json={"question": "Can I pay with a credit card?"}, headers=headers).json()
@@ -181,7 +165,7 @@ def test_the_tester_shows_small_talk_and_the_related_questions_of_a_decline(web,
 
 
 def test_a_blocked_question_shows_the_block_not_an_answer(web, settings):
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     engine = get_engine(settings)
     engine.calls.clear()
     before = stored_counts(settings)
@@ -197,7 +181,7 @@ def test_a_blocked_question_shows_the_block_not_an_answer(web, settings):
 
 
 def test_asking_for_a_person_shows_the_handoff(web):
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     res = web.post("/api/knowledge/test", json={"question": "I want to talk to a human please"}, headers=headers)
     assert res.status_code == 200, res.text
     body = res.json()
@@ -214,7 +198,7 @@ def test_the_tester_shows_a_poisoned_entry_dropped_and_keeps_it_from_the_model(w
         encoding="utf-8",
     )
     assert ingest_path(settings=settings, path=path, source_name="poison").status == "succeeded"
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     engine = get_engine(settings)
     engine.calls.clear()
     before = stored_counts(settings)
@@ -231,7 +215,7 @@ def test_the_tester_shows_a_poisoned_entry_dropped_and_keeps_it_from_the_model(w
 
 
 def test_the_tester_shows_when_the_output_guard_replaces_the_answer(web, settings, monkeypatch):
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     engine = get_engine(settings)
 
     def leak(messages, **_kw):
@@ -257,14 +241,14 @@ def test_the_tester_shows_when_the_output_guard_replaces_the_answer(web, setting
     ],
 )
 def test_bad_tester_input_is_a_clear_422(web, body, words):
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     res = web.post("/api/knowledge/test", json=body, headers=headers)
     assert res.status_code == 422
     assert words in res.json()["detail"]
 
 
 def test_a_refused_upload_shows_its_job_error_on_the_knowledge_page(web, settings):
-    headers = log_in(web, "olga")
+    headers = csrf(login(web, "olga"))
     files = [
         ("files", ("help.csv", CSV, "text/csv")),
         ("files", ("broken.pdf", b"%PDF-1.4 not really", "application/pdf")),
@@ -291,7 +275,7 @@ def test_a_refused_upload_shows_its_job_error_on_the_knowledge_page(web, setting
 
 
 def test_the_knowledge_page_lists_sources_with_counts_and_status(web):
-    log_in(web, "olga")
+    login(web, "olga")
     page = ConsolePage(web.get("/console/knowledge").text)
     row = next(r for r in page.rows if r.attrs.get("data-source") == "demo-faq")
     assert row.attrs["data-status"] == "live"
@@ -303,7 +287,7 @@ def test_the_knowledge_page_lists_sources_with_counts_and_status(web):
 
 
 def test_a_source_page_shows_versions_history_and_a_page_of_entries(web, settings):
-    log_in(web, "olga")
+    login(web, "olga")
     data = web.get("/api/knowledge/sources/demo-faq").json()
     assert [v["state"] for v in data["versions"]] == ["live"]
     assert data["versions"][0]["version"] == data["source"]["version"]
@@ -325,7 +309,7 @@ def test_a_source_page_shows_versions_history_and_a_page_of_entries(web, setting
 
 
 def test_an_unknown_source_page_is_a_404_page_and_bad_paging_a_422(web):
-    log_in(web, "olga")
+    login(web, "olga")
     res = web.get("/console/knowledge/sources/no-such-source")
     assert res.status_code == 404
     assert "source-missing" in ConsolePage(res.text).by_id
@@ -340,13 +324,14 @@ def test_markup_in_an_entry_or_a_source_name_is_shown_as_text(web, settings, tmp
     path.write_text(f'id,question,answer\nx1,"{question}","Refunds take 5 days. {XSS}"\n', encoding="utf-8")
     job = ingest_path(settings=settings, path=path, source_name=name)
     assert job.status == "succeeded", job.error
-    log_in(web, "olga")
+    login(web, "olga")
     for url in ("/console/knowledge", "/console/knowledge/sources/" + quote(name, safe="/")):
         res = web.get(url)
         assert res.status_code == 200, (url, res.text)
         tags = Tags(res.text)
-        # Only the page's own script and no injected image: the markup stayed text.
-        assert [a.get("src", "").rsplit("/", 1)[-1] for a in tags.named("script")] == ["knowledge.js"]
+        # Only the console's own scripts and no injected image: the markup stayed text.
+        scripts = [a.get("src", "").rsplit("/", 1)[-1] for a in tags.named("script")]
+        assert scripts == ["console_common.js", "knowledge.js"]
         assert tags.named("img") == []
         assert XSS in res.text.replace("&lt;", "<").replace("&gt;", ">").replace("&#34;", '"')
     page = ConsolePage(res.text)
@@ -359,7 +344,7 @@ def test_markup_in_an_entry_or_a_source_name_is_shown_as_text(web, settings, tmp
 def test_pages_and_the_tester_on_postgres(kb, postgres_url):
     settings = seeded(kb.model_copy(update={"database_url": postgres_url}))
     with TestClient(create_app(settings), follow_redirects=False) as client:
-        headers = log_in(client, "olga")
+        headers = csrf(login(client, "olga"))
         before = stored_counts(settings)
         res = client.post("/api/knowledge/test", json={"question": "How long does shipping take?"}, headers=headers)
         assert res.status_code == 200, res.text

@@ -13,16 +13,19 @@ from support_bot.core.db import session_scope
 from support_bot.llm.registry import get_engine
 from support_bot.models import AuditLog, RuntimeSetting
 from support_bot.ops.runtime_settings import EDITABLE
+from tests.conftest import add_user
 from tests.web.conftest import app_settings, fake_engine  # noqa: F401  (SQLite and PostgreSQL, demo FAQ)
 from tests.web.console_html import ConsolePage
 from tests.web.helpers import ask, new_conversation
-from tests.web.test_handoff_api import Console, add_user, fast_hashing  # noqa: F401
+from tests.web.test_handoff_api import Console
 from web.app import create_app
 
 SQLITE = pytest.mark.parametrize("app_settings", ["sqlite"], indirect=True)
 SHOP = "https://shop.example"
 OTHER = "https://other.example"
 CSRF_FAILED = "CSRF token missing or wrong"
+# Logging in is not what these tests check.
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 def with_refresh(settings, seconds: float):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from support_bot.core.config import Settings
+from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -28,12 +28,6 @@ def model_cache() -> Path:
     settings = Settings(llm={"cache_dir": cache})
     pull_model(settings.llm.model, settings, progress=False)
     return cache
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -82,6 +76,14 @@ class Server:
 @pytest.fixture
 def server(tmp_path, model_cache):
     srv = Server(tmp_path / "srv-data", model_cache).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fake_server(tmp_path):
+    """A server on the fake LLM backend, for stories about the product around the answers (and fast)."""
+    srv = Server(tmp_path / "srv-data", tmp_path / "models", extra_env={"SUPPORT_BOT_LLM__BACKEND": "fake"}).start()
     yield srv
     srv.stop()
 

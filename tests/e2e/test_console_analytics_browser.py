@@ -10,17 +10,9 @@ import io
 
 import pytest
 
-from support_bot.ops import auth
-from support_bot.core.db import session_scope
+from tests.conftest import PASSWORD, add_user
 from tests.e2e.conftest import ARTIFACTS
-from tests.e2e.test_handoff_story import (  # noqa: F401 (fake_server is a fixture)
-    LIVE,
-    PASSWORD,
-    conversation_id,
-    fake_server,
-    server_settings,
-    stored,
-)
+from tests.e2e.test_handoff_story import LIVE, conversation_id, server_settings, stored
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -28,10 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 def test_ops_sees_the_reason_of_a_real_handoff_in_analytics(fake_server, browser):
     server = fake_server
     settings = server_settings(server)
-    with session_scope(settings) as session:
-        auth.create_user(
-            session, settings=settings, username="olga", role="ops", password=PASSWORD, must_change_password=False
-        )
+    add_user(settings, "olga", "ops")
 
     customer = browser.new_context().new_page()
     customer.goto(server.url + "/")

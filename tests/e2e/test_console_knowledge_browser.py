@@ -10,15 +10,13 @@ import re
 
 import pytest
 
-from support_bot.ops import auth
 from support_bot.core.config import Settings
-from support_bot.core.db import session_scope
+from tests.conftest import PASSWORD, add_user
 from tests.e2e.conftest import ARTIFACTS, Server
 from tests.ingest.test_pdf_loader import _content, make_pdf
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-PASSWORD = "correct horse battery"
 LIVE = 60_000  # ms: generous for a loaded 2-core machine; each wait ends as soon as the page shows the thing
 XSS = "<img src=x onerror=window.__xss=1>"
 CSV = (
@@ -36,19 +34,8 @@ MANUAL = make_pdf([
 BROKEN = MANUAL[: len(MANUAL) // 2]
 
 
-@pytest.fixture
-def fake_server(tmp_path):
-    srv = Server(tmp_path / "srv-data", tmp_path / "models", extra_env={"SUPPORT_BOT_LLM__BACKEND": "fake"}).start()
-    yield srv
-    srv.stop()
-
-
 def create_ops_user(server: Server) -> None:
-    settings = Settings(data_dir=server.data_dir)
-    with session_scope(settings) as session:
-        auth.create_user(
-            session, settings=settings, username="olga", role="ops", password=PASSWORD, must_change_password=False
-        )
+    add_user(Settings(data_dir=server.data_dir), "olga", "ops")
 
 
 def test_ops_uploads_files_at_once_watches_the_jobs_and_asks_the_knowledge_base(fake_server, browser):

@@ -8,25 +8,17 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from support_bot.ops import auth
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.models import Conversation, Message
+from tests.conftest import PASSWORD, add_user
 from tests.e2e.conftest import ARTIFACTS, Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-PASSWORD = "correct horse battery"
 XSS = "<img src=x onerror=window.__xss=1>"
 XSS_AGENT = "<img src=x onerror=window.__xss=2><script>window.__xss=3</script>"
 LIVE = 60_000  # ms: generous for a loaded 2-core machine; each wait ends as soon as the page shows the thing
-
-
-@pytest.fixture
-def fake_server(tmp_path):
-    srv = Server(tmp_path / "srv-data", tmp_path / "models", extra_env={"SUPPORT_BOT_LLM__BACKEND": "fake"}).start()
-    yield srv
-    srv.stop()
 
 
 def server_settings(server: Server) -> Settings:
@@ -34,17 +26,7 @@ def server_settings(server: Server) -> Settings:
 
 
 def create_agent(server: Server, username: str, display_name: str) -> None:
-    settings = server_settings(server)
-    with session_scope(settings) as session:
-        auth.create_user(
-            session,
-            settings=settings,
-            username=username,
-            role="agent",
-            password=PASSWORD,
-            display_name=display_name,
-            must_change_password=False,
-        )
+    add_user(server_settings(server), username, "agent", display_name)
 
 
 def log_in(browser, server: Server, username: str):

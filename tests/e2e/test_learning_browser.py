@@ -10,20 +10,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from support_bot.ops import auth
 from support_bot.core.db import session_scope
 from support_bot.models import FaqSuggestion
+from tests.conftest import PASSWORD, add_user
 from tests.e2e.conftest import ARTIFACTS, Server
-from tests.e2e.test_handoff_story import (  # noqa: F401 - fake_server is a fixture
-    LIVE,
-    PASSWORD,
-    conversation_id,
-    create_agent,
-    fake_server,
-    go_online,
-    log_in,
-    server_settings,
-)
+from tests.e2e.test_handoff_story import LIVE, conversation_id, create_agent, go_online, log_in, server_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -36,12 +27,7 @@ ANSWER = (
 
 
 def create_ops(server: Server, username: str) -> None:
-    settings = server_settings(server)
-    with session_scope(settings) as session:
-        auth.create_user(
-            session, settings=settings, username=username, role="ops", password=PASSWORD,
-            display_name="Olga Ops", must_change_password=False,
-        )
+    add_user(server_settings(server), username, "ops", "Olga Ops")
 
 
 def ops_log_in(browser, server: Server, username: str):

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from ingest.pipeline import ingest_path
 from support_bot.ops import auth
 from support_bot import handoff
-from support_bot.chat.service import Assistant, sign_customer_id
+from support_bot.chat.service import Assistant
+from support_bot.core.security import sign_customer_id
 from support_bot.core.config import Settings
 from support_bot.core.db import migrate, session_scope
 from support_bot.llm.backends.fake import FakeEngine

@@ -11,8 +11,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from tests.e2e.conftest import free_port
-from web.routers.events import close_streams
+from tests.conftest import free_port
+from web.api.events import close_streams
 
 
 class AppServer:

@@ -1,4 +1,4 @@
-"""Events fixtures: a migrated database, conversations to attach events to, and buses closed after each test."""
+"""Events fixtures: conversations to attach events to, buses closed around each test, and the test Redis as the bus."""
 
 from __future__ import annotations
 
@@ -6,23 +6,14 @@ import uuid
 
 import pytest
 
-from support_bot.chat.service import start_conversation
+from support_bot.chat.store import start_conversation
 from support_bot.core.config import Settings
-from support_bot.core.db import migrate, session_scope
-from support_bot.live.events import close_buses
+from support_bot.core.db import session_scope
 
 
 @pytest.fixture(autouse=True)
-def _fresh_buses():
-    close_buses()
-    yield
-    close_buses()
-
-
-@pytest.fixture
-def db(settings) -> Settings:
-    migrate(settings)
-    return settings
+def fresh_buses(fresh_buses):
+    """The shared fixture (tests/conftest.py) for every test here."""
 
 
 @pytest.fixture

@@ -10,14 +10,8 @@ import pytest
 from support_bot.core.db import session_scope
 from support_bot.live.events import DOWN, RESYNC, RedisBus, emit, get_bus
 from tests.events.conftest import new_conversation
-from tests.events.redis_server import private_redis
 
 pytestmark = [pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    yield from private_redis(tmp_path)
 CONTROL = ({"type": "resync"}, {"type": "down"})
 
 

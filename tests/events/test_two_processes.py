@@ -16,11 +16,10 @@ import pytest
 from argon2 import PasswordHasher
 
 from support_bot.ops import auth
-from support_bot.core.db import migrate, session_scope
-from tests.events.redis_server import free_port
+from support_bot.core.db import migrate
+from tests.conftest import PASSWORD, add_user, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(300)]
-PASSWORD = "correct horse battery"
 
 
 class Server:
@@ -77,10 +76,8 @@ def servers(tmp_path, settings, redis_url):
     """Processes A and B, sharing a SQLite file and the test Redis (on channels of their own)."""
     migrate(settings)
     auth._hasher = PasswordHasher()  # the servers hash with their own defaults; only this user is made here
-    with session_scope(settings) as session:
-        # An existing user means neither server creates (and races to create) the first admin.
-        auth.create_user(session, settings=settings, username="dana", role="agent", password=PASSWORD,
-                         must_change_password=False)
+    # An existing user means neither server creates (and races to create) the first admin.
+    add_user(settings, "dana")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORT_BOT_")}
     env.update({
         "SUPPORT_BOT_DATA_DIR": str(settings.data_dir.resolve()),

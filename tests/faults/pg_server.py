@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.events.redis_server import free_port
+from tests.conftest import free_port
 
 
 def _bin_dir() -> Path | None:

@@ -16,7 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from support_bot.chat.service import MODEL_FAILURE_OFFER, MODEL_FAILURE_TEXT, Assistant
+from support_bot.chat.replies import MODEL_FAILURE_OFFER, MODEL_FAILURE_TEXT
+from support_bot.chat.service import Assistant
 from support_bot.core.config import Settings
 from support_bot.core.db import migrate, session_scope
 from support_bot.llm.backends.fake import FakeEngine

@@ -23,13 +23,13 @@ from sqlalchemy import select
 from support_bot.ops import auth
 from support_bot.core.db import migrate, session_scope
 from support_bot.models import ConversationEvent, Message
+from tests.conftest import PASSWORD, add_user
 from tests.events.redis_server import RedisServer, private_redis
 from tests.events.test_two_processes import Server, frames
 from tests.web.helpers import parse_sse
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
-PASSWORD = "correct horse battery"
 CHATS = 3
 # New conversations one IP may open per hour: small, so the outage test can reach it.
 CONVERSATIONS_PER_IP = 8
@@ -48,9 +48,7 @@ def servers(tmp_path, settings, own_redis) -> Iterator[tuple[Server, Server]]:
     """A and B on one SQLite file and the private Redis."""
     migrate(settings)
     auth._hasher = PasswordHasher()
-    with session_scope(settings) as session:
-        auth.create_user(session, settings=settings, username="dana", role="agent", password=PASSWORD,
-                         must_change_password=False)
+    add_user(settings, "dana")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORT_BOT_")}
     env.update({
         "SUPPORT_BOT_DATA_DIR": str(settings.data_dir.resolve()),

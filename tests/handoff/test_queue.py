@@ -7,13 +7,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from support_bot.ops import audit
-from support_bot.live import events
 from support_bot import handoff
 from support_bot.core.db import session_scope
 from support_bot.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from support_bot.handoff import queue as handoff_queue
+from support_bot.live import events
 from support_bot.llm.registry import get_engine
 from support_bot.models import Conversation, Message, User, utcnow
+from support_bot.ops import audit
 from tests.handoff.conftest import make_agent, make_conversation
 
 
@@ -99,11 +100,11 @@ def test_every_pair_outside_the_state_machine_is_refused(db):
             with session_scope(db) as session:
                 c = session.get(Conversation, conv)
                 if (start, to) in handoff.TRANSITIONS:
-                    handoff._transition(session, c, to, values={})
+                    handoff_queue._transition(session, c, to, values={})
                     assert c.status == to
                 else:
                     with pytest.raises(Conflict):
-                        handoff._transition(session, c, to, values={})
+                        handoff_queue._transition(session, c, to, values={})
                     assert status_of(db, conv).status == start
 
 
@@ -333,6 +334,38 @@ def test_resolve_rate_and_a_new_episode(db):
     info = queue(db, conv, "button")
     assert info.status == "queued" and status_of(db, conv).rating == 4
     assert actions(db, conv)[-2:] == ["conversation.reopen", "conversation.queue"]
+
+
+def test_resolve_calls_each_subscribed_hook_once_in_its_transaction(db, monkeypatch):
+    # Only this test's hooks: whatever this process subscribed before (the learning loop) stays out of it.
+    monkeypatch.setattr(handoff_queue, "_resolved_hooks", [])
+    seen = []
+
+    def hook(session, settings, conversation_id):
+        seen.append((conversation_id, session.get(Conversation, conversation_id).status, settings is db))
+
+    handoff.on_resolved(hook)
+    handoff.on_resolved(hook)
+    alice = make_agent(db, "alice")
+    conv = make_conversation(db, "a")
+    queue(db, conv)
+    act(db, handoff.claim, alice, conv)
+    act(db, handoff.return_to_bot, alice, conv)
+    assert seen == []
+    queue(db, conv)
+    act(db, handoff.claim, alice, conv)
+    act(db, handoff.resolve, alice, conv)
+    assert seen == [(conv, "resolved", True)]
+    # A hook that fails fails the resolve with it: hooks that must not (the learning loop's) catch their own errors.
+    def failing(*_args):
+        raise RuntimeError("hook failed")
+
+    handoff.on_resolved(failing)
+    queue(db, conv)
+    act(db, handoff.claim, alice, conv)
+    with pytest.raises(RuntimeError, match="hook failed"):
+        act(db, handoff.resolve, alice, conv)
+    assert status_of(db, conv).status == "assigned"
 
 
 def test_return_to_bot_resets_the_episode_counts(db):

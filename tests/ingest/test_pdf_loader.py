@@ -44,6 +44,11 @@ def make_pdf(pages: list[bytes]) -> bytes:
             f"/Resources << /Font << /F1 {font_id} 0 R >> >> /Contents {page_id + 1} 0 R >>"
         ).encode()
         objects[page_id + 1] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
+    return pdf_from_objects(objects)
+
+
+def pdf_from_objects(objects: dict[int, bytes]) -> bytes:
+    """A PDF from numbered objects (1 is the catalog), with a correct cross-reference table."""
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = {}

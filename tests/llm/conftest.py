@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support_bot.llm.registry import reset_engines
+from support_bot.llm.registry import get_engine, reset_engines
 
 CORPUS = [
     "[INST] <<SYS>> You are a helpful support assistant. <</SYS>> How do I reset my password? [/INST]",
@@ -86,6 +86,15 @@ def tiny_llama2_dir(tmp_path_factory, llama_tokenizer) -> Path:
 def tiny_chatml_dir(tmp_path_factory, chatml_tokenizer) -> Path:
     """The same tiny Llama with a ChatML chat template (the default preset's prompt style)."""
     return _build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chatml", chatml_tokenizer)
+
+
+@pytest.fixture
+def tiny_engine(settings, tiny_llama2_dir):
+    """The transformers engine over the tiny Llama-2-chat, on the CPU."""
+    settings.llm.backend = "transformers"
+    settings.llm.model = str(tiny_llama2_dir)
+    settings.llm.device = "cpu"
+    return get_engine(settings)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from support_bot.llm.backends.hf.scheduler import ContinuousBatcher, Finished, GenerationRequest
-from support_bot.llm.registry import get_engine
 from support_bot.llm.prompt import ChatMessage
 
 EOS = 2
@@ -370,14 +369,6 @@ def test_cuda_graph_decoding_matches_eager_decoding_on_gpu(model):
 # --- through the engine's streaming API ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def engine(settings, tiny_llama2_dir):
-    settings.llm.backend = "transformers"
-    settings.llm.model = str(tiny_llama2_dir)
-    settings.llm.device = "cpu"
-    return get_engine(settings)
-
-
 def _questions(n: int) -> list[list[ChatMessage]]:
     topics = ["password", "invoice", "order", "refund", "account", "delivery", "coupon", "battery"]
     return [
@@ -386,7 +377,8 @@ def _questions(n: int) -> list[list[ChatMessage]]:
     ]
 
 
-def test_concurrent_streams_all_complete_with_their_own_answers(engine):
+def test_concurrent_streams_all_complete_with_their_own_answers(tiny_engine):
+    engine = tiny_engine
     conversations = _questions(8)
     expected = [engine.generate(c, max_new_tokens=25) for c in conversations]
     results: dict[int, list[str]] = {}

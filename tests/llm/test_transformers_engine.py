@@ -16,14 +16,6 @@ from support_bot.llm.pull import pull_model
 ASK = [ChatMessage("system", "You are a support assistant."), ChatMessage("user", "How do I reset my password?")]
 
 
-@pytest.fixture
-def tiny_engine(settings, tiny_llama2_dir):
-    settings.llm.backend = "transformers"
-    settings.llm.model = str(tiny_llama2_dir)
-    settings.llm.device = "cpu"
-    return get_engine(settings)
-
-
 def _reference(engine, ids: list[int], max_new_tokens: int) -> tuple[str, int]:
     """Plain greedy `model.generate` on the same prompt: (decoded new text, new token count)."""
     import torch

@@ -8,29 +8,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from support_bot.ops import auth
 from support_bot import handoff
-from support_bot.chat.service import start_conversation
+from support_bot.chat.store import start_conversation
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.models import CannedResponse, Conversation, Message, User
+from tests.conftest import add_user
+from tests.web.helpers import login as console_login
 from web.app import create_app
 from web.console_deps import SESSION_COOKIE
 
-PASSWORD = "correct horse battery"
 CONSOLE_ROLES = ("agent", "ops", "admin")
 SEED_CSV = b"id,question,answer\nseed-1,Do you ship abroad?,Yes: to every EU country within five days.\n"
 
 
 @pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """argon2id with tiny costs: these tests log in many times, and what they check does not depend on cost."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(auth, "_dummy_hash", None)
+def fast_hashing(fast_hashing):
+    """The shared fixture (tests/conftest.py) for every test here: they log in many times, and what they check
+    does not depend on the cost."""
 
 
 @dataclass
@@ -60,10 +58,8 @@ class World:
 
     def login(self, username: str) -> Login:
         """A fresh console session for username (JSON login), kept for later requests of that actor."""
-        self.client.cookies.clear()
-        res = self.client.post("/api/console/login", json={"username": username, "password": PASSWORD})
-        assert res.status_code == 200, res.text
-        login = Login(cookie=self.client.cookies.get(SESSION_COOKIE), csrf=res.json()["csrf_token"])
+        me = console_login(self.client, username)
+        login = Login(cookie=self.client.cookies.get(SESSION_COOKIE), csrf=me["csrf_token"])
         self.client.cookies.clear()
         self.logins[username] = login
         return login
@@ -133,14 +129,6 @@ class World:
         assert job.status == "succeeded", job.error
         path.unlink()
         return name
-
-
-def add_user(settings: Settings, username: str, role: str) -> str:
-    with session_scope(settings) as session:
-        user, _ = auth.create_user(
-            session, settings=settings, username=username, role=role, password=PASSWORD, must_change_password=False
-        )
-        return user.id
 
 
 def wait_ready(client: TestClient, timeout: float = 60) -> None:

@@ -15,7 +15,8 @@ from starlette.routing import Mount, Route
 
 from support_bot.core.db import session_scope
 from support_bot.models import AuditLog, CannedResponse, Conversation, Message, Source, User
-from tests.security.conftest import PASSWORD, SEED_CSV, World
+from tests.conftest import PASSWORD
+from tests.security.conftest import SEED_CSV, World
 from web.app import create_app
 from web.console_deps import CSRF_FAILED
 

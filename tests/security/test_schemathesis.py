@@ -10,9 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from support_bot.core.config import Settings
-from support_bot.chat.service import start_conversation
+from support_bot.chat.store import start_conversation
 from support_bot.core.db import migrate, session_scope
-from tests.security.conftest import PASSWORD, add_user, security_settings, wait_ready
+from tests.conftest import PASSWORD, add_user
+from tests.security.conftest import security_settings, wait_ready
 from web.app import create_app
 from web.console_deps import SESSION_COOKIE
 

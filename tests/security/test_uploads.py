@@ -22,7 +22,7 @@ from ingest.loaders.pdf import MAX_PAGES
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput
 from support_bot.models import Conversation, IngestJob
-from tests.ingest.test_pdf_loader import _content
+from tests.ingest.test_pdf_loader import _content, pdf_from_objects
 from tests.security.conftest import SEED_CSV, security_settings, wait_ready
 from web.app import create_app
 
@@ -109,7 +109,7 @@ def test_oversized_bodies_are_refused_with_413_before_any_route_reads_them(api):
     res = client.post("/api/knowledge/uploads", files={"file": ("notes.txt", big)}, headers=token)
     assert res.status_code == 422 and "not UTF-8" in res.json()["detail"]
     # ... but not without bound: the whole request is capped at every file's limit together.
-    from web.routers.knowledge import max_upload_request_bytes
+    from web.api.knowledge import max_upload_request_bytes
 
     assert max_upload_request_bytes(settings) < 2 * 1024**3
 
@@ -202,24 +202,8 @@ def test_a_bomb_upload_fails_its_job_and_keeps_nothing(api):
     assert list(settings.uploads_dir.iterdir()) == []
 
 
-def _pdf(objects: dict[int, bytes]) -> bytes:
-    """A PDF from numbered objects (1 is the catalog), with a correct cross-reference table."""
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = {}
-    for number in sorted(objects):
-        offsets[number] = out.tell()
-        out.write(b"%d 0 obj\n" % number + objects[number] + b"\nendobj\n")
-    xref, size = out.tell(), max(objects) + 1
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % size)
-    for number in range(1, size):
-        out.write(b"%010d 00000 n \n" % offsets[number])
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, xref))
-    return out.getvalue()
-
-
 def _one_page_pdf(contents: bytes, *, count: int = 1, extra: bytes = b"") -> bytes:
-    return _pdf({
+    return pdf_from_objects({
         1: b"<< /Type /Catalog /Pages 2 0 R >>",
         2: b"<< /Type /Pages /Kids [4 0 R] /Count %d >>" % count,
         3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
@@ -249,7 +233,7 @@ def test_pdf_page_counts_are_bounded_whatever_the_file_claims():
     objects.update({4 + i: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>"
                     for i in range(pages)})
     with pytest.raises(InvalidInput) as info:
-        parse("many.pdf", _pdf(objects))
+        parse("many.pdf", pdf_from_objects(objects))
     assert info.value.detail == f"many.pdf: the PDF has {pages} pages, more than the {MAX_PAGES}-page limit; split it"
 
     # A page count that lies: the pages that exist are read, the claim is not believed.
@@ -258,7 +242,7 @@ def test_pdf_page_counts_are_bounded_whatever_the_file_claims():
     assert [e.question for e in entries] == ["Returns (page 1)"]
 
     # A page tree that contains itself is damaged, not endless.
-    looped = _pdf({
+    looped = pdf_from_objects({
         1: b"<< /Type /Catalog /Pages 2 0 R >>",
         2: b"<< /Type /Pages /Kids [3 0 R 2 0 R] /Count 2 >>",
         3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",

@@ -1,4 +1,4 @@
-"""Web fixtures: an app over a seeded knowledge base, on SQLite or PostgreSQL."""
+"""Web fixtures: an app over a seeded knowledge base, on SQLite or PostgreSQL; settings for the console's tests."""
 
 from __future__ import annotations
 
@@ -39,3 +39,19 @@ def fake_engine(app_settings):
     engine = get_engine(app_settings)
     engine.calls.clear()
     return engine
+
+
+@pytest.fixture
+def console_settings(request, settings) -> Settings:
+    """A migrated database (SQLite unless parametrized); guards off: the console tests do not chat with the bot."""
+    settings = settings.model_copy(update={"safety": settings.safety.model_copy(update={"enabled": False})})
+    if getattr(request, "param", "sqlite") == "postgres":
+        settings = settings.model_copy(update={"database_url": request.getfixturevalue("postgres_url")})
+    migrate(settings)
+    return settings
+
+
+# A test with this mark runs on SQLite, then on PostgreSQL, through console_settings.
+BOTH_DATABASES = pytest.mark.parametrize(
+    "console_settings", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)

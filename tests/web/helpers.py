@@ -1,10 +1,12 @@
-"""Helpers for talking to the chat API in tests."""
+"""Helpers for talking to the chat API and the console API in tests."""
 
 from __future__ import annotations
 
 import json
 
 from fastapi.testclient import TestClient
+
+from tests.conftest import PASSWORD
 
 
 def parse_sse(body: str) -> list[tuple[str, dict]]:
@@ -34,3 +36,19 @@ def ask(client: TestClient, conv_id: str, headers: dict, text: str, **extra) -> 
     assert res.status_code == 200, res.text
     assert res.headers["content-type"].startswith("text/event-stream")
     return parse_sse(res.text)
+
+
+# -- the console --------------------------------------------------------------------------------------------------
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> dict:
+    """Log in through the console's JSON API as the only user of this client; returns /me with the CSRF token."""
+    client.cookies.clear()
+    res = client.post("/api/console/login", json={"username": username, "password": password})
+    assert res.status_code == 200, res.text
+    return res.json()
+
+
+def csrf(me: dict) -> dict:
+    """The header a state-changing console call carries, for the session that `login` returned."""
+    return {"X-CSRF-Token": me["csrf_token"]}

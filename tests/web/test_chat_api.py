@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from support_bot.chat.service import ABSTAIN_TEXT, sign_customer_id
+from support_bot.chat.replies import ABSTAIN_TEXT
+from support_bot.core.security import sign_customer_id
 from tests.web.helpers import ask, new_conversation
 
 

@@ -6,7 +6,6 @@ from datetime import date, datetime, timedelta, timezone
 from http.cookies import SimpleCookie
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 from fastapi.testclient import TestClient
@@ -17,7 +16,10 @@ from support_bot.ops import audit, auth
 from support_bot.core.config import Settings
 from support_bot.core.db import migrate, session_scope
 from support_bot.models import ConsoleSession, User
+from tests.conftest import PASSWORD, add_user
+from tests.web.conftest import BOTH_DATABASES
 from tests.web.console_html import ConsolePage
+from tests.web.helpers import csrf, login
 from web.app import create_app
 from web.console_deps import (
     CSRF_FAILED,
@@ -31,24 +33,8 @@ from web.console_deps import (
     require_roles,
 )
 
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """argon2id with tiny costs: these tests log in many times, and what they check does not depend on cost."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(auth, "_dummy_hash", None)
-
-
-@pytest.fixture
-def console_settings(request, settings) -> Settings:
-    """A migrated database (SQLite unless parametrized); guards off, since no test here chats with the bot."""
-    settings = settings.model_copy(update={"safety": settings.safety.model_copy(update={"enabled": False})})
-    if getattr(request, "param", "sqlite") == "postgres":
-        settings = settings.model_copy(update={"database_url": request.getfixturevalue("postgres_url")})
-    migrate(settings)
-    return settings
+# Every test here logs in, many times; what they check does not depend on the hashing cost.
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture
@@ -57,31 +43,7 @@ def web(console_settings):
         yield c
 
 
-BOTH_DATABASES = pytest.mark.parametrize(
-    "console_settings", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
-
-
 # -- helpers -----------------------------------------------------------------------------------------------------
-
-
-def add_user(settings, username: str, role: str = "agent", password: str = PASSWORD, **kwargs) -> str:
-    kwargs.setdefault("must_change_password", False)
-    with session_scope(settings) as session:
-        user, _ = auth.create_user(session, settings=settings, username=username, role=role, password=password, **kwargs)
-        return user.id
-
-
-def login(client: TestClient, username: str, password: str = PASSWORD) -> dict:
-    """Log in through the JSON API as the only user of this client; returns /me with the CSRF token."""
-    client.cookies.clear()
-    res = client.post("/api/console/login", json={"username": username, "password": password})
-    assert res.status_code == 200, res.text
-    return res.json()
-
-
-def csrf(me: dict) -> dict:
-    return {"X-CSRF-Token": me["csrf_token"]}
 
 
 def cookie_of(res) -> SimpleCookie:

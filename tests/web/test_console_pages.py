@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from support_bot.ops import auth
-from support_bot.chat.service import start_conversation
-from support_bot.core.db import migrate, session_scope
+from support_bot.chat.store import start_conversation
+from support_bot.core.db import session_scope
+from tests.conftest import add_user
 from tests.web.console_html import ConsolePage
+from tests.web.helpers import login
 from web.app import create_app
 
-PASSWORD = "correct horse battery"
+# Logging in is not what these tests check.
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 class Page(ConsolePage):
@@ -32,32 +33,17 @@ class Page(ConsolePage):
         super().handle_starttag(tag, attrs)
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """argon2id with tiny costs: logging in is not what these tests check."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(auth, "_dummy_hash", None)
-
-
 @pytest.fixture
-def app(settings):
-    migrate(settings)
-    with session_scope(settings) as session:
-        for name, role in (("alice", "agent"), ("olga", "ops"), ("ada", "admin")):
-            auth.create_user(
-                session, settings=settings, username=name, role=role, password=PASSWORD, must_change_password=False
-            )
-    return create_app(settings)
+def app(db):
+    for name, role in (("alice", "agent"), ("olga", "ops"), ("ada", "admin")):
+        add_user(db, name, role)
+    return create_app(db)
 
 
 def client_for(app, username: str | None) -> tuple[TestClient, dict]:
+    """A client of its own, logged in as username (none: anonymous); /me of the login."""
     client = TestClient(app, follow_redirects=False)
-    me = {}
-    if username:
-        res = client.post("/api/console/login", json={"username": username, "password": PASSWORD})
-        assert res.status_code == 200, res.text
-        me = res.json()
-    return client, me
+    return client, login(client, username) if username else {}
 
 
 def new_conversation_id(settings) -> str:
@@ -92,10 +78,11 @@ def test_queue_page_has_the_live_queue_presence_and_the_sessions_csrf_token(app)
     assert {"queue-list", "queue-empty", "mine-list", "presence", "live-status", "console-error"} <= page.by_id.keys()
     assert page.meta["csrf-token"] == me["csrf_token"]
     assert page.form(form_id="logout-form").fields["csrf_token"] == me["csrf_token"]
-    assert any(src.endswith("/static/console.js") for src in page.scripts)
+    # The shared helpers come first: console.js uses them.
+    assert [src.rsplit("/", 1)[-1] for src in page.scripts] == ["console_common.js", "console.js"]
     assert any(href.endswith("/static/inbox.css") for href in page.styles)
     assert "Queue" in page.nav_labels()
-    for asset in ("/static/console.js", "/static/inbox.css"):
+    for asset in ("/static/console_common.js", "/static/console.js", "/static/inbox.css"):
         assert client.get(asset).status_code == 200
 
 
@@ -109,7 +96,7 @@ def test_conversation_page_has_transcript_reply_note_and_actions(app, settings):
         "conv-status", "conv-reason", "conv-summary", "conv-sources", "claim-btn", "transfer-form", "transfer-agent",
         "return-btn", "resolve-btn", "presence",
     } <= page.by_id.keys()
-    assert any(src.endswith("/static/console.js") for src in page.scripts)
+    assert [src.rsplit("/", 1)[-1] for src in page.scripts] == ["console_common.js", "console.js"]
 
 
 def test_unknown_conversation_is_a_404_page_and_its_id_is_escaped(app):

@@ -10,57 +10,24 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from support_bot.ops import auth
 from support_bot.core.config import Settings
-from support_bot.core.db import migrate, session_scope
-from support_bot.live.events import close_buses, emit, get_bus, notify_typing
-from tests.events.redis_server import private_redis
+from support_bot.core.db import session_scope
+from support_bot.live.events import emit, get_bus, notify_typing
+from tests.conftest import add_user
+from tests.web.conftest import BOTH_DATABASES
+from tests.web.helpers import login, new_conversation
 from web.app import create_app
-from web.routers.events import close_streams
+from web.api.events import close_streams
 
-PASSWORD = "correct horse battery"
-BOTH_DATABASES = pytest.mark.parametrize(
-    "ev_settings", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
 # A stream test that goes wrong must fail, not hang: every stream here also ends by itself (?timeout=).
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_buses():
-    close_buses()
-    yield
-    close_buses()
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """argon2id with tiny costs: what these tests check does not depend on the hashing cost."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(auth, "_dummy_hash", None)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_buses", "fast_hashing")]
 
 
 @pytest.fixture
-def ev_settings(request, settings) -> Settings:
-    """A migrated database (SQLite unless parametrized); guards off, since nothing here chats with the bot."""
-    settings = settings.model_copy(update={"safety": settings.safety.model_copy(update={"enabled": False})})
-    if getattr(request, "param", "sqlite") == "postgres":
-        settings = settings.model_copy(update={"database_url": request.getfixturevalue("postgres_url")})
-    migrate(settings)
-    return settings
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    yield from private_redis(tmp_path)
-
-
-@pytest.fixture
-def web(ev_settings):
-    with TestClient(create_app(ev_settings)) as client:
+def web(console_settings):
+    with TestClient(create_app(console_settings)) as client:
         yield client
 
 
@@ -85,13 +52,6 @@ def parse_frames(lines: Iterator[str]) -> Iterator[dict]:
         yield frame
 
 
-def new_conversation(client: TestClient) -> tuple[str, dict]:
-    res = client.post("/api/conversations", json={})
-    assert res.status_code == 201, res.text
-    body = res.json()
-    return body["id"], {"Authorization": f"Bearer {body['token']}"}
-
-
 def emit_now(settings: Settings, conv: str, kind: str, data: dict, audience: str = "all") -> int:
     with session_scope(settings) as session:
         return emit(session, conversation_id=conv, kind=kind, data=data, audience=audience).seq
@@ -107,30 +67,17 @@ def replay(client: TestClient, url: str, **kwargs) -> list[dict]:
     return frames[1:]
 
 
-def add_user(settings: Settings, username: str, role: str) -> None:
-    with session_scope(settings) as session:
-        auth.create_user(
-            session, settings=settings, username=username, role=role, password=PASSWORD, must_change_password=False
-        )
-
-
-def login(client: TestClient, username: str) -> None:
-    client.cookies.clear()
-    res = client.post("/api/console/login", json={"username": username, "password": PASSWORD})
-    assert res.status_code == 200, res.text
-
-
 # -- the customer's stream ---------------------------------------------------------------------------------------
 
 
 @BOTH_DATABASES
-def test_replay_sends_the_customers_events_in_order_and_never_console_only_ones(web, ev_settings):
+def test_replay_sends_the_customers_events_in_order_and_never_console_only_ones(web, console_settings):
     conv, headers = new_conversation(web)
     other, _ = new_conversation(web)
-    m1 = emit_now(ev_settings, conv, "message", {"id": "m1", "role": "customer", "text": "hello"})
-    emit_now(ev_settings, conv, "note", {"text": "customer seems upset"}, audience="console")
-    emit_now(ev_settings, other, "message", {"id": "x", "role": "customer", "text": "someone else"})
-    st = emit_now(ev_settings, conv, "status", {"status": "queued", "reason": "button", "agent": None})
+    m1 = emit_now(console_settings, conv, "message", {"id": "m1", "role": "customer", "text": "hello"})
+    emit_now(console_settings, conv, "note", {"text": "customer seems upset"}, audience="console")
+    emit_now(console_settings, other, "message", {"id": "x", "role": "customer", "text": "someone else"})
+    st = emit_now(console_settings, conv, "status", {"status": "queued", "reason": "button", "agent": None})
 
     res = web.get(f"/api/conversations/{conv}/events", params={"timeout": 0}, headers=headers)
     assert "customer seems upset" not in res.text and "someone else" not in res.text
@@ -143,9 +90,9 @@ def test_replay_sends_the_customers_events_in_order_and_never_console_only_ones(
     ]
 
 
-def test_resume_after_last_event_id_or_after_parameter(web, ev_settings):
+def test_resume_after_last_event_id_or_after_parameter(web, console_settings):
     conv, headers = new_conversation(web)
-    seqs = [emit_now(ev_settings, conv, "message", {"text": str(i)}) for i in range(4)]
+    seqs = [emit_now(console_settings, conv, "message", {"text": str(i)}) for i in range(4)]
     url = f"/api/conversations/{conv}/events"
 
     def ids(frames):
@@ -163,10 +110,10 @@ def test_resume_after_last_event_id_or_after_parameter(web, ev_settings):
     assert web.get(url, headers=headers, params={"after": -1, "timeout": 0}).status_code == 422
 
 
-def test_a_wrong_token_gets_404_and_learns_nothing(web, ev_settings):
+def test_a_wrong_token_gets_404_and_learns_nothing(web, console_settings):
     conv, headers = new_conversation(web)
     other, other_headers = new_conversation(web)
-    emit_now(ev_settings, conv, "message", {"text": "secret order number 4411"})
+    emit_now(console_settings, conv, "message", {"text": "secret order number 4411"})
     attempts = [
         (f"/api/conversations/{conv}/events", {}),
         (f"/api/conversations/{conv}/events", {"Authorization": "Bearer not-the-token"}),
@@ -181,19 +128,21 @@ def test_a_wrong_token_gets_404_and_learns_nothing(web, ev_settings):
         assert "4411" not in res.text
 
 
-def test_live_events_reach_an_open_stream_and_a_disconnect_ends_it(web, ev_settings):
+def test_live_events_reach_an_open_stream_and_a_disconnect_ends_it(web, console_settings):
     conv, headers = new_conversation(web)
-    earlier = emit_now(ev_settings, conv, "message", {"text": "before connecting"})
-    bus = get_bus(ev_settings)
+    earlier = emit_now(console_settings, conv, "message", {"text": "before connecting"})
+    bus = get_bus(console_settings)
     with web.stream("GET", f"/api/conversations/{conv}/events", headers=headers, params={"timeout": 60}) as res:
         assert res.status_code == 200
         frames = parse_frames(res.iter_lines())
         assert next(frames) == {"retry": "2000"}  # sent once the stream has subscribed
         assert next(frames)["id"] == str(earlier)
         assert bus.subscriber_count() == 1
-        live = emit_now(ev_settings, conv, "message", {"text": "from the agent", "role": "agent", "author": "Dana"})
-        emit_now(ev_settings, conv, "note", {"text": "internal"}, audience="console")
-        status = emit_now(ev_settings, conv, "status", {"status": "assigned", "agent": "Dana"})
+        live = emit_now(
+            console_settings, conv, "message", {"text": "from the agent", "role": "agent", "author": "Dana"}
+        )
+        emit_now(console_settings, conv, "note", {"text": "internal"}, audience="console")
+        status = emit_now(console_settings, conv, "status", {"status": "assigned", "agent": "Dana"})
         got = [next(frames), next(frames)]
         assert [(f["id"], f["event"]) for f in got] == [(str(live), "message"), (str(status), "status")]
         assert got[0]["data"]["author"] == "Dana"
@@ -202,14 +151,14 @@ def test_live_events_reach_an_open_stream_and_a_disconnect_ends_it(web, ev_setti
     assert web.app.state.event_streams == set()
 
 
-def test_typing_from_the_agent_is_shown_without_an_id_and_the_customers_own_is_not(web, ev_settings):
+def test_typing_from_the_agent_is_shown_without_an_id_and_the_customers_own_is_not(web, console_settings):
     conv, headers = new_conversation(web)
     with web.stream("GET", f"/api/conversations/{conv}/events", headers=headers, params={"timeout": 60}) as res:
         frames = parse_frames(res.iter_lines())
         assert next(frames) == {"retry": "2000"}
-        notify_typing(ev_settings, conversation_id=conv, who="customer")
-        notify_typing(ev_settings, conversation_id=conv, who="agent", name="Dana")
-        notify_typing(ev_settings, conversation_id=conv, who="agent", name="Dana", typing=False)
+        notify_typing(console_settings, conversation_id=conv, who="customer")
+        notify_typing(console_settings, conversation_id=conv, who="agent", name="Dana")
+        notify_typing(console_settings, conversation_id=conv, who="agent", name="Dana", typing=False)
         first, second = next(frames), next(frames)
     assert first == {
         "event": "typing", "data": {"conversation_id": conv, "who": "agent", "name": "Dana", "typing": True}
@@ -217,9 +166,9 @@ def test_typing_from_the_agent_is_shown_without_an_id_and_the_customers_own_is_n
     assert second["data"]["typing"] is False and "id" not in second
 
 
-def test_a_quiet_stream_sends_heartbeat_comments_and_stays_open(ev_settings):
-    events = ev_settings.events.model_copy(update={"heartbeat_s": 0.05})
-    quick = ev_settings.model_copy(update={"events": events})
+def test_a_quiet_stream_sends_heartbeat_comments_and_stays_open(console_settings):
+    events = console_settings.events.model_copy(update={"heartbeat_s": 0.05})
+    quick = console_settings.model_copy(update={"events": events})
     with TestClient(create_app(quick)) as client:
         conv, headers = new_conversation(client)
         with client.stream("GET", f"/api/conversations/{conv}/events", headers=headers, params={"timeout": 60}) as res:
@@ -234,16 +183,16 @@ def test_a_quiet_stream_sends_heartbeat_comments_and_stays_open(ev_settings):
             assert frame["id"] == str(seq)
 
 
-def test_the_timeout_parameter_ends_the_stream_after_the_replay(web, ev_settings):
+def test_the_timeout_parameter_ends_the_stream_after_the_replay(web, console_settings):
     conv, headers = new_conversation(web)
-    seq = emit_now(ev_settings, conv, "message", {"text": "one"})
+    seq = emit_now(console_settings, conv, "message", {"text": "one"})
     res = web.get(f"/api/conversations/{conv}/events", headers=headers, params={"timeout": 0})
     assert res.status_code == 200
     assert [f.get("id") for f in parse_frames(iter(res.text.split("\n")))] == [None, str(seq)]
-    assert get_bus(ev_settings).subscriber_count() == 0
+    assert get_bus(console_settings).subscriber_count() == 0
 
 
-def test_closing_the_apps_streams_ends_open_streams_cleanly(web, ev_settings):
+def test_closing_the_apps_streams_ends_open_streams_cleanly(web, console_settings):
     """What the app's shutdown (and `support-bot serve` on SIGTERM) does to streams still open."""
     conv, headers = new_conversation(web)
     connected, outcome = threading.Event(), queue.Queue()
@@ -267,14 +216,14 @@ def test_closing_the_apps_streams_ends_open_streams_cleanly(web, ev_settings):
     assert result == "ended" and rest == []
     thread.join(10)
     # A stream opened while the app is closing replays and ends at once.
-    emit_now(ev_settings, conv, "message", {"text": "late"})
+    emit_now(console_settings, conv, "message", {"text": "late"})
     with web.stream("GET", f"/api/conversations/{conv}/events", headers=headers, params={"timeout": 90}) as res:
         assert [f.get("event") for f in parse_frames(res.iter_lines())] == [None, "message"]
 
 
 
-def test_an_app_started_again_after_a_shutdown_streams_again(ev_settings):
-    app = create_app(ev_settings)
+def test_an_app_started_again_after_a_shutdown_streams_again(console_settings):
+    app = create_app(console_settings)
     with TestClient(app) as client:
         conv, headers = new_conversation(client)
     assert app.state.events_closing
@@ -283,37 +232,37 @@ def test_an_app_started_again_after_a_shutdown_streams_again(ev_settings):
                            params={"timeout": 60}) as res:
             frames = parse_frames(res.iter_lines())
             assert next(frames) == {"retry": "2000"}
-            seq = emit_now(ev_settings, conv, "message", {"text": "live after a restart"})
+            seq = emit_now(console_settings, conv, "message", {"text": "live after a restart"})
             assert next(frames)["id"] == str(seq)
 
 
 # -- the console's stream ----------------------------------------------------------------------------------------
 
 
-def test_console_stream_needs_an_agent_or_admin(web, ev_settings):
+def test_console_stream_needs_an_agent_or_admin(web, console_settings):
     res = web.get("/api/console/events", params={"timeout": 0})
     assert res.status_code == 401 and "log in" in res.json()["detail"]
-    add_user(ev_settings, "olivia", "ops")
+    add_user(console_settings, "olivia", "ops")
     login(web, "olivia")
     res = web.get("/api/console/events", params={"timeout": 0})
     assert res.status_code == 403
     for name, role in (("dana", "agent"), ("ada", "admin")):
-        add_user(ev_settings, name, role)
+        add_user(console_settings, name, role)
         login(web, name)
         assert web.get("/api/console/events", params={"timeout": 0}).status_code == 200
 
 
 @BOTH_DATABASES
-def test_console_stream_carries_every_conversation_and_console_only_events(web, ev_settings):
-    add_user(ev_settings, "dana", "agent")
+def test_console_stream_carries_every_conversation_and_console_only_events(web, console_settings):
+    add_user(console_settings, "dana", "agent")
     a, _ = new_conversation(web)
     b, _ = new_conversation(web)
-    before = emit_now(ev_settings, a, "message", {"text": "before"})
+    before = emit_now(console_settings, a, "message", {"text": "before"})
     login(web, "dana")
     # Without a resume point the whole queue's stream starts from now...
     assert replay(web, "/api/console/events") == []
-    note = emit_now(ev_settings, a, "note", {"text": "VIP customer"}, audience="console")
-    queued = emit_now(ev_settings, b, "status", {"status": "queued"})
+    note = emit_now(console_settings, a, "note", {"text": "VIP customer"}, audience="console")
+    queued = emit_now(console_settings, b, "status", {"status": "queued"})
     frames = replay(web, "/api/console/events", params={"after": before})
     assert [(f["id"], f["event"], f["data"]["conversation_id"]) for f in frames] == [
         (str(note), "note", a), (str(queued), "status", b)
@@ -325,15 +274,15 @@ def test_console_stream_carries_every_conversation_and_console_only_events(web, 
     assert res.status_code == 404
 
 
-def test_console_stream_gets_live_events_and_customer_typing(web, ev_settings):
-    add_user(ev_settings, "dana", "agent")
+def test_console_stream_gets_live_events_and_customer_typing(web, console_settings):
+    add_user(console_settings, "dana", "agent")
     conv, _ = new_conversation(web)
     login(web, "dana")
     with web.stream("GET", "/api/console/events", params={"timeout": 60}) as res:
         frames = parse_frames(res.iter_lines())
         assert next(frames) == {"retry": "2000"}
-        notify_typing(ev_settings, conversation_id=conv, who="customer")
-        note = emit_now(ev_settings, conv, "note", {"text": "call back tomorrow"}, audience="console")
+        notify_typing(console_settings, conversation_id=conv, who="customer")
+        note = emit_now(console_settings, conv, "note", {"text": "call back tomorrow"}, audience="console")
         # Typing is not stored, so it has no place in the events' order: either may come first.
         got = {f["event"]: f for f in (next(frames), next(frames))}
     typing, event = got["typing"], got["note"]
@@ -345,17 +294,17 @@ def test_console_stream_gets_live_events_and_customer_typing(web, ev_settings):
 # -- Redis going away and coming back ----------------------------------------------------------------------------
 
 
-def test_streams_poll_while_redis_is_down_and_lose_nothing_across_a_restart(ev_settings, own_redis):
+def test_streams_poll_while_redis_is_down_and_lose_nothing_across_a_restart(console_settings, own_redis):
     """Kill and restart a private redis-server under an open stream: every event arrives once, in order."""
     from support_bot.live.events import RedisBus
     from support_bot.models import ConversationEvent
 
     # A heartbeat far longer than the test: an event can only arrive through a wake-up or through polling.
-    events = ev_settings.events.model_copy(
+    events = console_settings.events.model_copy(
         update={"heartbeat_s": 3600, "poll_interval_s": 0.1, "reconnect_max_s": 0.2,
                 "channel_prefix": f"sbtest-{uuid.uuid4().hex[:10]}:"}
     )
-    settings = ev_settings.model_copy(update={"redis_url": own_redis.url, "events": events})
+    settings = console_settings.model_copy(update={"redis_url": own_redis.url, "events": events})
     other_process = RedisBus(own_redis.url, prefix=events.channel_prefix)
     received: queue.Queue = queue.Queue()
     with TestClient(create_app(settings)) as client:

@@ -5,37 +5,24 @@ from __future__ import annotations
 import threading
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from support_bot.ops import audit, auth
+from support_bot.ops import audit
 from support_bot import handoff
 from support_bot.core.db import session_scope
 from support_bot.models import Conversation, Message, User
-from tests.web.helpers import ask, new_conversation, parse_sse
+from tests.conftest import add_user
+from tests.web.helpers import ask, csrf, login, new_conversation, parse_sse
 
-PASSWORD = "correct horse battery"
 UNRELATED = "What is the airspeed velocity of an unladen swallow?"
 
 # The chat and console flows run on SQLite; the claim race over HTTP runs on PostgreSQL.
 SQLITE = pytest.mark.parametrize("app_settings", ["sqlite"], indirect=True)
 
 
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    """argon2id with tiny costs: logins here are many, and their cost is not what these tests check."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(auth, "_dummy_hash", None)
-
-
-def add_user(settings, username: str, role: str = "agent", display_name: str = "") -> str:
-    with session_scope(settings) as session:
-        user, _ = auth.create_user(
-            session, settings=settings, username=username, role=role, password=PASSWORD,
-            display_name=display_name, must_change_password=False,
-        )
-        return user.id
+# Logins are many here, and their cost is not what these tests check.
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 class Console:
@@ -43,10 +30,8 @@ class Console:
 
     def __init__(self, app, username: str):
         self.http = TestClient(app, follow_redirects=False)
-        res = self.http.post("/api/console/login", json={"username": username, "password": PASSWORD})
-        assert res.status_code == 200, res.text
-        self.me = res.json()
-        self.headers = {"X-CSRF-Token": self.me["csrf_token"]}
+        self.me = login(self.http, username)
+        self.headers = csrf(self.me)
 
     def get(self, path: str, **kw):
         return self.http.get("/api/console" + path, **kw)
@@ -454,7 +439,7 @@ ROUTES = [
 
 @SQLITE
 def test_every_console_route_needs_an_agent_and_csrf(client, fake_engine, app_settings):
-    from web.routers import console_api
+    from web.api import console_api
 
     mounted = {(m, r.path.removeprefix("/api/console").replace("{conversation_id}", "x").replace("{canned_id}", "1"))
                for r in console_api.router.routes for m in r.methods}

@@ -3,45 +3,30 @@
 from __future__ import annotations
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from support_bot.ops import audit, auth
-from support_bot.core.db import migrate, session_scope
+from support_bot.core.db import session_scope
+from tests.conftest import add_user
+from tests.web.helpers import csrf, login
 from web.app import create_app
 
-PASSWORD = "correct horse battery"
 CSV = b"id,question,answer\nk1,How do I reset my password?,Use the Forgot password link on the sign-in page.\n"
-
-
-@pytest.fixture(autouse=True)
-def fast_hashing(monkeypatch):
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    monkeypatch.setattr(auth, "_dummy_hash", None)
+# Logging in is not what these tests check.
+pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 
 @pytest.fixture
-def web(settings):
-    migrate(settings)
-    with session_scope(settings) as session:
-        for name, role in (("olga", "ops"), ("adam", "admin"), ("ann", "agent")):
-            auth.create_user(
-                session, settings=settings, username=name, role=role, password=PASSWORD, must_change_password=False
-            )
-    with TestClient(create_app(settings), follow_redirects=False) as client:
+def web(db):
+    for name, role in (("olga", "ops"), ("adam", "admin"), ("ann", "agent")):
+        add_user(db, name, role)
+    with TestClient(create_app(db), follow_redirects=False) as client:
         yield client
-
-
-def _login(client: TestClient, username: str) -> dict:
-    client.cookies.clear()
-    res = client.post("/api/console/login", json={"username": username, "password": PASSWORD})
-    assert res.status_code == 200, res.text
-    return {"X-CSRF-Token": res.json()["csrf_token"]}
 
 
 @pytest.mark.parametrize("username", ["olga", "adam"])
 def test_ops_and_admin_sessions_manage_knowledge_and_are_audited(web, settings, username):
-    headers = _login(web, username)
+    headers = csrf(login(web, username))
     res = web.post("/api/knowledge/uploads", files={"file": ("help.csv", CSV, "text/csv")}, headers=headers)
     assert res.status_code == 202, res.text
     assert web.get("/api/knowledge/sources").status_code == 200
@@ -56,7 +41,7 @@ def test_ops_and_admin_sessions_manage_knowledge_and_are_audited(web, settings, 
 
 
 def test_changes_without_the_csrf_token_are_refused(web, settings):
-    _login(web, "olga")
+    login(web, "olga")
     res = web.post("/api/knowledge/uploads", files={"file": ("help.csv", CSV, "text/csv")})
     assert res.status_code == 403
     assert web.post("/api/knowledge/reindex").status_code == 403
@@ -64,7 +49,7 @@ def test_changes_without_the_csrf_token_are_refused(web, settings):
 
 
 def test_agents_cannot_touch_knowledge(web):
-    headers = _login(web, "ann")
+    headers = csrf(login(web, "ann"))
     assert web.get("/api/knowledge/sources").status_code == 403
     res = web.post("/api/knowledge/uploads", files={"file": ("help.csv", CSV, "text/csv")}, headers=headers)
     assert res.status_code == 403

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support_bot.chat.service import sign_customer_id
+from support_bot.core.security import sign_customer_id
 from support_bot.core.db import session_scope
 from support_bot.models import Conversation
 from tests.web.helpers import ask, new_conversation

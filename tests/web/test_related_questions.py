@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support_bot.chat.service import ABSTAIN_TEXT, RELATED_OFFER, RELATED_TEXT
+from support_bot.chat.replies import ABSTAIN_TEXT, RELATED_OFFER, RELATED_TEXT
 from tests.web.helpers import ask, new_conversation
 
 PAYMENT_Q = "Which payment methods do you accept?"

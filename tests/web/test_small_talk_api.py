@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support_bot.chat.service import ABSTAIN_TEXT, DECLINED_OFFER_TEXT
+from support_bot.chat.replies import ABSTAIN_TEXT, DECLINED_OFFER_TEXT
 from support_bot.core.db import session_scope
 from support_bot.models import Conversation
 from support_bot.chat.small_talk import REPLIES

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from ingest.pipeline import ingest_path
-from support_bot.chat.service import Assistant, start_conversation
+from support_bot.chat.service import Assistant
+from support_bot.chat.store import start_conversation
 from support_bot.core.db import session_scope
 from support_bot.llm.backends.fake import FakeEngine
 from support_bot.models import Message

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from support_bot.core.config import Settings
 from web.app import create_app
-from web.routers.widget import WIDGET_JS
+from web.api.widget import WIDGET_JS
 
 LIMIT = 30 * 1024
 

@@ -5,35 +5,16 @@
   const app = document.getElementById("console-app");
   if (!app) return;
   const page = app.dataset.page;
-  const $ = (id) => document.getElementById(id);
-  const meta = document.querySelector('meta[name="csrf-token"]');
-  let csrf = meta ? meta.getAttribute("content") : "";
+  const { apiClient, byId: $, el, pageCsrfToken, say } = window.SupportBotConsole;
+  let csrf = pageCsrfToken();
   let me = null;
   const PRESENCE_HEARTBEAT_MS = 60000;
 
-  class ApiError extends Error {
-    constructor(message, status) { super(message); this.status = status; }
-  }
-
-  async function api(method, path, body) {
-    const headers = { "Accept": "application/json" };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (method !== "GET") {
-      if (!csrf) await loadMe();
-      headers["X-CSRF-Token"] = csrf;
-    }
-    const res = await fetch("/api/console" + path, {
-      method, headers, credentials: "same-origin", cache: "no-store",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (res.status === 401) {
-      window.location.href = "/console/login?next=" + encodeURIComponent(window.location.pathname);
-      throw new ApiError("signed out", 401);
-    }
-    const data = res.status === 204 ? null : await res.json().catch(() => null);
-    if (!res.ok) throw new ApiError((data && data.detail) || res.statusText || "request failed", res.status);
-    return data;
-  }
+  // With no token in the page, the first state-changing call takes the session's from /me.
+  const api = apiClient({
+    base: "/api/console",
+    csrfToken: async () => { if (!csrf) await loadMe(); return csrf; },
+  });
 
   async function loadMe() {
     me = await api("GET", "/me");
@@ -41,19 +22,7 @@
     return me;
   }
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function showError(message) {
-    const box = $("console-error");
-    if (!box) return;
-    box.textContent = message || "";
-    box.hidden = !message;
-  }
+  const showError = (message) => say("console-error", message);
 
   const items = (data) => (data && Array.isArray(data.items) ? data.items : []);
 

@@ -5,45 +5,11 @@
   const app = document.getElementById("knowledge-app");
   if (!app) return;
   const page = app.dataset.page;
-  const $ = (id) => document.getElementById(id);
-  const meta = document.querySelector('meta[name="csrf-token"]');
-  const csrf = meta ? meta.getAttribute("content") : "";
+  const { apiClient, byId: $, el, say } = window.SupportBotConsole;
+  const api = apiClient();
   const FAST_POLL_MS = 1000;
   const IDLE_POLL_MS = 5000;
 
-  class ApiError extends Error {
-    constructor(message, status) { super(message); this.status = status; }
-  }
-
-  async function api(method, path, body) {
-    const headers = { "Accept": "application/json" };
-    if (method !== "GET") headers["X-CSRF-Token"] = csrf;
-    let payload;
-    if (body instanceof FormData) payload = body;
-    else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
-    const res = await fetch(path, { method, headers, body: payload, credentials: "same-origin", cache: "no-store" });
-    if (res.status === 401) {
-      window.location.href = "/console/login?next=" + encodeURIComponent(window.location.pathname);
-      throw new ApiError("signed out", 401);
-    }
-    const data = await res.json().catch(() => null);
-    if (!res.ok) throw new ApiError((data && data.detail) || res.statusText || "request failed", res.status);
-    return data;
-  }
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function say(id, message) {
-    const box = $(id);
-    if (!box) return;
-    box.textContent = message || "";
-    box.hidden = !message;
-  }
   const showError = (message) => say("kb-error", message);
   const showNotice = (message) => say("kb-notice", message);
 

@@ -4,45 +4,16 @@
   "use strict";
   const app = document.getElementById("suggestions-app");
   if (!app) return;
-  const $ = (id) => document.getElementById(id);
-  const meta = document.querySelector('meta[name="csrf-token"]');
-  const csrf = meta ? meta.getAttribute("content") : "";
+  const { apiClient, byId: $, el, say } = window.SupportBotConsole;
+  // The login page brings the agent back to the same filter.
+  const api = apiClient({
+    base: "/api/console/suggestions",
+    loginNext: () => window.location.pathname + window.location.search,
+  });
   const POLL_MS = 1000;
   let polling = null;
 
-  class ApiError extends Error {
-    constructor(message, status) { super(message); this.status = status; }
-  }
-
-  async function api(method, path, body) {
-    const headers = { "Accept": "application/json" };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (method !== "GET") headers["X-CSRF-Token"] = csrf;
-    const res = await fetch("/api/console/suggestions" + path, {
-      method, headers, credentials: "same-origin", cache: "no-store",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (res.status === 401) {
-      window.location.href = "/console/login?next=" + encodeURIComponent(window.location.pathname + window.location.search);
-      throw new ApiError("signed out", 401);
-    }
-    const data = await res.json().catch(() => null);
-    if (!res.ok) throw new ApiError((data && data.detail) || res.statusText || "request failed", res.status);
-    return data;
-  }
-
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-
-  function showError(message) {
-    const box = $("sg-error");
-    box.textContent = message || "";
-    box.hidden = !message;
-  }
+  const showError = (message) => say("sg-error", message);
 
   // --- the learned source's status ---
 

@@ -16,7 +16,7 @@ from support_bot.core.errors import NotFound
 from support_bot.knowledge import admin
 from web.console_deps import OpsDep, console_page
 from web.deps import SettingsDep
-from web.routers.knowledge import MAX_FILES_PER_UPLOAD, MAX_PAGE, job_payload, source_payload, version_payload
+from web.api.knowledge import MAX_FILES_PER_UPLOAD, MAX_PAGE, job_payload, source_payload, version_payload
 
 router = APIRouter(prefix="/console/knowledge", tags=["console"])
 

@@ -15,7 +15,8 @@ from starlette.concurrency import iterate_in_threadpool
 
 from support_bot.live import events
 from support_bot import handoff
-from support_bot.chat.service import TurnEvent, authorize, start_conversation
+from support_bot.chat.store import authorize, start_conversation
+from support_bot.chat.turn import TurnEvent
 from support_bot.core.errors import InvalidInput, NotFound, SupportBotError
 from support_bot.models import Conversation, Feedback, Message
 from web.deps import AssistantDep, SessionDep, SettingsDep, TokenDep

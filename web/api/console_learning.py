@@ -18,7 +18,7 @@ from support_bot.core.errors import NotFound
 from support_bot.knowledge import admin
 from web.console_deps import OpsDep, console_page, csrf_protect, require_roles
 from web.deps import SessionDep, SettingsDep
-from web.routers.knowledge import job_payload, source_payload
+from web.api.knowledge import job_payload, source_payload
 
 # Ops or admin on every route, and the session's CSRF token on every change.
 api = APIRouter(

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from support_bot.chat.service import authorize
+from support_bot.chat.store import authorize
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, NotFound

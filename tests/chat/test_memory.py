@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from support_bot.llm.prompt import ChatMessage
 from support_bot.chat.memory import fit_history, history_messages
+from support_bot.llm.prompt import ChatMessage
 from support_bot.models import Message
 
 
