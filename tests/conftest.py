@@ -141,7 +141,7 @@ def redis_url() -> str:
 @pytest.fixture
 def own_redis(tmp_path):
     """A Redis server of this test's own, which the test may stop and restart; skips without redis-server."""
-    from tests.events.redis_server import private_redis
+    from tests.live.redis_server import private_redis
 
     yield from private_redis(tmp_path)
 

@@ -1,4 +1,7 @@
-"""Sliding-window rate limits: in this process's memory, or in Redis so that every web process counts together."""
+"""Sliding-window rate limits: in this process's memory, or in Redis so that every web process counts together.
+
+Kept over pyrate-limiter/slowapi: several keys' limits count all-or-none in one Lua script or lock, on Redis's clock.
+"""
 
 from __future__ import annotations
 

@@ -1,52 +1,49 @@
-"""A small rule-based sentiment and frustration scorer for customer messages (no model, microseconds per message).
+"""Sentiment and frustration scores for customer messages: VADER plus a few support-specific additions.
 
-Words carry a valence from -4 to +4; intensifiers ("really"), dampeners ("a bit"), negation ("not helpful"), words in
-capitals, "but" clauses, repeated punctuation and shouting change it; phrases typical of frustrated customers ("waste
-of time", "how many times") count as a whole. The sum is squashed into -1..1.
+VADER (`vaderSentiment`) does the scoring: its lexicon, intensifiers and dampeners ("really", "slightly"), negation
+("not helpful"), words in capitals, "but" clauses and "!"/"??" emphasis, squashed into -1..1. On top of it, small and
+documented, sits what a support chat needs and VADER (tuned on reviews and social media, English only) lacks:
+
+- `DOMAIN_LEXICON`, merged into VADER's lexicon: words it does not know ("unhelpful", "garbage", "late"); words it
+  reads the other way round in a complaint ("joke", "unbelievable"); and milder weights for the words that describe a
+  fault ("problem", "error", "broken", "died"), which nearly every support question uses without being upset;
+- `NEUTRAL_WORDS`, taken out of VADER's lexicon: the words of any request ("please", "help"), and common words of
+  other languages that VADER's English lexicon scores ("die" and "war" in German, "sin" in Spanish, "grave" in French);
+- `PHRASES` typical of frustrated customers ("waste of time", "how many times"), which VADER, scoring single words,
+  cannot see; each match is scored as one lexicon entry, so VADER's rules apply to it too;
+- shouting (a message mostly in capitals: VADER only notices capitals that stand out from lower-case words) and bare
+  impatience ("Hello??? Anyone???", which VADER leaves at 0 because no word carries a valence).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
-# Valence of single words, lower-cased. Positive words matter too: "thanks, that's great" must not read as angry, and
-# "not great" must read as mildly negative.
-LEXICON: dict[str, float] = {
-    # anger, insults and profanity
-    "angry": -2.5, "furious": -3.5, "livid": -3.5, "outraged": -3.5, "mad": -2.0, "hate": -3.0, "hating": -3.0,
-    "damn": -2.0, "dammit": -2.5, "crap": -2.5, "crappy": -2.5, "shit": -3.0, "shitty": -3.0, "fuck": -3.5,
-    "fucking": -3.5, "fucked": -3.5, "bullshit": -3.5, "wtf": -3.0, "ffs": -3.0, "omfg": -2.5, "stupid": -2.5,
-    "idiot": -3.0, "idiots": -3.0, "idiotic": -3.0, "moron": -3.0, "dumb": -2.5, "pathetic": -3.0, "clown": -2.0,
-    "clowns": -2.0, "liar": -3.0, "liars": -3.0, "lying": -2.5, "scam": -3.0, "scammers": -3.5, "fraud": -3.0,
-    "thieves": -3.0, "rip-off": -3.0, "ripoff": -3.0,
-    # judgement of the service
-    "useless": -3.0, "worthless": -3.0, "pointless": -2.5, "hopeless": -2.5, "incompetent": -3.0, "terrible": -3.0,
-    "awful": -3.0, "horrible": -3.0, "horrendous": -3.5, "atrocious": -3.5, "dreadful": -3.0, "worst": -3.5,
-    "disgrace": -3.0, "disgraceful": -3.0, "shameful": -3.0, "unacceptable": -3.0, "ridiculous": -2.5,
-    "absurd": -2.5, "insane": -2.0, "nonsense": -2.5, "rubbish": -2.5, "garbage": -3.0, "trash": -2.5,
-    "sucks": -3.0, "suck": -2.5, "bad": -2.0, "poor": -1.8, "disappointing": -2.2, "disappointed": -2.2,
-    "dissatisfied": -2.2, "unhappy": -2.2, "unhelpful": -2.5, "misleading": -2.0, "wrong": -1.2, "broken": -1.5,
-    "slow": -1.0, "late": -1.0, "delayed": -1.2, "lost": -1.2, "missing": -1.2, "damaged": -1.5, "faulty": -1.5,
-    "defective": -1.5, "problem": -0.8, "problems": -0.8, "issue": -0.5, "issues": -0.5, "error": -0.8,
-    "fail": -1.5, "failed": -1.5, "fails": -1.5, "failure": -1.8, "complaint": -1.5, "complain": -1.5,
-    "nightmare": -3.0, "joke": -1.5, "mess": -2.0, "disaster": -3.0,
-    # the customer's own state
-    "frustrated": -2.5, "frustrating": -2.5, "frustration": -2.5, "annoyed": -2.0, "annoying": -2.0,
-    "irritated": -2.0, "irritating": -2.0, "upset": -2.0, "sick": -1.0, "tired": -1.0, "stressed": -1.8,
-    "worried": -1.2, "confused": -1.0, "desperate": -2.5, "exhausted": -1.8, "ugh": -2.0, "argh": -2.5,
-    "seriously": -0.8, "unbelievable": -2.0, "sue": -2.5, "lawyer": -1.5, "cancel": -1.0,
-    # positive
-    "thanks": 1.5, "thank": 1.5, "thx": 1.2, "great": 2.5, "good": 1.8, "excellent": 3.0, "perfect": 3.0,
-    "awesome": 3.0, "amazing": 3.0, "fantastic": 3.0, "wonderful": 3.0, "brilliant": 3.0, "superb": 3.0,
-    "love": 3.0, "lovely": 2.5, "nice": 1.8, "happy": 2.0, "glad": 2.0, "pleased": 2.0, "appreciate": 2.0,
-    "appreciated": 2.0, "helpful": 2.0, "fine": 0.8, "ok": 0.3, "okay": 0.3, "cool": 1.3, "solved": 2.0,
-    "resolved": 1.8, "works": 1.0, "worked": 1.2, "easy": 1.5, "quick": 1.2, "fast": 1.2,
+# Valences on VADER's -4..+4 scale.
+DOMAIN_LEXICON: dict[str, float] = {
+    # Words VADER lacks. Anger, insults and profanity:
+    "dammit": -2.5, "omfg": -2.5, "idiots": -3.0, "clown": -2.0, "clowns": -2.0, "scammers": -3.5, "rip-off": -3.0,
+    "ripoff": -3.0, "argh": -2.5,
+    # judgement of the service:
+    "pointless": -2.5, "atrocious": -3.5, "disgraceful": -3.0, "absurd": -2.5, "rubbish": -2.5, "garbage": -3.0,
+    "trash": -2.5, "unhelpful": -2.5, "nightmare": -3.0, "slow": -1.0, "late": -1.0, "issue": -0.5, "issues": -0.5,
+    # threats, and things working again:
+    "sue": -2.5, "lawyer": -1.5, "works": 1.0, "worked": 1.2, "quick": 1.2, "fast": 1.2,
+    # Read the other way round in a complaint ("what a joke", "unbelievable, still nothing"):
+    "joke": -1.5, "unbelievable": -2.0,
+    # A fault described is not yet an upset customer ("my payment failed", "the battery died"):
+    "problem": -0.8, "problems": -0.8, "error": -0.8, "errors": -0.8, "wrong": -1.2, "broken": -1.5, "broke": -1.5,
+    "lost": -1.2, "missing": -1.2, "damaged": -1.5, "faulty": -1.5, "defective": -1.5, "fail": -1.5, "failed": -1.5,
+    "fails": -1.5, "failure": -1.8, "complaint": -1.5, "died": -1.2, "dead": -1.2,
 }
+# No valence at all: the words of any request, and other languages' common words that VADER's lexicon scores.
+NEUTRAL_WORDS: frozenset[str] = frozenset({"please", "help", "support", "hope", "die", "war", "sin", "grave"})
 
-# Phrases counted as one unit (their words are not scored again). Written as regular expressions over the
-# lower-cased text.
+# Phrases scored as one unit (their words are not scored again). Regular expressions, matched case-insensitively.
 PHRASES: dict[str, float] = {
     r"waste of (?:my )?time": -3.0,
     r"how many (?:more )?times": -2.5,
@@ -71,33 +68,66 @@ PHRASES: dict[str, float] = {
     r"(?:thank you|thanks) (?:so much|a lot|very much)": 2.5,
 }
 
-_INTENSIFIERS: dict[str, float] = {
-    "very": 0.3, "really": 0.3, "so": 0.3, "extremely": 0.5, "totally": 0.4, "absolutely": 0.4, "completely": 0.4,
-    "utterly": 0.5, "incredibly": 0.5, "super": 0.3, "too": 0.2, "such": 0.3, "most": 0.3, "fucking": 0.5,
-    "bloody": 0.4, "damn": 0.3, "freaking": 0.4, "beyond": 0.4,
-}
-_DAMPENERS: dict[str, float] = {"slightly": 0.5, "bit": 0.6, "somewhat": 0.6, "little": 0.6, "kinda": 0.6, "fairly": 0.8}
-_NEGATIONS = frozenset(
-    {
-        "not", "no", "never", "nothing", "nobody", "none", "neither", "nor", "hardly", "isn't", "isnt", "aren't",
-        "arent", "wasn't", "wasnt", "weren't", "don't", "dont", "doesn't", "doesnt", "didn't", "didnt", "can't",
-        "cant", "cannot", "won't", "wont", "wouldn't", "shouldn't", "haven't", "hasn't", "ain't", "without",
-    }
-)
-# Squashing constant: a single strongly negative word ("useless", -3) lands near -0.56, two of them near -0.8.
-_ALPHA = 20.0
-_CAPS_FACTOR = 1.5
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|[!?]+")
-_COMPILED_PHRASES = [(re.compile(rf"\b{p}"), v) for p, v in PHRASES.items()]
+# A matched phrase reaches VADER as one made-up word that has the phrase's valence in the lexicon.
+_COMPILED_PHRASES = [
+    (re.compile(rf"\b{pattern}", re.IGNORECASE), f"support_phrase_{i}", value)
+    for i, (pattern, value) in enumerate(PHRASES.items())
+]
+# Shouting: all-caps text gets no emphasis from VADER (its capitals rule needs lower-case words to stand out from).
+_SHOUT_FACTOR, _SHOUT_PENALTY = 1.3, 1.5
+# Impatience: each "??" or "!!" run (up to 3) in a message whose words carry no valence.
+_IMPATIENCE = 0.6
+_MARKS = re.compile(r"[!?]+")
+
+_analyzer: Any = None
+_analyzer_lock = threading.Lock()
 
 
 @dataclass
 class Sentiment:
-    """A message's score in -1..1 (negative = unhappy) and the signals that made it."""
+    """A message's score in -1..1 (negative = unhappy), the sum it squashes and the signals that made it."""
 
     score: float
     raw: float
     signals: list[str] = field(default_factory=list)
+
+
+def _build_analyzer() -> Any:
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer, SentiText, normalize
+
+    class SupportAnalyzer(SentimentIntensityAnalyzer):
+        """VADER whose scores also carry each word's valence and the sum that `compound` squashes."""
+
+        squash = staticmethod(normalize)
+
+        def score_valence(self, sentiments: list[float], text: str) -> dict[str, Any]:
+            scores = super().score_valence(sentiments, text)
+            # VADER's sum: the word valences plus the "!"/"?" emphasis in the direction of their sign.
+            total = float(sum(sentiments))
+            if total:
+                total += math.copysign(self._punctuation_emphasis(text), total)
+            words = SentiText(text)
+            scores["raw"] = total
+            scores["words"] = list(zip(words.words_and_emoticons, sentiments))
+            scores["caps_stand_out"] = words.is_cap_diff
+            return scores
+
+    built = SupportAnalyzer()  # reads VADER's lexicon files
+    built.lexicon.update(DOMAIN_LEXICON)
+    for word in NEUTRAL_WORDS:
+        built.lexicon.pop(word, None)
+    built.lexicon.update({word: value for _pattern, word, value in _COMPILED_PHRASES})
+    return built
+
+
+def analyzer() -> Any:
+    """The shared VADER analyzer with the support additions, built on first use (any thread)."""
+    global _analyzer
+    if _analyzer is None:
+        with _analyzer_lock:
+            if _analyzer is None:
+                _analyzer = _build_analyzer()
+    return _analyzer
 
 
 def _shouting(text: str) -> bool:
@@ -106,66 +136,52 @@ def _shouting(text: str) -> bool:
     return len(letters) >= 10 and len(words) >= 3 and sum(c.isupper() for c in letters) / len(letters) >= 0.7
 
 
+def _phrases_as_words(text: str) -> tuple[str, dict[str, list[str]]]:
+    """The text with each phrase replaced by its made-up word, and the phrases each word stands for."""
+    found: dict[str, list[str]] = {}
+    for pattern, word, _value in _COMPILED_PHRASES:
+
+        def replace(match: re.Match[str], word: str = word) -> str:
+            found.setdefault(word, []).append(match.group(0).lower())
+            # Capitals carry over (VADER's emphasis); the phrase must stay a word of its own.
+            spelled = word.upper() if match.group(0).isupper() else word
+            return f" {spelled}" + (" " if match.string[match.end() : match.end() + 1].isalnum() else "")
+
+        text = pattern.sub(replace, text)
+    return text, found
+
+
 def score(text: str) -> Sentiment:
     """Score one message."""
     text = (text or "").replace("\u2019", "'")
-    signals: list[str] = []
-    lowered = text.lower()
-
-    # Phrases first; their span is blanked so their words are not counted twice.
-    raw = 0.0
-    for pattern, value in _COMPILED_PHRASES:
-        for match in pattern.finditer(lowered):
-            raw += value
-            signals.append(match.group(0))
-            lowered = lowered[: match.start()] + " " * (match.end() - match.start()) + lowered[match.end() :]
-    # Tokens of the blanked text, keeping the original casing for the capitals check.
-    tokens: list[tuple[str, str]] = []
-    for match in _WORD.finditer(lowered):
-        tokens.append((match.group(0), text[match.start() : match.end()]))
-
+    vader = analyzer()
     shouting = _shouting(text)
-    mixed_case = not shouting and any(c.islower() for c in text)
-    parts: list[float] = []
-    but_at = None
-    for i, (word, original) in enumerate(tokens):
-        if word in ("but", "however", "although"):
-            but_at = len(parts)
-            continue
-        value = LEXICON.get(word)
-        if value is None:
-            continue
-        factor = 1.0
-        for prev, _orig in tokens[max(0, i - 2) : i]:
-            factor += _INTENSIFIERS.get(prev, 0.0)
-            factor *= _DAMPENERS.get(prev, 1.0)
-        if mixed_case and original.isupper() and len(original) > 1:
-            factor *= _CAPS_FACTOR
-            signals.append(f"caps:{original}")
-        value *= factor
-        if any(prev in _NEGATIONS for prev, _orig in tokens[max(0, i - 3) : i]):
-            # "not good" is bad, "not bad" is only mildly good.
-            value *= -0.5 if value > 0 else -0.4
-            signals.append(f"not {word}")
-        else:
-            signals.append(word)
-        parts.append(value)
-    if but_at is not None:
-        # What follows "but" is what the customer means.
-        parts = [v * 0.5 for v in parts[:but_at]] + [v * 1.5 for v in parts[but_at:]]
-    raw += sum(parts)
+    # A message that shouts as a whole is scored once for it below, not again word by word by VADER.
+    scored, phrases = _phrases_as_words(text.lower() if shouting else text)
+    scores = vader.polarity_scores(scored)
+    raw = scores["raw"]
 
-    bursts = [t for t, _o in tokens if t[0] in "!?" and (len(t) >= 2 or t == "!")]
-    marks = sum(min(len(t), 4) for t in bursts if t[0] in "!?")
-    repeated = [t for t in bursts if len(t) >= 2]
-    if raw < 0 and marks:
-        raw *= 1 + 0.1 * min(marks, 6)
-        signals.append("!" * min(marks, 6))
-    elif raw <= 0 and repeated:
+    signals: list[str] = []
+    for token, valence in scores["words"]:
+        word = token.lower()
+        if not valence:
+            continue
+        if phrases.get(word):
+            signals.append(phrases[word].pop(0))
+            continue
+        if scores["caps_stand_out"] and token.isupper():
+            signals.append(f"caps:{token}")
+        # VADER flips a negated word's valence ("not good").
+        signals.append(f"not {word}" if vader.lexicon.get(word, valence) * valence < 0 else word)
+
+    bursts = [run for run in _MARKS.findall(text) if len(run) >= 2 or run == "!"]
+    if raw < 0 and bursts:
+        signals.append("!" * min(sum(min(len(run), 4) for run in bursts), 6))
+    elif raw == 0 and any(len(run) >= 2 for run in bursts):
         # "Hello??? Anyone???": impatience even without an unhappy word.
-        raw -= 0.6 * min(len(repeated), 3)
+        raw -= _IMPATIENCE * min(sum(len(run) >= 2 for run in bursts), 3)
         signals.append("repeated punctuation")
     if shouting:
-        raw = raw * 1.3 - 1.5 if raw < 0 else raw - 1.5
+        raw = raw * _SHOUT_FACTOR - _SHOUT_PENALTY if raw < 0 else raw - _SHOUT_PENALTY
         signals.append("shouting")
-    return Sentiment(score=raw / math.sqrt(raw * raw + _ALPHA), raw=raw, signals=signals)
+    return Sentiment(score=vader.squash(raw), raw=raw, signals=signals)

@@ -1,9 +1,20 @@
-"""Find and redact personal data: e-mail, phone, payment card, IBAN and government id numbers."""
+"""Find and redact personal data: e-mail, phone, payment card, IBAN and government id numbers.
+
+The patterns here only find candidates, written the way people type them; the libraries decide what they are:
+`phonenumbers` whether a candidate can be a phone number (a known country code, a possible length), and `python-stdnum`
+the Luhn check of card numbers, IBANs (each country's registered length and format, mod 97) and US SSNs (never-issued
+areas, groups and serials). The UK National Insurance number stays a pattern: python-stdnum has no module for it.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn as stdnum_luhn
+from stdnum.us import ssn as stdnum_ssn
 
 PII_KINDS: frozenset[str] = frozenset({"email", "phone", "card", "iban", "gov_id"})
 
@@ -41,23 +52,11 @@ _CARD_RE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d])")
 # Country code, two check digits, then 11-30 alphanumerics; people often type them in groups of four.
 _IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", re.IGNORECASE)
 
-# Registered IBAN lengths per country; an unknown country or wrong length is not an IBAN.
-_IBAN_LENGTHS: dict[str, int] = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "BY": 28,
-    "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
-    "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
-    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
-    "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15,
-    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19,
-    "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
-}
-
-# US SSN written with dashes or spaces; area 000/666/9xx, group 00 and serial 0000 are never issued.
-_SSN_RE = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\d-])")
+# US SSN written with dashes or spaces (python-stdnum rules out the never-issued ones).
+_SSN_RE = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])")
 # Nine bare digits are only an SSN when the customer says so.
 _SSN_BARE_RE = re.compile(
-    r"\b(?:ssn|social security(?: number| no\.?| #)?)\s*(?:is|:|#|number|no\.?)?\s*"
-    r"(?P<num>(?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4})\b",
+    r"\b(?:ssn|social security(?: number| no\.?| #)?)\s*(?:is|:|#|number|no\.?)?\s*(?P<num>\d{9})\b",
     re.IGNORECASE,
 )
 # UK National Insurance number: two letters (a few never used), six digits, suffix A-D.
@@ -82,54 +81,58 @@ _PHONE_CONTEXT_RE = re.compile(
 )
 
 
+# Regions for a number written without its +country code: the patterns' national formats are the US ones ("(555)
+# 123-4567") and ones with a trunk 0 ("020 7946 0958"), whose lengths the UK's stand for.
+_NATIONAL_REGIONS = ("US", "GB")
+
+
+def _possible_phone(raw: str) -> bool:
+    """Whether `raw` can be a whole phone number: a known country code and a possible length for it."""
+    if raw.lstrip().startswith("+"):
+        attempts: list[tuple[str, str | None]] = [(raw, None)]
+    else:
+        attempts = [(raw, region) for region in _NATIONAL_REGIONS]
+        digits = re.sub(r"\D", "", raw)
+        if len(digits) > 10:
+            attempts.append(("+" + digits, None))  # an international number typed without its +
+    for text, region in attempts:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        # Possible, not valid: a number in a range not assigned yet (or a fictional 555 one) is still redacted.
+        if phonenumbers.is_possible_number_with_reason(number) == phonenumbers.ValidationResult.IS_POSSIBLE:
+            return True
+    return False
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum used by payment card numbers."""
-    if not digits.isdigit() or len(digits) < 2:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    return digits.isdigit() and len(digits) >= 2 and stdnum_luhn.is_valid(digits)
 
 
 def iban_valid(candidate: str) -> bool:
-    """ISO 13616 check: registered length for the country and mod-97 of the rearranged number equal to 1."""
-    iban = re.sub(r"\s+", "", candidate).upper()
-    if len(iban) < 15 or not iban.isalnum():
-        return False
-    expected = _IBAN_LENGTHS.get(iban[:2])
-    if expected is None or len(iban) != expected or not iban[2:4].isdigit():
-        return False
-    rearranged = iban[4:] + iban[:4]
-    numeric = "".join(str(int(ch, 36)) for ch in rearranged)
-    return int(numeric) % 97 == 1
+    """ISO 13616 check: the country's registered length and format, and mod-97 of the rearranged number equal to 1."""
+    iban = re.sub(r"\s+", "", candidate)
+    # Not check_country: that also looks the bank up in python-stdnum's bank lists, which miss newer banks.
+    return len(iban) >= 15 and iban.isalnum() and stdnum_iban.is_valid(iban, check_country=False)
 
 
 def _find_ibans(text: str) -> list[Finding]:
     found = []
     for m in _IBAN_RE.finditer(text):
-        # The loose pattern runs on into following words ("... 3000 please"); cut it at the country's length.
-        expected = _IBAN_LENGTHS.get(m.group()[:2].upper())
-        if expected is None:
-            continue
-        count = 0
-        end = m.start()
-        for i in range(m.start(), m.end()):
-            if text[i] != " ":
-                count += 1
-            if count == expected:
-                end = i + 1
+        # The loose pattern runs on into following words ("... 3000 please"): the IBAN ends at the group end where the
+        # text so far checks out (each country has one length).
+        for end in range(m.start() + 15, m.end() + 1):
+            if (end == m.end() or text[end] == " ") and iban_valid(text[m.start() : end]):
+                found.append(Finding("iban", m.start(), end))
                 break
-        if count != expected or (end < len(text) and text[end].isalnum()):
-            continue
-        if iban_valid(text[m.start() : end]):
-            found.append(Finding("iban", m.start(), end))
     return found
+
+
+def _ssn_valid(candidate: str) -> bool:
+    # python-stdnum takes dashes or no separator; people also use spaces.
+    return stdnum_ssn.is_valid(re.sub(r"\D", "", candidate))
 
 
 def _card_like(digits: str) -> bool:
@@ -168,14 +171,26 @@ def find_pii(text: str, *, kinds: set[str] | frozenset[str] | None = None) -> li
             if _card_like(re.sub(r"\D", "", m.group())):
                 candidates.append(Finding("card", m.start(), m.end()))
     if "gov_id" in wanted:
-        candidates += [Finding("gov_id", m.start(), m.end()) for m in _SSN_RE.finditer(text)]
-        candidates += [Finding("gov_id", m.start("num"), m.end("num")) for m in _SSN_BARE_RE.finditer(text)]
+        candidates += [
+            Finding("gov_id", m.start(), m.end()) for m in _SSN_RE.finditer(text) if _ssn_valid(m.group())
+        ]
+        candidates += [
+            Finding("gov_id", m.start("num"), m.end("num"))
+            for m in _SSN_BARE_RE.finditer(text)
+            if _ssn_valid(m.group("num"))
+        ]
         candidates += [Finding("gov_id", m.start(), m.end()) for m in _NINO_RE.finditer(text)]
     if "phone" in wanted:
-        for m in _PHONE_FORMATTED_RE.finditer(text):
-            if 7 <= sum(ch.isdigit() for ch in m.group()) <= 15:
-                candidates.append(Finding("phone", m.start(), m.end()))
-        candidates += [Finding("phone", m.start("num"), m.end("num")) for m in _PHONE_CONTEXT_RE.finditer(text)]
+        candidates += [
+            Finding("phone", m.start(), m.end())
+            for m in _PHONE_FORMATTED_RE.finditer(text)
+            if _possible_phone(m.group())
+        ]
+        candidates += [
+            Finding("phone", m.start("num"), m.end("num"))
+            for m in _PHONE_CONTEXT_RE.finditer(text)
+            if _possible_phone(m.group("num"))
+        ]
     priority = {"email": 0, "iban": 1, "card": 2, "gov_id": 3, "phone": 4}
     candidates.sort(key=lambda f: (priority[f.kind], -(f.end - f.start), f.start))
     chosen: list[Finding] = []

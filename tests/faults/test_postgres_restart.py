@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from support_bot.core.config import Settings
 from support_bot.core.db import dispose_engines, migrate, session_scope
 from support_bot.models import ConversationEvent, Message
-from tests.events.test_two_processes import Server
+from tests.live.test_two_processes import Server
 from tests.faults.pg_server import PostgresServer, private_postgres
 from tests.faults.test_redis_restart import Stream, wait_until
 from tests.web.helpers import parse_sse

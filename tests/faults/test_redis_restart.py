@@ -24,8 +24,8 @@ from support_bot.ops import auth
 from support_bot.core.db import migrate, session_scope
 from support_bot.models import ConversationEvent, Message
 from tests.conftest import PASSWORD, add_user
-from tests.events.redis_server import RedisServer, private_redis
-from tests.events.test_two_processes import Server, frames
+from tests.live.redis_server import RedisServer, private_redis
+from tests.live.test_two_processes import Server, frames
 from tests.web.helpers import parse_sse
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]

@@ -9,7 +9,7 @@ import pytest
 from support_bot.core.errors import InvalidInput
 from support_bot.knowledge.evaluation import eval_baseline, eval_retrieval, load_queries, score_run
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FAQ = FIXTURES / "northwind_faq.csv"
 QUERIES = FIXTURES / "northwind_queries.jsonl"
 KEYS = {

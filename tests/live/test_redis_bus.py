@@ -9,7 +9,7 @@ import pytest
 
 from support_bot.core.db import session_scope
 from support_bot.live.events import DOWN, RESYNC, RedisBus, emit, get_bus
-from tests.events.conftest import new_conversation
+from tests.live.conftest import new_conversation
 
 pytestmark = [pytest.mark.timeout(120)]
 CONTROL = ({"type": "resync"}, {"type": "down"})

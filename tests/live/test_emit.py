@@ -21,7 +21,7 @@ from support_bot.live.events import (
     payload,
 )
 from support_bot.models import ConversationEvent, utcnow
-from tests.events.conftest import new_conversation
+from tests.live.conftest import new_conversation
 
 
 def _wakes(sub) -> list[int]:
