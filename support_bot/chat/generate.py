@@ -1,21 +1,15 @@
-"""The generate step: the model's answer streamed to the customer as it comes, under the customer path's deadlines,
-ending where a small model starts re-listing its sources or repeating itself."""
+"""The generate step: the model's answer as it comes, under the customer path's deadlines, ending where a small model
+starts re-listing its sources or repeating itself (verify.py decides what of it the customer sees)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import closing
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from support_bot.chat.grounding import repetition_start, source_echo_start
-from support_bot.chat.prompt import build_prompt
-from support_bot.chat.replies import model_failure_reply
-from support_bot.chat.turn import Turn, TurnEvent
 from support_bot.core.config import Settings
-from support_bot.core.errors import SupportBotError
 from support_bot.llm.base import guarded_stream
 from support_bot.llm.prompt import ChatMessage
 from support_bot.ops import metrics
@@ -68,44 +62,3 @@ def model_pieces(
     finally:
         observed.close()
         generation.close()
-
-
-@dataclass
-class Draft:
-    """The model's answer before grounding, with the prompt it answered: the output guard checks for leaks of it."""
-
-    raw: str
-    system_prompt: str
-    canary: str
-
-
-def generate(turn: Turn, hits: list[Any], *, engine: Callable[[], Any]) -> Generator[TurnEvent, None, Draft | None]:
-    """Stream the model's answer from `hits` as token events and return it, trimmed where it began to loop; None,
-    after the model-failure reply, when the model failed. `engine` is asked for the model inside the step, so a
-    model that cannot load gets that reply too."""
-    from support_bot.safety.output_guard import make_canary
-
-    memory = turn.memory
-    canary = make_canary()
-    pieces: list[str] = []
-    try:
-        model = engine()
-        messages = build_prompt(
-            turn.settings, model, hits, memory.history, turn.question.text, summary=memory.summary,
-            complete_turns=memory.complete_turns, customer_notes=memory.customer_notes, caution=turn.caution,
-            canary=canary,
-        )
-        with closing(model_pieces(turn.settings, model, messages, stop=turn.stop, observe=True)) as stream:
-            for piece in stream:
-                pieces.append(piece)
-                yield TurnEvent("token", {"text": piece})
-    except SupportBotError as exc:
-        # A dead, failing or silent model: the customer hears so at once and gets a person, never a hang.
-        log.warning("generation failed: %s", exc.detail)
-        yield from model_failure_reply(turn, exc.detail)
-        return None
-    except Exception as exc:
-        log.exception("generation failed")
-        yield from model_failure_reply(turn, f"{type(exc).__name__}: {exc}")
-        return None
-    return Draft(raw=trim_generated("".join(pieces)), system_prompt=messages[0].content, canary=canary)

@@ -103,51 +103,84 @@ class Grounded:
     dropped: list[str] = field(default_factory=list)
 
 
-def ground_answer(
-    answer: str, sources: list[str], *, min_support: float, min_words: int = 2, question: str = ""
-) -> Grounded:
-    """Keep the sentences one source supports (figures verbatim), drop repeats and the rest, and cite them.
+class SentenceJudge:
+    """The grounding rules for one sentence at a time, so an answer can be checked as it streams.
 
     A sentence may word things its own way, but not with words taken from another source or from the question that
     its source does not have: "Express shipping is free for US orders using our prepaid label" is the return-shipping
-    source with "express" put in from the question, a claim none of the sources makes.
+    source with "express" put in from the question, a claim none of the sources makes. Fragments and repeats are
+    neither kept nor held against the answer.
     """
-    vocabs = [set(content_words(src)) for src in sources]
-    asked = set(content_words(question))
-    foreign = [asked.union(*(v for j, v in enumerate(vocabs) if j != i)) - vocabs[i] for i in range(len(sources))]
-    kept: list[str] = []
-    used: list[int] = []
-    dropped: list[str] = []
-    seen: set[tuple[str, ...]] = set()
-    said: set[str] = set()
-    for sentence in split_sentences(answer):
-        cited = [int(n) for n in CITATION_RE.findall(sentence) if 1 <= int(n) <= len(sources)]
+
+    def __init__(self, sources: list[str], *, min_support: float, min_words: int = 2, question: str = ""):
+        self.sources = sources
+        self.min_support = min_support
+        self.min_words = min_words
+        self.vocabs = [set(content_words(src)) for src in sources]
+        asked = set(content_words(question))
+        self.foreign = [
+            asked.union(*(v for j, v in enumerate(self.vocabs) if j != i)) - self.vocabs[i] for i in range(len(sources))
+        ]
+        self.kept: list[str] = []
+        self.used: list[int] = []
+        self._seen: set[tuple[str, ...]] = set()
+        self._said: set[str] = set()
+
+    def judge(self, sentence: str) -> tuple[str, str, list[int]]:
+        """-> ("keep", the sentence without citation markers, the source numbers it rests on), ("skip", ...) for a
+        fragment or a repeat, or ("drop", ...) when no source supports it. Nothing is recorded yet (see accept)."""
+        cited = [int(n) for n in CITATION_RE.findall(sentence) if 1 <= int(n) <= len(self.sources)]
         plain = CITATION_RE.sub("", sentence).strip()
         key = tuple(content_words(plain))
-        if len(key) < min_words or key in seen or (kept and set(key) <= said):
+        if len(key) < self.min_words or key in self._seen or (self.kept and set(key) <= self._said):
             # Fragments (e.g. cut off by the token limit) and repetition loops ("We have stores in Denver. We have
             # stores in Denver, Portland.") add nothing.
-            continue
-        seen.add(key)
+            return "skip", plain, []
         scores = [
-            sentence_support(plain, src, foreign=foreign[i], vocab=vocabs[i]) for i, src in enumerate(sources)
+            sentence_support(plain, src, foreign=self.foreign[i], vocab=self.vocabs[i])
+            for i, src in enumerate(self.sources)
         ]
-        best = max(range(len(sources)), key=lambda i: scores[i]) if sources else -1
-        if best < 0 or scores[best] < min_support:
-            dropped.append(sentence)
-            continue
+        best = max(range(len(self.sources)), key=lambda i: scores[i]) if self.sources else -1
+        if best < 0 or scores[best] < self.min_support:
+            return "drop", plain, []
         # Prefer the source the model cited when that source supports the sentence too.
-        supporting = [n for n in cited if scores[n - 1] >= min_support] or [best + 1]
-        kept.append(plain)
-        said.update(key)
-        for n in supporting:
-            if n not in used:
-                used.append(n)
+        return "keep", plain, [n for n in cited if scores[n - 1] >= self.min_support] or [best + 1]
+
+    def accept(self, plain: str, sources: list[int]) -> None:
+        """Record a kept sentence: later repeats of it are skipped, and its sources are cited."""
+        key = tuple(content_words(plain))
+        self._seen.add(key)
+        self._said.update(key)
+        self.kept.append(plain)
+        for n in sources:
+            if n not in self.used:
+                self.used.append(n)
+
+    def note(self, plain: str) -> None:
+        """Record a sentence that was said but not kept, so that saying it again is a repeat."""
+        self._seen.add(tuple(content_words(plain)))
+
+
+def ground_answer(
+    answer: str, sources: list[str], *, min_support: float, min_words: int = 2, question: str = ""
+) -> Grounded:
+    """Keep the sentences one source supports (figures verbatim), drop repeats and the rest, and cite them: the
+    whole-answer form of SentenceJudge, for callers that have the finished answer (the console's tester)."""
+    judge = SentenceJudge(sources, min_support=min_support, min_words=min_words, question=question)
+    dropped: list[str] = []
+    for sentence in split_sentences(answer):
+        verdict, plain, supporting = judge.judge(sentence)
+        if verdict == "keep":
+            judge.accept(plain, supporting)
+        else:
+            judge.note(plain)
+            if verdict == "drop":
+                dropped.append(sentence)
     # An answer that is half or mostly unsupported is a confused one: what survives would mislead by omission.
-    if not kept or len(kept) <= len(dropped):
+    if not judge.kept or len(judge.kept) <= len(dropped):
         return Grounded(text="", used=[], dropped=dropped)
-    text = " ".join(kept)
-    return Grounded(text=f"{text} {''.join(f'[{n}]' for n in used)}", used=used, dropped=dropped)
+    text = " ".join(judge.kept)
+    return Grounded(text=f"{text} {''.join(f'[{n}]' for n in judge.used)}", used=judge.used, dropped=dropped)
 
 
 def ground(settings: Settings, answer: str, hits: list[Any], *, question: str = "") -> tuple[str, list[dict[str, Any]]]:

@@ -17,13 +17,13 @@ from sqlalchemy import func, select
 
 from support_bot import handoff
 from support_bot.chat.generate import model_pieces, trim_generated
-from support_bot.chat.grounding import ground
 from support_bot.chat.prompt import build_prompt
 from support_bot.chat.replies import ERROR_TEXT, abstain_text
 from support_bot.chat.retrieve import related_questions
-from support_bot.chat.screening import check_output, redact
+from support_bot.chat.screening import redact
 from support_bot.chat.service import Assistant
 from support_bot.chat.small_talk import small_talk
+from support_bot.chat.verify import AnswerVerifier, verify_whole
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, SupportBotError
 from support_bot.models import Conversation
@@ -78,6 +78,10 @@ class AnswerPreview:
     # The model's own wording before grounding, and the output guard's replacement if it stepped in.
     raw_answer: str | None = None
     output_guard: dict[str, str] | None = None
+    # Whether the reply quotes the best entry because no sentence of the model's could be verified, and why the
+    # model's part ended where it did.
+    quoted: bool = False
+    stopped: str | None = None
     error: str | None = None
 
     def payload(self) -> dict[str, Any]:
@@ -175,8 +179,9 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
                 hits.append(hit)
             else:
                 entry.dropped = f"{dropped.category}: {dropped.reason}"
-        if not hits:
-            _abstain(assistant, preview)
+        if not hits or hits[0] is not used[0]:
+            # As in chat: with the matching entry dropped, the bot declines rather than answer from the next one.
+            _abstain(assistant, preview, related_questions(settings, result.hits, assistant.guards))
             return preview
 
     from support_bot.safety.output_guard import make_canary
@@ -197,16 +202,20 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
         preview.outcome, preview.reply, preview.error = "error", ERROR_TEXT, f"{type(exc).__name__}: {exc}"
         return preview
 
-    answer, citations = ground(settings, raw, hits, question=shown)
-    if settings.safety.enabled:
-        answer, citations, replaced = check_output(
-            assistant.guards, raw, answer, citations, hits=hits, customer_texts=[text],
-            system_prompt=messages[0].content, canary=canary,
-        )
-        if replaced is not None:
-            checked, _candidate = replaced
-            preview.output_guard = {"category": checked.category, "reason": checked.reason}
-    preview.raw_answer, preview.reply, preview.citations = raw, answer, citations
+    # The same sentence-by-sentence checks as chat: what the customer would see is what passes them.
+    verifier = verify_whole(
+        AnswerVerifier(
+            settings, hits, assistant.guards if settings.safety.enabled else None, question=shown,
+            customer_texts=[text], system_prompt=messages[0].content, canary=canary,
+        ),
+        raw,
+    )
+    if verifier.events:
+        category, reason, _text = verifier.events[0]
+        preview.output_guard = {"category": category, "reason": reason}
+    _ending, citations, quoted = verifier.ending()
+    preview.raw_answer, preview.reply, preview.citations = raw, verifier.text, citations
+    preview.quoted, preview.stopped = quoted, verifier.stopped
     return preview
 
 

@@ -1,5 +1,5 @@
 """The safety steps of a turn: the input guard on the customer's message, screening retrieved entries for
-instructions aimed at the model, the output guard on the answer, and the safety events they record."""
+instructions aimed at the model, and the safety events they record (the output guard runs in verify.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from support_bot import handoff
-from support_bot.chat.generate import Draft
 from support_bot.chat.replies import fixed_reply, handoff_reply
 from support_bot.chat.turn import Turn, TurnEvent
 from support_bot.core.config import Settings
@@ -18,8 +17,11 @@ from support_bot.ops import metrics
 
 _INJECTION_CATEGORIES = frozenset({"prompt_injection", "jailbreak", "system_prompt_extraction", "obfuscation"})
 
-_UNTRUSTWORTHY_OUTPUT = frozenset(
-    {"system_prompt_leak", "jailbreak_output", "abuse", "pii", "unsafe_content", "indirect_injection"}
+# Output guard findings after which nothing the model wrote in that answer is trusted, not even the verified part
+# still to come. Personal data the model made up (a phone number no source gives) is not among them: that sentence is
+# dropped like any unsupported one, and what was verified before it stands.
+UNTRUSTWORTHY_OUTPUT = frozenset(
+    {"system_prompt_leak", "jailbreak_output", "abuse", "unsafe_content", "indirect_injection"}
 )
 
 
@@ -138,39 +140,3 @@ def screen_sources(turn: Turn, hits: list[Any], guards: Guards) -> list[Any]:
             continue
         kept.append(hit)
     return kept
-
-
-def check_output(
-    guards: Guards, raw: str, answer: str, citations: list[dict[str, Any]], *, hits: list[Any],
-    customer_texts: list[str], system_prompt: str, canary: str,
-) -> tuple[str, list[dict[str, Any]], tuple[Any, str] | None]:
-    """The output guard on the raw and the grounded answer -> (answer, citations, (verdict, text) if replaced)."""
-    # The raw output is checked too: a model that leaked its prompt or turned abusive is not trusted for any
-    # of its answer. Unsupported figures in the raw text are grounding's job, so those only count after it.
-    for candidate in (raw, answer):
-        checked = guards.output.check(
-            candidate, sources=[h.text for h in hits], customer_texts=customer_texts,
-            system_prompt=system_prompt, canary=canary,
-        )
-        if not checked.ok and (candidate is answer or checked.category in _UNTRUSTWORTHY_OUTPUT):
-            return checked.text, [], (checked, candidate)
-    return answer, citations, None
-
-
-def check_answer(
-    turn: Turn, guards: Guards, draft: Draft, answer: str, citations: list[dict[str, Any]], *, hits: list[Any]
-) -> tuple[str, list[dict[str, Any]]]:
-    """The output check of a turn: the answer and citations to store, the guard's text when it stepped in."""
-    if not turn.settings.safety.enabled:
-        return answer, citations
-    answer, citations, replaced = check_output(
-        guards, draft.raw, answer, citations, hits=hits, customer_texts=turn.customer_texts(),
-        system_prompt=draft.system_prompt, canary=draft.canary,
-    )
-    if replaced is not None:
-        checked, candidate = replaced
-        record_safety_event(
-            turn.settings, conversation_id=turn.conversation_id, message_id=turn.question.id, direction="output",
-            category=checked.category, action="replaced", score=1.0, reason=checked.reason, text=candidate,
-        )
-    return answer, citations

@@ -1,17 +1,18 @@
-"""One customer turn: remember -> retrieve -> answer-or-abstain -> generate -> ground -> store.
+"""One customer turn: remember -> retrieve -> answer-or-abstain -> generate -> verify -> store.
 
 `Assistant` holds what outlives a turn (settings, model, retriever, guards, the summaries queue, the answers this
 process dropped) and runs each turn as a sequence of steps that live in the chat modules owning them:
 
     store       the message store: each customer message once, replies, what a re-post of a dropped answer gets
     memory      remember: history, the rolling summary, notes from the customer's other conversations
-    screening   the input guard, screening retrieved entries, the output guard
+    screening   the input guard, screening retrieved entries for instructions aimed at the model
     replies     the replies needing no model: declining, handing over to a person, the model failing
     small_talk  greetings, thanks and goodbyes, and a yes or no to the offer of a person
     retrieve    the help-center search, follow-up questions, related questions
     prompt      the system prompt and the context window
-    generate    streaming the model's answer
-    grounding   keeping what the sources support, cited
+    generate    the model's answer under the customer path's deadlines
+    grounding   the rules a sentence must pass to be supported by a source
+    verify      each sentence grounded and output-checked before it is shown; the quote of the best entry when none is
     turn        what the steps share: the turn's context and the events it streams
 
 `preview` runs the same steps for the console's knowledge tester, with nothing stored.
@@ -23,18 +24,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from support_bot.chat.generate import generate
-from support_bot.chat.grounding import ground
 from support_bot.chat.memory import Summaries, remember
 from support_bot.chat.replies import abstain, handoff_if_called_for
 from support_bot.chat.retrieve import related_questions, retrieve
-from support_bot.chat.screening import (
-    Guards,
-    check_answer,
-    check_input,
-    redact,
-    screen_sources,
-)
+from support_bot.chat.screening import Guards, check_input, redact, screen_sources
 from support_bot.chat.small_talk import small_talk_reply
 from support_bot.chat.store import (
     AbandonedAnswers,
@@ -42,10 +35,10 @@ from support_bot.chat.store import (
     episode_status,
     record_customer_message,
     silent_payload,
-    store_reply,
     wait_for_reply,
 )
 from support_bot.chat.turn import Turn, TurnEvent
+from support_bot.chat.verify import verified_answer
 from support_bot.core.config import Settings
 from support_bot.core.errors import InvalidInput, SupportBotError
 from support_bot.models import Message
@@ -210,16 +203,11 @@ class Assistant:
             yield from abstain(turn, summarize=True, related=related_questions(settings, result.hits, self.guards))
             return
         hits = screen_sources(turn, result.hits[: settings.retrieval.top_k], self.guards)
-        if not hits:
-            yield from abstain(turn)
+        if not hits or hits[0] is not result.hits[0]:
+            # The entry that matched was dropped (it carries instructions for the model): the next one down answers
+            # some other question, so decline and offer the close questions instead of answering from it.
+            yield from abstain(turn, summarize=True, related=related_questions(settings, result.hits, self.guards))
             return
 
-        draft = yield from generate(turn, hits, engine=lambda: self.engine)
-        if draft is None:
-            return
-        answer, citations = ground(settings, draft.raw, hits, question=question.text)
-        answer, citations = check_answer(turn, self.guards, draft, answer, citations, hits=hits)
-
-        reply = store_reply(settings, question, answer, citations, abstained=False)
-        yield TurnEvent("done", done_payload(reply))
-        self.summaries.refresh_later(question.conversation_id)
+        # Only sentences that pass grounding and the output guard are shown; else the best entry, quoted.
+        yield from verified_answer(turn, hits, self.guards, engine=lambda: self.engine)

@@ -174,8 +174,12 @@ def store_reply(
         return reply
 
 
+# How a reply that quotes the best entry begins (verify.py): the help center's text, not the bot's own answer.
+QUOTE_INTRO = "From our help center:"
+
+
 def done_payload(reply: Message, *, handoff: bool = False) -> dict[str, Any]:
-    """The done event of a turn answered with `reply`."""
+    """The done event of a turn answered with `reply`; `quoted` says the reply is an entry quoted whole."""
     return {
         "message_id": reply.id,
         "text": reply.text,
@@ -183,6 +187,7 @@ def done_payload(reply: Message, *, handoff: bool = False) -> dict[str, Any]:
         "abstained": bool(reply.abstained),
         "related": reply.related or [],
         "handoff": handoff,
+        "quoted": bool(reply.role == "bot" and reply.citations and reply.text.startswith(QUOTE_INTRO)),
     }
 
 
@@ -192,6 +197,6 @@ def silent_payload(settings: Settings, conversation_id: str) -> dict[str, Any]:
         conversation = session.get(Conversation, conversation_id)
         info = handoff.queue_info(session, settings, conversation)
     return {
-        "message_id": None, "text": "", "citations": [], "abstained": False, "related": [], "handoff": True,
+        "message_id": None, "text": "", "citations": [], "abstained": False, "related": [], "handoff": True, "quoted": False,
         **info.payload(),
     }

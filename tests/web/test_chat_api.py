@@ -17,8 +17,9 @@ def test_answer_streams_tokens_then_done_with_citation(client, fake_engine):
     assert names[-1] == "done" and names[:-1] and set(names[:-1]) == {"token"}
     streamed = "".join(d["text"] for e, d in events if e == "token")
     done = events[-1][1]
-    assert streamed.strip() == "Returns are accepted within 30 days of delivery for a full refund [1]."
-    assert done["text"] == "Returns are accepted within 30 days of delivery for a full refund. [1]"
+    # Only the verified sentence streams, then its citation: what streamed is exactly the final text.
+    assert streamed == done["text"] == "Returns are accepted within 30 days of delivery for a full refund. [1]"
+    assert done["quoted"] is False
     assert done["abstained"] is False and done["handoff"] is False
     assert done["citations"][0]["entry_id"] == "ret-01"
     assert done["citations"][0]["n"] == 1
@@ -185,11 +186,13 @@ def test_generation_stops_once_the_model_repeats_itself(client, fake_engine):
     loop = "Acme gift cards never expire and have no fees [1]. " + "You can check the balance on our gift card page. " * 40
     total_words = len(loop.split())
     fake_engine.queue_reply(loop)
+    # Paced like a model, so that how far it got shows when it was stopped.
+    fake_engine.delay_s = 0.005
     conv_id, headers = new_conversation(client)
+    before = fake_engine.pieces_streamed
     events = ask(client, conv_id, headers, "Do gift cards expire?")
-    tokens = [e for e, _ in events if e == "token"]
-    # Streaming ends with the first repeated sentence instead of running through the whole loop.
-    assert len(tokens) <= 30 < total_words
+    # The model is stopped at the first repeated sentence instead of running through the whole loop.
+    assert fake_engine.pieces_streamed - before <= 30 < total_words
     assert events[-1][1]["text"] == (
         "Acme gift cards never expire and have no fees. You can check the balance on our gift card page. [1]"
     )
@@ -198,8 +201,12 @@ def test_generation_stops_once_the_model_repeats_itself(client, fake_engine):
     settings.llm.stop_on_loop = False
     try:
         fake_engine.queue_reply(loop)
+        before = fake_engine.pieces_streamed
         events = ask(client, conv_id, headers, "Do gift cards expire?")
-        # Without the stop it runs to the end of the loop or the token limit.
-        assert len([e for e, _ in events if e == "token"]) == min(total_words, settings.llm.max_new_tokens)
+        # Without the stop it runs to the end of the loop or the token limit; the repeats are still never shown.
+        assert fake_engine.pieces_streamed - before == min(total_words, settings.llm.max_new_tokens)
+        assert events[-1][1]["text"] == (
+            "Acme gift cards never expire and have no fees. You can check the balance on our gift card page. [1]"
+        )
     finally:
         settings.llm.stop_on_loop = True

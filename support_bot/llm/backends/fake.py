@@ -23,6 +23,8 @@ class FakeEngine(StreamingEngine):
         # Seconds to wait before each word, so tests can stop or time out a reply midway.
         self.delay_s = delay_s
         self.calls: list[list[ChatMessage]] = []
+        # Pieces handed to readers so far, over all replies: how much a reader let the model write.
+        self.pieces_streamed = 0
         self._replies: deque[str] = deque()
         self._lock = threading.Lock()
 
@@ -73,5 +75,7 @@ class FakeEngine(StreamingEngine):
                 time.sleep(self.delay_s)
             if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline):
                 return
+            with self._lock:
+                self.pieces_streamed += 1
             yield piece
 

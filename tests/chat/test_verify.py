@@ -1,0 +1,204 @@
+"""The verify step: only sentences that pass grounding and the output guard are shown, nothing shown is withdrawn,
+and an answer with no verified sentence quotes the best entry as the help center's text."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from support_bot.chat.screening import Guards
+from support_bot.chat.store import QUOTE_INTRO
+from support_bot.chat.verify import AnswerVerifier, SentenceSplitter, entry_texts, quote_text, verify_whole
+from tests.chat.hits import HITS, ScoredHit
+
+SHIPPING = [
+    ScoredHit(
+        "c1", "faq", "ship-intl", "Do you ship internationally?",
+        "Do you ship internationally?\nYes. We ship to Canada, the UK, the EU and Australia.",
+        "Yes. We ship to Canada, the UK, the EU and Australia.", "https://acme.example/help/international", score=0.71,
+    ),
+    ScoredHit(
+        "c2", "faq", "ship-01", "How long does shipping take?",
+        "How long does shipping take?\nStandard shipping takes 3 to 5 business days within the continental US.",
+        "Standard shipping takes 3 to 5 business days within the continental US.", score=0.62,
+    ),
+    ScoredHit(
+        "c3", "faq", "stores", "Where are your stores?",
+        "Where are your stores?\nWe have stores in Denver, Portland and Austin.",
+        "We have stores in Denver, Portland and Austin.", score=0.31,
+    ),
+]
+
+
+def verifier(settings, hits, *, question="", guards=None, system_prompt="You are the assistant.") -> AnswerVerifier:
+    return AnswerVerifier(
+        settings, hits, guards, question=question, customer_texts=[question], system_prompt=system_prompt,
+        canary="cn-0123456789abcdef",
+    )
+
+
+def stream(v: AnswerVerifier, raw: str) -> list[str]:
+    """Feed `raw` word by word as a model would, returning what would be shown, piece by piece."""
+    shown, splitter, so_far = [], SentenceSplitter(), ""
+    for piece in re.findall(r"\S+\s*", raw):
+        so_far += piece
+        for sentence in splitter.push(piece):
+            verdict = v.offer(sentence, raw_so_far=so_far)
+            if verdict.shown:
+                shown.append(verdict.shown)
+            if verdict.stop:
+                return shown
+    for sentence in splitter.flush():
+        verdict = v.offer(sentence, raw_so_far=so_far)
+        if verdict.shown:
+            shown.append(verdict.shown)
+    return shown
+
+
+def test_the_splitter_waits_for_a_sentence_to_end():
+    splitter = SentenceSplitter()
+    assert splitter.push("Express shipping costs $14.") == []
+    # "$14." then "95": not an end, the figure stays whole.
+    assert splitter.push("95 on any order.") == []
+    assert splitter.push(" Standard") == ["Express shipping costs $14.95 on any order."]
+    assert splitter.push(" is free\nover $50") == ["Standard is free"]
+    assert splitter.flush() == ["over $50"]
+    assert splitter.flush() == []
+
+
+def test_verified_sentences_stream_and_the_first_unsupported_one_ends_the_answer(settings):
+    v = verifier(settings, SHIPPING, question="How long does shipping take?")
+    shown = stream(
+        v,
+        "Standard shipping takes 3 to 5 business days within the continental US [2]. "
+        "Express shipping is always free. Standard shipping takes 3 to 5 business days.",
+    )
+    assert shown == ["Standard shipping takes 3 to 5 business days within the continental US."]
+    assert v.stopped == "a sentence no source supports"
+    ending, citations, quoted = v.ending()
+    assert ending == " [2]" and [c["entry_id"] for c in citations] == ["ship-01"] and not quoted
+    # What was shown, then its citation: the final text begins with every piece that streamed.
+    assert v.text == "".join(shown) + ending
+
+
+def test_a_draft_contradicting_the_entry_is_never_shown_and_the_entry_is_quoted(settings):
+    # "Yes, you can get the virus from a package": a small model's draft the entry does not support.
+    hit = ScoredHit(
+        "c9", "covid", "22", "Can I get COVID-19 from a package?",
+        "Can I get COVID-19 from a package?\nThe risk of infection from packages is considered very low.",
+        "The risk of infection from packages is considered very low.", "https://example.org/faq#22", score=0.8,
+    )
+    v = verifier(settings, [hit], question="can i catch the virus from a parcel")
+    assert stream(v, "Yes, you can get the virus from a package. It lives on cardboard for weeks.") == []
+    text, citations, quoted = v.ending()
+    assert quoted and [c["entry_id"] for c in citations] == ["22"]
+    assert text == (
+        f"{QUOTE_INTRO} *Can I get COVID-19 from a package?*\n\nThe risk of infection from packages is considered "
+        "very low. [1]"
+    )
+
+
+def test_a_yes_from_an_entry_for_another_question_is_shown_as_that_entrys_text(settings):
+    # Asked "Do you ship to Japan?": "Yes." would be the bot's own (wrong) answer; quoted, it is the entry's.
+    v = verifier(settings, SHIPPING, question="Do you ship to Japan?")
+    assert stream(v, "Yes, we ship to Japan [1].") == []
+    text, _citations, quoted = v.ending()
+    assert quoted and not text.startswith(("Yes", "No"))
+    assert text.startswith(f"{QUOTE_INTRO} *Do you ship internationally?*")
+
+
+def test_a_sentence_resting_on_a_source_far_below_the_best_match_ends_the_answer(settings):
+    v = verifier(settings, SHIPPING, question="How long does shipping take?")
+    assert stream(v, "We have stores in Denver, Portland and Austin [3].") == []
+    assert v.stopped == "a sentence resting on a source far below the best match"
+
+
+def test_repeats_and_fragments_are_skipped_not_held_against_the_answer(settings):
+    v = verifier(settings, SHIPPING)
+    shown = stream(
+        v,
+        "Standard shipping takes 3 to 5 business days within the continental US. Shipping. "
+        "Standard shipping takes 3 to 5 business days within the continental US. We ship to Canada, the UK, the EU "
+        "and Australia [1].",
+    )
+    assert shown == [
+        "Standard shipping takes 3 to 5 business days within the continental US.",
+        " We ship to Canada, the UK, the EU and Australia.",
+    ]
+    assert v.stopped is None and v.text.endswith(" [2][1]")
+
+
+def test_figures_are_checked_against_the_whole_entry_not_only_the_chunk(settings):
+    # A long entry split into chunks: the retrieved chunk lacks the figure that another part of the entry gives.
+    long_entry = ScoredHit(
+        "c7", "covid", "41", "How effective are the vaccines?",
+        "How effective are the vaccines?\nThe vaccines greatly lower the risk of severe illness.",
+        "The vaccines greatly lower the risk of severe illness. Against infection they are about 60% effective "
+        "after two doses.", score=0.8,
+    )
+    assert "60%" in entry_texts([long_entry])[0]
+    v = verifier(settings, [long_entry], guards=Guards(lambda: settings))
+    shown = stream(v, "Against infection the vaccines are about 60% effective after two doses [1].")
+    assert shown == ["Against infection the vaccines are about 60% effective after two doses."]
+    # The quote of such an entry is not refused for its figures either: it is the entry's own text.
+    assert "60%" in quote_text(long_entry)
+
+
+def test_an_invented_phone_number_drops_that_sentence_not_the_answer(settings):
+    settings.safety.enabled = True
+    v = verifier(settings, SHIPPING, guards=Guards(lambda: settings), question="How long does shipping take?")
+    shown = stream(
+        v,
+        "Standard shipping takes 3 to 5 business days within the continental US. "
+        "For shipping questions call 1-800-555-0199 within the continental US.",
+    )
+    assert shown == ["Standard shipping takes 3 to 5 business days within the continental US."]
+    assert v.stopped is not None
+    assert v.untrusted is None
+    # A grounded answer is never turned into the guard's "I can't give a reliable answer".
+    assert v.text == "Standard shipping takes 3 to 5 business days within the continental US. [2]"
+    assert settings.safety.fallback_text not in v.text
+
+
+def test_a_model_leaking_its_prompt_gets_the_guards_text_and_nothing_of_its_own(settings):
+    settings.safety.enabled = True
+    prompt = (
+        "You are Sam, the customer-support assistant of Acme. Answer the customer's question using only the "
+        "numbered sources below and never invent prices, policies or facts."
+    )
+    v = verifier(settings, HITS, guards=Guards(lambda: settings), system_prompt=prompt)
+    assert stream(v, f"Gift cards never expire. My instructions are: {prompt}") in ([], ["Gift cards never expire."])
+    if v.shown:
+        # The leak came after a verified sentence: the answer ends before it.
+        assert v.text == "Gift cards never expire. [2]"
+    else:
+        assert v.untrusted is not None and v.ending() == (settings.safety.fallback_text, [], False)
+    assert "instructions" not in v.text
+
+
+def test_the_whole_answer_form_matches_the_streamed_one(settings):
+    raw = (
+        "Standard shipping takes 3 to 5 business days within the continental US [2]. "
+        "Express shipping is always free."
+    )
+    streamed = verifier(settings, SHIPPING)
+    stream(streamed, raw)
+    whole = verify_whole(verifier(settings, SHIPPING), raw)
+    assert whole.text == streamed.text and whole.stopped == streamed.stopped
+
+
+@pytest.mark.parametrize("title", ["Do you ship internationally?", ""])
+def test_a_quote_names_its_question_when_it_has_one(title):
+    hit = ScoredHit("c1", "faq", "x", title, "text", "We ship to Canada.", score=0.9)
+    text = quote_text(hit)
+    assert text.startswith(QUOTE_INTRO) and text.endswith("We ship to Canada. [1]")
+    assert (f"*{title}*" in text) == bool(title)
+
+
+def test_an_invented_phone_number_in_the_first_sentence_gets_the_entry_quoted_not_a_refusal(settings):
+    settings.safety.enabled = True
+    v = verifier(settings, SHIPPING, guards=Guards(lambda: settings), question="How long does shipping take?")
+    assert stream(v, "Call 1-800-555-0199 to ask how long standard shipping takes within the continental US.") == []
+    text, citations, quoted = v.ending()
+    assert quoted and text.startswith(QUOTE_INTRO) and settings.safety.fallback_text not in text
