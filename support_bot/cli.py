@@ -175,6 +175,23 @@ def cmd_eval_retrieval(args) -> int:
     return 0
 
 
+def cmd_eval_answers(args) -> int:
+    from support_bot.chat.evaluation import eval_answers
+
+    settings = get_settings()
+    if settings.llm.backend == "transformers":
+        from support_bot.llm.pull import resolve_model
+
+        resolve_model(settings)  # fail now, with the command to run, rather than after ingesting the FAQ
+    result = eval_answers(
+        faq_path=Path(args.faq), queries_path=Path(args.queries), limit=args.limit, seed=args.seed,
+        dialogues_path=Path(args.dialogues) if args.dialogues else None, settings=settings, ingest=_ingest_fn,
+        progress=True,
+    )
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_learn_backfill(args) -> int:
     from support_bot.core.db import migrate
     from support_bot.learning import backfill
@@ -480,6 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
         help='also score plain MiniLM + exact FAISS over the FAQ questions (a "baseline" field, same keys)',
     )
     p.set_defaults(func=cmd_eval_retrieval)
+    p = ev.add_parser("answers", help="whole answers through the chat turn with the configured model")
+    p.add_argument("--faq", required=True)
+    p.add_argument("--queries", required=True)
+    p.add_argument("--limit", type=int, default=None, help="ask a seeded sample of this many queries")
+    p.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    p.add_argument(
+        "--dialogues", default=None, help='JSONL of {"turns": [..], "relevant": [..]}; each last answer is judged'
+    )
+    p.set_defaults(func=cmd_eval_answers)
     p = ev.add_parser("safety", help="input-guard detection and false-positive rates on labelled messages")
     p.add_argument("--messages", required=True)
     p.set_defaults(func=cmd_eval_safety)
