@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from support_bot import handoff
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
-from support_bot.llm.prompt import ChatMessage
 from support_bot.handoff.messages import SPEAKER, transcript
+from support_bot.handoff.summaries import checked_summary
+from support_bot.llm.prompt import ChatMessage
 from support_bot.models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,12 @@ def fit_history(
 
 SUMMARY_INSTRUCTION = (
     "You write short notes for a customer-support team. Summarize the conversation below in at most three short "
-    "sentences: what the customer needs, what they were told, and what is still open. Use only facts from the "
+    "sentences: what the customer needs, what they were told, and what is still open. Write about the customer in "
+    "the third person; do not copy the conversation line by line and do not repeat yourself. Use only facts from the "
     "conversation; do not add advice."
 )
+
+
 def summary_prompt(*, previous: str | None, messages: Sequence[Message]) -> list[ChatMessage]:
     """The prompt that folds newer messages into the previous summary."""
     parts = []
@@ -148,7 +152,7 @@ class Summaries:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="summaries")
 
     def refresh(self, conversation_id: str, *, force: bool = False) -> str | None:
-        """Fold messages newer than the summary into it, with the model, when enough have accumulated."""
+        """Fold newer messages into the summary with the model once enough came; one failing the check is extractive."""
         settings = self._settings()
         with session_scope(settings) as session:
             conversation = session.get(Conversation, conversation_id)
@@ -156,6 +160,7 @@ class Summaries:
                 return None
             messages = handoff.public_messages(session, conversation_id)
             upto, previous = conversation.summary_upto_seq, conversation.summary
+            reason = conversation.handoff_reason
         every = 1 if force else settings.chat.summary_every_messages
         if not messages or not needs_summary(messages, upto_seq=upto, every=every):
             return previous
@@ -163,6 +168,10 @@ class Summaries:
         text = self._engine().generate(
             summary_prompt(previous=previous, messages=newer), max_new_tokens=settings.chat.summary_max_tokens
         ).strip()
+        if not text:
+            return previous
+        # Checked against the whole conversation: the previous summary the model folded in came from it too.
+        text = checked_summary(settings, text, messages, previous=previous, reason=reason, what="summary")
         if not text:
             return previous
         with session_scope(settings) as session:

@@ -26,7 +26,7 @@ def test_ops_sees_the_reason_of_a_real_handoff_in_analytics(fake_server, browser
     customer.goto(server.url + "/")
     customer.fill("#chat-input", "I want to talk to a real person please")
     customer.press("#chat-input", "Enter")
-    customer.locator("#chat-handoff-status").filter(has_text="Connecting you to a person").wait_for(timeout=LIVE)
+    customer.locator("#chat-handoff-status").filter(has_text="No one from our team is online").wait_for(timeout=LIVE)
     conv, _ = stored(server, conversation_id(customer))
     assert conv.handoff_reason == "request"
 

@@ -112,13 +112,17 @@ def test_two_abstentions_in_a_row_hand_off_with_a_model_written_summary(client, 
     first = ask(client, conv_id, headers, UNRELATED)[-1][1]
     assert first["abstained"] is True and first["handoff"] is False
     client.app.state.assistant.wait_background()
-    fake_engine.queue_reply("The customer asks about birds' flight speed, which the help center does not cover.")
+    # Checked like an answer: every sentence in the chat's own words (see tests/handoff/test_summaries.py).
+    summary = (
+        "The customer asks about the airspeed of an unladen swallow and the 1954 world cup; the help center lacks both."
+    )
+    fake_engine.queue_reply(summary)
     second = ask(client, conv_id, headers, "Who won the football world cup in 1954?")[-1][1]
     assert second["abstained"] is True and second["handoff"] is True and second["status"] == "queued"
     client.app.state.assistant.wait_background()
     c = conversation(app_settings, conv_id)
     assert (c.handoff_reason, c.abstain_streak) == ("abstain", 1)
-    assert c.handoff_summary == "The customer asks about birds' flight speed, which the help center does not cover."
+    assert c.handoff_summary == summary
     assert "Who won the football world cup" in fake_engine.calls[-1][-1].content
 
 
@@ -382,6 +386,75 @@ def test_offline_ticket(client, fake_engine, app_settings):
     res = client.post(f"/api/conversations/{other}/offline", json={"message": "Please call", "email": "a@b.example"},
                       headers=h2)
     assert res.status_code == 200 and conversation(app_settings, other).handoff_reason == "offline"
+
+
+# --- what the customer is told, one state at a time ---------------------------------------------------------------
+
+
+def status_text(client, conv_id: str, headers: dict) -> dict:
+    res = client.get(f"/api/conversations/{conv_id}/status", headers=headers)
+    assert res.status_code == 200, res.text
+    return res.json()
+
+
+QUEUE_WORDS = ("in the queue", "connecting you", "expected wait")
+OFFLINE_WORDS = ("no one", "online right now", "leave a message")
+
+
+@SQLITE
+def test_queued_with_an_agent_online_the_customer_hears_place_and_wait_only(client, fake_engine, app_settings):
+    agent(client, app_settings).online()
+    conv_id, headers = new_conversation(client)
+    done = ask(client, conv_id, headers, "I want to talk to a real person please")[-1][1]
+    assert done["text"] == (
+        "I'm connecting you with a person from our team. You are number 1 in the queue; the expected wait is about "
+        "3 minutes. You can keep writing here in the meantime."
+    )
+    status = status_text(client, conv_id, headers)
+    assert status["agents_online"] is True and status["offline_message"] is False
+    assert status["text"] == done["text"]
+    assert not any(w in status["text"].lower() for w in OFFLINE_WORDS)
+
+
+@SQLITE
+def test_queued_with_nobody_online_the_customer_is_offered_a_message_without_a_queue_place(
+    client, fake_engine, app_settings
+):
+    conv_id, headers = new_conversation(client)
+    done = ask(client, conv_id, headers, "I want to talk to a real person please")[-1][1]
+    expected = (
+        "I'd like to connect you with a person, but no one from our team is online right now. Leave a message and "
+        "your e-mail address, and we will get back to you by e-mail."
+    )
+    assert done["text"] == expected
+    status = status_text(client, conv_id, headers)
+    assert status["status"] == "queued" and status["agents_online"] is False and status["offline_message"] is False
+    assert status["text"] == expected
+    assert not any(w in status["text"].lower() for w in QUEUE_WORDS)
+    # The button says the same while nobody is online.
+    other, other_headers = new_conversation(client)
+    assert press_button(client, other, other_headers)["text"] == expected
+
+
+@SQLITE
+def test_once_a_message_was_left_the_customer_is_only_thanked(client, fake_engine, app_settings):
+    conv_id, headers = new_conversation(client)
+    ask(client, conv_id, headers, "I want to talk to a real person please")
+    res = client.post(
+        f"/api/conversations/{conv_id}/offline",
+        json={"message": "My parcel never arrived", "email": "sam@example.com"}, headers=headers,
+    )
+    assert res.status_code == 200
+    thanks = "Thanks! We received your message and will answer by e-mail."
+    status = status_text(client, conv_id, headers)
+    assert status["offline_message"] is True and status["text"] == thanks
+    # An agent coming online later does not turn the promise of an e-mail back into "connecting you".
+    agent(client, app_settings).online()
+    status = status_text(client, conv_id, headers)
+    assert status["agents_online"] is True and status["text"] == thanks
+    # Back with the bot, nothing about a person is said.
+    conv_id, headers = new_conversation(client)
+    assert status_text(client, conv_id, headers)["text"] is None
 
 
 @SQLITE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
@@ -9,6 +11,7 @@ from pydantic import ValidationError
 from support_bot.core.config import Settings
 from tests.widget.conftest import ALLOWED, OTHER
 from web.app import create_app
+from web.middleware import public_api
 
 
 def preflight(client: TestClient, path: str, origin: str, method: str = "POST"):
@@ -93,3 +96,38 @@ def test_allowed_origins_are_checked_and_read_from_the_environment(monkeypatch):
     for bad in ("shop.example", "https://shop.example/path", "ftp://shop.example"):
         with pytest.raises(ValidationError, match="is not an origin"):
             Settings(widget={"allowed_origins": [bad]})
+
+
+def refusals(caplog) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records
+        if r.name == "web.middleware.public_api" and r.levelno == logging.WARNING
+    ]
+
+
+def test_a_refused_site_is_logged_once_with_its_origin_and_the_setting(client, caplog):
+    caplog.set_level(logging.WARNING, logger="web.middleware.public_api")
+    for _ in range(3):
+        assert preflight(client, "/api/conversations", OTHER).status_code == 400
+        client.get("/api/widget/config", headers={"Origin": OTHER})
+    [line] = refusals(caplog)
+    assert OTHER in line and "SUPPORT_BOT_WIDGET__ALLOWED_ORIGINS" in line
+    # Allowed sites, this server's own pages and requests with no Origin at all are not refusals.
+    client.get("/api/widget/config", headers={"Origin": ALLOWED})
+    client.post("/api/conversations", json={}, headers={"Origin": "http://testserver"})
+    client.get("/api/widget/config")
+    # Nor is anything outside the public API.
+    client.get("/api/console/me", headers={"Origin": "https://third.example"})
+    assert refusals(caplog) == [line]
+    # Another refused site gets its own line.
+    client.get("/api/widget/config", headers={"Origin": "https://third.example"})
+    assert [OTHER in m for m in refusals(caplog)] == [True, False]
+
+
+def test_refusals_cannot_flood_the_log(client, caplog, monkeypatch):
+    caplog.set_level(logging.WARNING, logger="web.middleware.public_api")
+    monkeypatch.setattr(public_api, "MAX_LOGGED_ORIGINS", 3)
+    for n in range(10):
+        client.get("/api/widget/config", headers={"Origin": f"https://site{n}.example"})
+    lines = refusals(caplog)
+    assert len(lines) == 4 and "further ones are not logged" in lines[-1]

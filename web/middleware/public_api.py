@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -17,8 +19,39 @@ from support_bot.core.ratelimit import Limit, MemoryRateLimiter, RateLimited, Re
 PUBLIC_PREFIXES = ("/api/conversations", "/api/messages", "/api/widget")
 
 
+log = logging.getLogger(__name__)
+
+# The setting an operator changes to let a site embed the widget; named in the log line and the widget's console error.
+ORIGINS_SETTING = "SUPPORT_BOT_WIDGET__ALLOWED_ORIGINS"
+# Refused origins are logged once each per process; past this many distinct ones (crafted Origin headers, say) the log
+# says so once and stops, so nobody can fill it.
+MAX_LOGGED_ORIGINS = 100
+
+
 def is_public(path: str) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in PUBLIC_PREFIXES)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def refused_origin(scope: Scope, allowed: list[str]) -> str | None:
+    """The request's Origin when the allowed sites refuse it; None when allowed, absent or this server's own page."""
+    origin = _header(scope, b"origin")
+    if origin is None or "*" in allowed:
+        return None
+    origin = origin.strip().rstrip("/").lower()
+    if origin in allowed:
+        return None
+    # The demo page and console post with an Origin too; a same-origin page needs no CORS, whatever the list says.
+    host = (_header(scope, b"host") or "").strip().lower()
+    if host and urlsplit(origin).netloc == host:
+        return None
+    return origin[:200]
 
 
 class PublicCORS:
@@ -28,6 +61,8 @@ class PublicCORS:
         self.app = app
         self.settings = settings
         self._cors: dict[tuple[str, ...], CORSMiddleware] = {}
+        self._logged: set[str] = set()
+        self._logged_all = False
 
     def cors_for(self, origins: list[str]) -> CORSMiddleware:
         """One CORS middleware per list of allowed origins (the list can change in the console)."""
@@ -46,12 +81,33 @@ class PublicCORS:
             )
             # Old lists are dropped rather than kept: they are cheap to build and changes are rare.
             self._cors = {key: cors}
+            # After a change of the list a site still refused is worth saying again.
+            self._logged, self._logged_all = set(), False
         return cors
+
+    def note_refused(self, origin: str) -> None:
+        """Log, once per origin, that a site not in the allowed list called the public API (the browser refuses it)."""
+        if origin in self._logged or self._logged_all:
+            return
+        if len(self._logged) >= MAX_LOGGED_ORIGINS:
+            self._logged_all = True
+            log.warning("widget: %d origins refused; further ones are not logged", MAX_LOGGED_ORIGINS)
+            return
+        self._logged.add(origin)
+        log.warning(
+            "widget: refused origin %s: the site is not in %s, so browsers keep the chat from working there; add the "
+            "origin to that setting (or the console's Settings > Widget > Allowed sites) to embed the widget",
+            origin, ORIGINS_SETTING,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_public(scope["path"]):
             settings = await effective_settings(scope, self.settings)
-            await self.cors_for(settings.widget.allowed_origins)(scope, receive, send)
+            cors = self.cors_for(settings.widget.allowed_origins)
+            origin = refused_origin(scope, settings.widget.allowed_origins)
+            if origin is not None:
+                self.note_refused(origin)
+            await cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

@@ -293,15 +293,19 @@
     ratingForm.hidden = true;
     panel.dataset.status = s || "";
     if (s === "queued") {
-      const parts = ["Connecting you to a person…"];
-      if (state.position) parts.push("You are number " + state.position + " in the queue.");
-      if (state.eta_s != null && state.agents_online !== false) parts.push("Estimated wait: " + minutes(state.eta_s) + ".");
+      // One state at a time, never a place in a queue nobody is serving nor "connecting you" once a message was left.
       if (state.offline_message) {
-        parts.push("Thanks! We received your message and will answer by e-mail.");
+        panelStatus.textContent = "Thanks! We received your message and will answer by e-mail.";
       } else if (state.agents_online === false) {
+        panelStatus.textContent =
+          "No one from our team is online right now. Leave a message below and we will answer by e-mail.";
         offlineForm.hidden = false;
+      } else {
+        const parts = ["Connecting you to a person…"];
+        if (state.position) parts.push("You are number " + state.position + " in the queue.");
+        if (state.eta_s != null) parts.push("Estimated wait: " + minutes(state.eta_s) + ".");
+        panelStatus.textContent = parts.join(" ");
       }
-      panelStatus.textContent = parts.join(" ");
     } else if (s === "assigned") {
       panelStatus.textContent = "You are chatting with " + (state.agent || "a person") + ".";
     } else if (s === "resolved") {
