@@ -1,26 +1,189 @@
-"""The retrieve step: the help-center entries for a question (read with the one before when it is a follow-up),
+"""The retrieve step: the help-center entries for a question (a follow-up read with the conversation before it),
 and the related questions offered when the bot declines."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from support_bot.chat.screening import Guards
 from support_bot.chat.turn import Turn
 from support_bot.core.config import Settings
 
+_WORD = re.compile(r"[\w'’&-]+")
 _FOLLOW_UP_START = re.compile(r"^\W*(and|but|also|so|or|plus|then|what about|how about|what if)\b", re.I)
 _REFERRING = re.compile(
     r"\b(it|its|it's|that|this|those|these|they|them|their|there|one|ones|same|such|he|she|him|her|his)\b", re.I
 )
+# A definite noun phrase ("check the balance") often names something the conversation already introduced.
+_DEFINITE = re.compile(r"\bthe\s+\w", re.I)
+# The words that open a continuation; what follows them is the new part of the question.
+_OPENER = re.compile(
+    r"^\W*(?:(?:and|but|also|so|or|plus|then|ok|okay)\b\W*)*(?:(?:what|how)\s+about\b|what\s+if\b)?\W*", re.I
+)
+# A remainder starting with one of these is a whole question of its own ("and how long does that take?"); any
+# other remainder is a fragment ("for kids", "express", "if I'm immunocompromised") to be read into the previous one.
+_QUESTION_START = re.compile(
+    r"^(?:how|what|when|where|which|who|whom|whose|why|is|are|was|were|am|do|does|did|can|could|will|would|should|"
+    r"shall|may|might|must|have|has|had)\b",
+    re.I,
+)
+# A fragment led by one of these stands for the previous question's phrase led by the same word ("safe for
+# adults?" + "and for kids?").
+_PARALLEL_LEAD = frozenset(
+    "for if with without in on to at by from after before during when while about under over".split()
+)
+# A noun phrase opened by a determiner, running to the first word that cannot be inside one ("the Pfizer and Moderna
+# vaccines", "the vaccine" in "for the vaccine to take effect").
+_DEFINITE_NP = re.compile(
+    r"\b(?:the|this|that|these|those|your|my|our)\s+(?:(?:[\w'’-]+|&)\s+)*?[\w'’-]+(?=\s*(?:[?.!,;:]|$|\s+(?:to|for|if|"
+    r"with|without|in|on|at|by|from|after|before|during|when|while|of|is|are|was|were|be|do|does|did|can|could|"
+    r"will|would|should|have|has|that|which|who)\b))",
+    re.I,
+)
+# Words that do not carry a question's subject: function words, question scaffolding, light verbs, pronouns,
+# politeness, and the "how long / how much" of the question's intent (the follow-up brings its own intent).
+_NOT_SUBJECT = frozenset(
+    """a an the and or but so if then than of to in on at by for with from about into over after before up out
+    off against between through during without within under via per until since because while as i me my mine we
+    us our ours you your yours he him his she her it its they them their theirs this that these those there here
+    is are was were be been being am do does did done doing have has had having can could will would shall
+    should may might must what which who whom whose when where why how not no yes please hi hello hey thanks
+    thank ok okay get gets got getting make take go need want know tell like let also just still even very
+    really too much many long often far soon one ones same such any some all each every other another more most
+    kind sort way thing things something anything i'm i've i'd i'll you're we're they're it's that's what's
+    don't doesn't can't won't isn't aren't""".split()
+)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.replace("’", "'"))
+
+
+def _leans_on_previous(text: str) -> bool:
+    """The clear cues of a follow-up: a continuation opener, a word that refers back, or only a few words."""
+    return bool(_FOLLOW_UP_START.search(text) or _REFERRING.search(text) or len(_words(text)) <= 3)
 
 
 def looks_like_follow_up(text: str) -> bool:
     """Whether a question seems to lean on the one before: it opens like a continuation ("and for kids?", "what
-    about express?"), refers back ("is it free?", "how long does that take?") or is only a few words."""
-    words = re.findall(r"[\w']+", text)
-    return bool(_FOLLOW_UP_START.search(text) or _REFERRING.search(text) or len(words) <= 3)
+    about express?"), refers back ("is it free?", "how long does that take?", "check the balance") or is only a few
+    words."""
+    return _leans_on_previous(text) or bool(_DEFINITE.search(text))
+
+
+def subject_words(text: str) -> list[str]:
+    """The words of a question that name what it is about: "How long does standard shipping take?" -> standard,
+    shipping."""
+    out = []
+    for word in _words(text):
+        core = word.strip("'-&")
+        if len(core) > 1 and not core.isdigit() and core.lower() not in _NOT_SUBJECT:
+            out.append(word)
+    return out
+
+
+def _fragment(text: str) -> str | None:
+    """What a question adds when it is only a fragment to be read into the previous one ("and for kids?" -> "for
+    kids?"); None for a whole question."""
+    rest = text[_OPENER.match(text).end():].strip()
+    opened = len(rest) < len(text.strip())
+    if rest and not _QUESTION_START.match(rest) and (opened or len(_words(rest)) <= 3):
+        return rest
+    return None
+
+
+def read_into(previous: str, fragment: str) -> str:
+    """The previous question with a fragment read into it: a part it names again in other words is replaced
+    ("How effective are the Pfizer vaccines?" + "the Moderna one" -> "How effective are the Moderna vaccines?";
+    "... safe for adults?" + "for kids?" -> "... safe for kids?"), anything else is added to it ("How much does
+    shipping cost? express")."""
+    fragment = fragment.strip()
+    words = _words(fragment)
+    if not words:
+        return previous
+    # Read into the middle of the previous question, the fragment's own question mark would end it there.
+    inner = fragment.rstrip("?.! ")
+    if re.search(r"\bones?\b", fragment, re.I):
+        # "one" stands for the head noun of a noun phrase of the previous question, which the fragment replaces.
+        match = _DEFINITE_NP.search(previous)
+        if match:
+            head = _words(match.group(0))[-1]
+            phrase = re.sub(r"\bones?\b", head, inner, count=1, flags=re.I)
+            return previous[: match.start()] + phrase + previous[match.end():]
+    lead = words[0].lower()
+    if lead in _PARALLEL_LEAD:
+        match = re.search(rf"\b{lead}\b[^?.!,;]*", previous, re.I)
+        if match:
+            return previous[: match.start()] + inner + previous[match.end():]
+    return f"{previous} {fragment}"
+
+
+def _resolved_previous(earlier: Sequence[str]) -> str:
+    """The newest earlier question that names anything, itself resolved when it leaned on the ones before it."""
+    for i in range(len(earlier) - 1, -1, -1):
+        text = earlier[i].strip()
+        if not subject_words(text):
+            continue  # "thanks", "ok": nothing to carry
+        if _leans_on_previous(text):
+            # Only the clear cues reach further back: a question that merely says "the" names its own subject.
+            return rewrite_follow_up(text, earlier[:i]) or text
+        return text
+    return ""
+
+
+def rewrite_follow_up(text: str, earlier: Sequence[str]) -> str | None:
+    """The question as it would read on its own, given the customer's earlier questions (oldest first); None when
+    there is nothing to carry over.
+
+    A fragment ("and for kids?", "what about express?", "the blue one") is read into the previous question, whose
+    intent it keeps: "How much does shipping cost? express?". A whole question that refers back ("is that free?",
+    "how do I check the balance?") keeps its own intent and gets the previous question's subject, which it leaves
+    out: "is that free? repair tents backpacks".
+    """
+    previous = _resolved_previous(earlier)
+    if not previous:
+        return None
+    rest = _fragment(text)
+    if rest is not None:
+        return read_into(previous, rest)
+    subject = [w for w in subject_words(previous) if w.lower() not in {t.lower() for t in _words(text)}]
+    return f"{text.strip()} {' '.join(subject)}" if subject else None
+
+
+@dataclass(frozen=True)
+class Searched:
+    """What the choice between two readings of a question needs to know of one search."""
+
+    top_score: float | None
+    abstain: bool
+
+
+def prefer_rewrite(original: Searched, rewritten: Searched, *, follow_up: bool, margin: float) -> bool:
+    """Whether the rewritten question's search should stand for the customer's: only for a follow-up-like question,
+    only when the rewrite finds an entry it would answer with, and only when that entry matches the rewrite by at
+    least `margin` more than anything matches the question as written.
+
+    The margin holds when the question as written abstains too: the earlier subject's words raise the scores of
+    entries near the earlier question, and without it a new question that nothing answers would be answered with
+    the earlier topic's entry instead of declined.
+    """
+    if not follow_up or rewritten.abstain or rewritten.top_score is None:
+        return False
+    if original.top_score is None:
+        return True
+    return rewritten.top_score >= original.top_score + margin
+
+
+def _searched(result: Any) -> Searched:
+    return Searched(top_score=result.hits[0].score if result.hits else None, abstain=result.abstain)
+
+
+def customer_questions(turn: Turn) -> list[str]:
+    """The customer's earlier messages in the turn's history window, oldest first."""
+    return [m.content for m in turn.memory.history if m.role == "user"]
 
 
 def retrieve(turn: Turn, retriever: Any) -> Any:
@@ -29,15 +192,16 @@ def retrieve(turn: Turn, retriever: Any) -> Any:
     # Enough hits for the answer and for the related questions of a decline.
     k = max(settings.retrieval.top_k, settings.retrieval.related_questions)
     result = retriever.search(text, k=k)
-    history = turn.memory.history
-    if result.abstain and history and looks_like_follow_up(text):
-        # A follow-up ("and for kids?") may only make sense with the previous question. A question that
-        # stands on its own is not read with it: the earlier question's words would win the search and the
-        # customer would be answered the earlier question again.
-        previous = next((m.content for m in reversed(history) if m.role == "user"), "")
-        retry = retriever.search(f"{previous} {text}", k=k)
-        if not retry.abstain:
-            result = retry
+    follow_up = looks_like_follow_up(text)
+    rewritten = rewrite_follow_up(text, customer_questions(turn)) if follow_up else None
+    if rewritten is None:
+        return result
+    # Both readings are searched: a new question right after an answer must not be answered with the earlier
+    # entry, and a follow-up that lands on some entry when read alone must still reach the one it is about.
+    retry = retriever.search(rewritten, k=k)
+    if prefer_rewrite(_searched(result), _searched(retry), follow_up=follow_up,
+                      margin=settings.retrieval.follow_up_margin):
+        return retry
     return result
 
 

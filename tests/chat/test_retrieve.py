@@ -1,10 +1,33 @@
-"""The retrieve step: follow-up questions, and the related questions offered when the bot declines."""
+"""The retrieve step: follow-up questions read with the conversation, and the related questions offered when the
+bot declines."""
 
 from __future__ import annotations
 
-from support_bot.chat.retrieve import looks_like_follow_up, related_questions
+from types import SimpleNamespace
+
+import pytest
+
+from ingest.pipeline import ingest_path
+from support_bot.chat.memory import remember
+from support_bot.chat.retrieve import (
+    Searched,
+    customer_questions,
+    looks_like_follow_up,
+    prefer_rewrite,
+    read_into,
+    related_questions,
+    retrieve,
+    rewrite_follow_up,
+    subject_words,
+)
 from support_bot.chat.service import Assistant
+from support_bot.chat.store import record_customer_message, start_conversation, store_reply
+from support_bot.chat.turn import Turn
+from support_bot.core.db import session_scope
+from support_bot.knowledge.retriever import Hit, RetrievalResult, Retriever
+from support_bot.llm.prompt import ChatMessage
 from tests.chat.hits import ScoredHit
+from tests.conftest import FAQ
 
 
 def _related_settings(settings, **retrieval):
@@ -47,8 +70,200 @@ def test_related_questions_skip_entries_that_carry_instructions_for_the_model(se
 
 def test_follow_up_questions_are_told_from_ones_that_stand_alone():
     for text in ("and for kids?", "What about express?", "is it free?", "how long does that take?",
-                 "Do they open on Sundays?", "the blue one", "in Canada?"):
+                 "Do they open on Sundays?", "the blue one", "in Canada?", "how do I check the balance?"):
         assert looks_like_follow_up(text), text
     for text in ("Can I pay with a credit card?", "How do I reset my password?", "Where are your stores located?",
                  "Do you ship to Germany or Austria?", "Which payment methods do you accept?"):
         assert not looks_like_follow_up(text), text
+
+
+def test_a_questions_subject_leaves_out_its_scaffolding_and_intent():
+    assert subject_words("How long does standard shipping take?") == ["standard", "shipping"]
+    assert subject_words("Do gift cards expire?") == ["gift", "cards", "expire"]
+    assert subject_words("Can I get the COVID-19 vaccine?") == ["COVID-19", "vaccine"]
+    assert subject_words("thanks!") == [] and subject_words("ok") == []
+
+
+def test_a_fragment_replaces_the_part_of_the_previous_question_it_names_again():
+    assert read_into("How effective are the Pfizer and Moderna vaccines?", "the Johnson & Johnson one?") == (
+        "How effective are the Johnson & Johnson vaccines?"
+    )
+    assert read_into("How long does it take for the vaccine to take effect?", "the Moderna one") == (
+        "How long does it take for the Moderna vaccine to take effect?"
+    )
+    assert read_into("Is the vaccine safe for adults?", "for kids?") == "Is the vaccine safe for kids?"
+    assert read_into("Can I get it if I have asthma?", "if I'm pregnant") == "Can I get it if I'm pregnant?"
+    # Nothing to replace: the fragment is added to the question it continues.
+    assert read_into("How much does shipping cost?", "express?") == "How much does shipping cost? express?"
+    assert read_into("Are vaccines safe?", "for pregnant women?") == "Are vaccines safe? for pregnant women?"
+
+
+def test_a_follow_up_is_rewritten_with_the_previous_questions_subject():
+    assert rewrite_follow_up("is that free?", ["Do you repair tents and backpacks?"]) == (
+        "is that free? repair tents backpacks"
+    )
+    assert rewrite_follow_up("how do I check the balance?", ["Do gift cards expire?"]) == (
+        "how do I check the balance? gift cards expire"
+    )
+    assert rewrite_follow_up("and for kids?", ["Is the vaccine safe for adults?"]) == "Is the vaccine safe for kids?"
+    assert rewrite_follow_up("what about express?", ["How much does shipping cost?"]) == (
+        "How much does shipping cost? express?"
+    )
+    # Words the question already has are not carried twice; the newest question that names anything is used.
+    assert rewrite_follow_up("does it cover zippers?", ["Do you repair tents?", "What is the warranty?", "ok"]) == (
+        "does it cover zippers? warranty"
+    )
+    assert rewrite_follow_up("is it free?", ["Do you repair tents?", "thanks!"]) == "is it free? repair tents"
+
+
+def test_a_follow_up_of_a_follow_up_reaches_back_to_the_subject():
+    earlier = ["Is the vaccine safe for adults?", "and for kids?"]
+    assert rewrite_follow_up("how many doses do they need?", earlier) == (
+        "how many doses do they need? vaccine safe kids"
+    )
+    assert rewrite_follow_up("how long does it take?", ["Do you repair tents?", "is that free?"]) == (
+        "how long does it take? free repair tents"
+    )
+    # A question that only says "the" names its own subject: nothing further back is carried.
+    assert rewrite_follow_up("is it free?", ["Do you repair tents?", "What is the warranty?"]) == "is it free? warranty"
+
+
+def test_nothing_is_rewritten_without_an_earlier_question_that_names_something():
+    assert rewrite_follow_up("is it free?", []) is None
+    assert rewrite_follow_up("is it free?", ["hi", "thanks"]) is None
+    # The question already says everything the earlier one did.
+    assert rewrite_follow_up("are gift cards free?", ["gift cards?"]) is None
+
+
+def test_the_rewrite_stands_only_for_a_follow_up_that_it_clearly_fits_better():
+    low, high = Searched(top_score=0.40, abstain=True), Searched(top_score=0.80, abstain=False)
+    assert prefer_rewrite(low, high, follow_up=True, margin=0.1)
+    # Not follow-up-like, or the rewrite would decline as well: the question keeps its own search.
+    assert not prefer_rewrite(low, high, follow_up=False, margin=0.1)
+    assert not prefer_rewrite(low, Searched(top_score=0.9, abstain=True), follow_up=True, margin=0.1)
+    # A question answered on its own keeps its search unless the rewrite fits by the margin more...
+    answered = Searched(top_score=0.72, abstain=False)
+    assert not prefer_rewrite(answered, high, follow_up=True, margin=0.1)
+    assert prefer_rewrite(answered, high, follow_up=True, margin=0.05)
+    # ...and so does one that would be declined: the earlier topic's words alone do not make it answerable.
+    declined = Searched(top_score=0.55, abstain=True)
+    assert not prefer_rewrite(declined, Searched(top_score=0.6, abstain=False), follow_up=True, margin=0.1)
+    assert prefer_rewrite(Searched(top_score=None, abstain=True), high, follow_up=True, margin=0.1)
+
+
+def _result(query, entry_id, score, abstain):
+    hit = Hit(chunk_id=f"c-{entry_id}", source="faq", entry_id=entry_id, title=entry_id, text=entry_id, answer=entry_id,
+              url=None, score=score, dense_score=score, lexical_score=0.0)
+    return RetrievalResult(query=query, hits=[hit], abstain=abstain, reason="")
+
+
+class _Scripted:
+    """A retriever double answering each query with a scripted top entry, and remembering the queries."""
+
+    def __init__(self, script):
+        self.script, self.queries = script, []
+
+    def search(self, query, *, k=None):
+        self.queries.append(query)
+        entry_id, score, abstain = self.script.get(query, ("other", 0.2, True))
+        return _result(query, entry_id, score, abstain)
+
+
+def _turn(settings, text, *earlier):
+    history = []
+    for question in earlier:
+        history += [ChatMessage(role="user", content=question), ChatMessage(role="assistant", content="An answer.")]
+    return SimpleNamespace(settings=settings, question=SimpleNamespace(text=text),
+                           memory=SimpleNamespace(history=history))
+
+
+def test_retrieve_takes_the_rewrite_of_a_follow_up_that_fits_it_better(settings):
+    retriever = _Scripted({
+        "is that free?": ("ret-04", 0.35, True),
+        "is that free? repair tents backpacks": ("war-03", 0.74, False),
+    })
+    result = retrieve(_turn(settings, "is that free?", "Do you repair tents and backpacks?"), retriever)
+    assert result.hits[0].entry_id == "war-03" and not result.abstain
+    assert retriever.queries == ["is that free?", "is that free? repair tents backpacks"]
+
+
+def test_retrieve_keeps_the_search_of_a_question_that_stands_on_its_own(settings):
+    text = "Is it possible to change my shipping address after ordering?"
+    retriever = _Scripted({text: ("ship-05", 0.90, False), f"{text} gift cards expire": ("gift-01", 0.74, False)})
+    result = retrieve(_turn(settings, text, "Do gift cards expire?"), retriever)
+    assert result.hits[0].entry_id == "ship-05"
+    # Not follow-up-like: searched once, as written, even when it would be declined.
+    retriever = _Scripted({"Can I pay with a credit card?": ("pay-01", 0.51, True)})
+    result = retrieve(_turn(settings, "Can I pay with a credit card?", "How long do refunds take?"), retriever)
+    assert retriever.queries == ["Can I pay with a credit card?"] and result.abstain
+
+
+def test_retrieve_without_a_conversation_searches_the_question_alone(settings):
+    retriever = _Scripted({"is it free?": ("ret-04", 0.5, True)})
+    assert retrieve(_turn(settings, "is it free?"), retriever).hits[0].entry_id == "ret-04"
+    assert retriever.queries == ["is it free?"]
+
+
+def test_the_margin_is_a_setting(settings):
+    text, rewritten = "is that free?", "is that free? repair tents"
+    retriever = _Scripted({text: ("ret-04", 0.66, False), rewritten: ("war-03", 0.74, False)})
+    assert retrieve(_turn(settings, text, "Do you repair tents?"), retriever).hits[0].entry_id == "ret-04"
+    looser = settings.model_copy(
+        update={"retrieval": settings.retrieval.model_copy(update={"follow_up_margin": 0.05})}
+    )
+    assert retrieve(_turn(looser, text, "Do you repair tents?"), retriever).hits[0].entry_id == "war-03"
+
+
+@pytest.fixture
+def northwind(kb):
+    ingest_path(settings=kb, path=FAQ)
+    return kb
+
+
+def _ask(settings, retriever, conversation_id, text):
+    """One customer turn up to retrieval, with the memory the chat turn reads; the reply stored as chat would."""
+    question, _reply, _created = record_customer_message(
+        settings, conversation_id=conversation_id, text=text, client_message_id=None
+    )
+    turn = Turn(settings=settings, question=question, original=text, memory=remember(settings, question),
+                summaries=None)
+    result = retrieve(turn, retriever)
+    answered = bool(result.hits) and not result.abstain
+    store_reply(settings, question, result.hits[0].answer if answered else "Sorry, I don't know.", [],
+                abstained=not answered)
+    return turn, result
+
+
+DIALOGUES = [
+    # A follow-up that, read alone, would find the domestic shipping entry.
+    (["Do you ship internationally?", "how long does it take?"], "ship-02", True),
+    (["What does the warranty cover?", "and for brakes?"], "war-01", True),
+    (["How do I assemble my new bike?", "is help with that free?"], "asm-01", True),
+    # New questions: "it" and "the" make it look like a follow-up, but it is about something else.
+    (["How long does shipping take?", "Is it possible to change the email address on my account?"], "acc-02", False),
+    (["What does the warranty cover?", "Which frame size should I get for my height?"], "fit-01", False),
+]
+
+
+@pytest.mark.parametrize(("turns", "entry_id", "follow_up"), DIALOGUES, ids=[d[0][1] for d in DIALOGUES])
+def test_dialogues_over_a_real_index_reach_the_entry_of_their_last_question(northwind, turns, entry_id, follow_up):
+    retriever = Retriever(northwind)
+    with session_scope(northwind) as session:
+        conversation_id = start_conversation(session=session, settings=northwind)[0].id
+    for text in turns[:-1]:
+        _ask(northwind, retriever, conversation_id, text)
+    turn, result = _ask(northwind, retriever, conversation_id, turns[-1])
+    assert customer_questions(turn) == turns[:-1]
+    assert not result.abstain and result.hits[0].entry_id == entry_id
+    # A new question is searched as the customer wrote it, not read into the earlier one's topic.
+    assert (result.query != turns[-1]) is follow_up
+
+
+def test_a_new_question_after_an_answer_is_not_answered_with_the_earlier_entry(northwind):
+    retriever = Retriever(northwind)
+    with session_scope(northwind) as session:
+        conversation_id = start_conversation(session=session, settings=northwind)[0].id
+    _, first = _ask(northwind, retriever, conversation_id, "How long does a refund take?")
+    assert first.hits[0].entry_id == "ret-02"
+    _, second = _ask(northwind, retriever, conversation_id, "Can I pay with a credit card?")
+    assert second.query == "Can I pay with a credit card?" and second.hits[0].entry_id == "pay-01"
