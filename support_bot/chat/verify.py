@@ -270,8 +270,9 @@ def _stream_verified(turn: Turn, model: Any, messages: list, verifier: AnswerVer
 
 
 def _pieces(text: str) -> Iterator[TurnEvent]:
-    """The ending as token events: a quote's heading apart from its body, so its emphasis arrives closed."""
-    for part in re.split(r"(?<=\n\n)", text):
+    """The ending as token events: a quote's heading (its emphasis closed) and then each sentence of the entry, as
+    verified sentences stream, so a quote reads as it arrives rather than all at once."""
+    for part in re.findall(r".*?(?:[.!?](?:\s+|$)|\n+|$)", text, flags=re.S):
         if part:
             yield TurnEvent("token", {"text": part})
 

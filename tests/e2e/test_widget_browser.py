@@ -185,9 +185,13 @@ def stored(site: Site, conv_id: str) -> list[Message]:
 # Records each text of the newest bot bubble and each connection note, to tell streaming and recovery apart.
 WATCH_JS = """
 () => {
-  window.__botTexts = []; window.__notes = [];
+  window.__botTexts = []; window.__notes = []; window.__spoken = [];
   const root = document.querySelector('support-bot-widget').shadowRoot;
   const log = root.querySelector('.log');
+  // Everything the live region says, in order: announcements follow each other faster than a poll could see.
+  const live = root.querySelector('[aria-live=polite]');
+  new MutationObserver(() => { if (live.textContent) window.__spoken.push(live.textContent); })
+    .observe(live, {subtree: true, childList: true, characterData: true});
   new MutationObserver(() => {
     const bots = log.querySelectorAll('li[data-role=bot] .text');
     if (bots.length) window.__botTexts.push(bots[bots.length - 1].textContent);
@@ -247,12 +251,8 @@ def test_widget_on_another_site_streams_a_cited_answer_and_stores_thumbs(site, c
         source.click()
     assert opened.value.url == REFUND_URL
     opened.value.close()
-    # The live region carries the answer for screen readers.
-    page.wait_for_function(
-        "() => document.querySelector('support-bot-widget').shadowRoot.querySelector('[aria-live=polite]')"
-        ".textContent.includes('business days')",
-        timeout=LIVE,
-    )
+    # The live region carries the answer for screen readers, a sentence at a time.
+    page.wait_for_function("() => window.__spoken.some(t => t.includes('business days'))", timeout=LIVE)
 
     conv_id = conversation_id(page)
     answer = page.locator("li[data-role=bot]").first
@@ -273,9 +273,9 @@ def test_handoff_shows_the_queue_and_an_inert_agent_message_then_the_rating_is_s
     open_widget(page)
     page.locator(".chip", has_text="Talk to a person").click()
     banner = page.locator(".banner")
-    banner.filter(has_text="Connecting you to a person").wait_for(timeout=LIVE)
-    assert re.search(r"You are number \d+ in the queue\.", banner.inner_text()), banner.inner_text()
-    # Nobody is online: the customer may leave a message for an e-mail answer.
+    # Nobody is online: no place in a queue, only the offer to leave a message for an e-mail answer.
+    banner.filter(has_text="Leave a message below").wait_for(timeout=LIVE)
+    assert not re.search(r"in the queue|Connecting you", banner.inner_text()), banner.inner_text()
     page.locator("form.offline").wait_for(state="visible", timeout=LIVE)
     conv_id = conversation_id(page)
 
@@ -362,6 +362,13 @@ def test_a_connection_dropped_mid_answer_recovers_without_losing_or_duplicating(
     page.goto(site.page_url("shop"))
     open_widget(page)
     page.evaluate(WATCH_JS)
+    # An answer whose sentences the sources support, so they stream at the model's pace: the drop comes after the
+    # first verified sentence is shown and before the answer is over.
+    site.server.app.state.assistant.wait_background()
+    site.engine.queue_reply(
+        "Refunds are issued to your original payment method within 5 business days after we receive the return [1]. "
+        "Your bank may take another 2 to 3 days to show it."
+    )
     site.engine.delay_s = 0.4
     try:
         ask(page, REFUND_Q)
@@ -385,6 +392,11 @@ def test_a_connection_dropped_mid_answer_recovers_without_losing_or_duplicating(
     assert "Refunds are issued" in page.locator("li[data-role=bot] .text").inner_text()
 
     # The stop button ends an answer midway; the widget is ready for the next question at once.
+    site.server.app.state.assistant.wait_background()
+    site.engine.queue_reply(
+        "Standard shipping is free on orders over $50; below that it costs $5.95 [1]. "
+        "Express shipping costs $14.95 on any order, and it is the fastest way to get your gear."
+    )
     site.engine.delay_s = 0.4
     try:
         ask(page, "How much does shipping cost?")
@@ -594,3 +606,60 @@ def test_a_declined_question_offers_related_questions_that_ask_themselves(site, 
     assert page.locator("li[data-role=bot]").first.locator("button.ask").first.inner_text() == (
         "Which payment methods do you accept?"
     )
+
+
+def test_a_site_not_allowed_gets_a_console_error_naming_the_setting(site, context):
+    # Whoever embeds the widget on a site the server does not allow is told, in the page's console, what to change.
+    page = context.new_page()
+    setting = "SUPPORT_BOT_WIDGET__ALLOWED_ORIGINS"
+    with page.expect_console_message(lambda m: setting in m.text, timeout=LIVE) as message:
+        page.goto(site.page_url("refused", host=site.other_host, hostile=False))
+    assert message.value.type == "error"
+    assert site.other_host.origin in message.value.text and site.proxy.url in message.value.text
+    # The customer is only told that the chat is not available here.
+    open_widget(page)
+    page.locator(".banner.err", has_text="not available on this site").wait_for(timeout=LIVE)
+    assert setting not in page.locator(".panel").inner_text()
+
+    # An allowed site loads its config and logs nothing of the kind.
+    page = context.new_page()
+    said: list[str] = []
+    page.on("console", lambda m: said.append(m.text))
+    page.goto(site.page_url("allowed"))
+    open_widget(page)
+    assert page.locator(".title").inner_text() == "Acme support"
+    page.wait_for_timeout(500)
+    assert not [t for t in said if setting in t], said
+
+
+def test_an_automatic_handoff_with_nobody_online_says_once_what_happens_next(site, context):
+    with session_scope(site.settings) as session:
+        for user in session.scalars(select(User)):
+            user.presence = "offline"
+    page = context.new_page()
+    page.goto(site.page_url("nobody-online"))
+    open_widget(page)
+    ask(page, "I want to talk to a real person please")
+    banner, panel = page.locator(".banner"), page.locator(".panel")
+    banner.filter(has_text="Leave a message below").wait_for(timeout=LIVE)
+    page.locator("form.offline").wait_for(state="visible", timeout=LIVE)
+    # The bot's own reply explains; the header names the state and the banner says what happens next, nothing else.
+    assert "no one from our team is online" in page.locator("li[data-role=bot]").last.inner_text()
+    assert page.locator(".sub").inner_text() == "Our team is offline"
+    assert banner.inner_text() == "Leave a message below and we will answer by e-mail."
+    text = panel.inner_text()
+    assert "in the queue" not in text and "Connecting you" not in text and "Waiting for a person" not in text, text
+    page.screenshot(path=str(ARTIFACTS / "widget-nobody-online.png"))
+
+    form = page.locator("form.offline")
+    form.locator("textarea").fill("My parcel never arrived")
+    form.locator("input[type=email]").fill("sam@example.com")
+    form.locator("button[type=submit]").click()
+    banner.filter(has_text="We will answer by e-mail").wait_for(timeout=LIVE)
+    form.wait_for(state="hidden", timeout=LIVE)
+    assert banner.inner_text() == "Thanks! We will answer by e-mail."
+    assert page.locator(".sub").inner_text() == "Message received"
+    text = panel.inner_text()
+    assert "Connecting you" not in text and "in the queue" not in text and "Leave a message below" not in text, text
+    with session_scope(site.settings) as session:
+        assert session.get(Conversation, conversation_id(page)).contact_email == "sam@example.com"

@@ -300,7 +300,8 @@ svg{width:20px;height:20px;display:block;flex:none}
   const offline = el("form", { class: "box offline", hidden: true, "aria-label": "Leave a message" });
   const offText = el("textarea", { rows: "3", required: true, "aria-label": "Your message", placeholder: "Your message" });
   const offEmail = el("input", { type: "email", required: true, autocomplete: "email", "aria-label": "Your e-mail address", placeholder: "you@example.com" });
-  offline.append(el("p", null, "Leave a message and your e-mail address, and we will answer by e-mail."), offText, offEmail,
+  // What happens next is said once, in the banner above; the form only asks for the two fields.
+  offline.append(el("p", null, "Your message and e-mail address:"), offText, offEmail,
     el("button", { class: "btn", type: "submit" }, "Send message"));
 
   const rating = el("form", { class: "box rating", hidden: true, "aria-label": "Rate this conversation" });
@@ -538,7 +539,8 @@ svg{width:20px;height:20px;display:block;flex:none}
   function speakStream(text, final) {
     if (!text.startsWith(spoken)) spoken = "";
     const rest = text.slice(spoken.length);
-    if (final) { if (rest.trim()) announce(rest.trim()); spoken = ""; return; }
+    // Citation markers alone ("[1]" closing an answer) say nothing to a listener: the sentence before them stands.
+    if (final) { const said = rest.replace(/\s*\[\d{1,2}\]/g, "").trim(); if (said) announce(said); spoken = ""; return; }
     const end = Math.max(rest.lastIndexOf(". "), rest.lastIndexOf("! "), rest.lastIndexOf("? "), rest.lastIndexOf("\n"));
     if (end > 0) { announce(rest.slice(0, end + 1).trim()); spoken += rest.slice(0, end + 1); }
   }
@@ -729,17 +731,24 @@ svg{width:20px;height:20px;display:block;flex:none}
   let queueTimer = null, statusTimer = null, typingTimer = null;
   function renderState() {
     const s = status.status;
+    // One state at a time: a message left for e-mail, nobody online (leave one), or a place in the queue. Never a
+    // place in a queue nobody is serving, nor "connecting you" once the customer was promised an e-mail.
+    const waiting = s !== "queued" ? null
+      : status.offline_message ? "left" : status.agents_online === false ? "offline" : "queue";
     handoffBtn.hidden = !cfg.handoff_enabled || Boolean(ACTIVE[s]);
-    offline.hidden = !(s === "queued" && status.agents_online === false && !status.offline_message);
+    offline.hidden = waiting !== "offline";
     rating.hidden = !(s === "resolved" && status.can_rate && !status.rating);
+    // The header names the state, the banner says what happens next.
     sub.textContent = s === "assigned" ? "You're chatting with " + (status.agent || "a person")
-      : s === "queued" ? "Waiting for a person" : cfg.bot_name;
+      : waiting === "left" ? "Message received" : waiting === "offline" ? "Our team is offline"
+      : waiting === "queue" ? "Waiting for a person" : cfg.bot_name;
     let text = "";
-    if (s === "queued") {
+    if (waiting === "left") text = "Thanks! We will answer by e-mail.";
+    else if (waiting === "offline") text = "Leave a message below and we will answer by e-mail.";
+    else if (waiting === "queue") {
       text = "Connecting you to a person…";
       if (status.position) text += " You are number " + status.position + " in the queue.";
-      if (status.eta_s != null && status.agents_online !== false) text += " Estimated wait: " + minutes(status.eta_s) + ".";
-      if (status.offline_message) text += " Thanks! We received your message and will answer by e-mail.";
+      if (status.eta_s != null) text += " Estimated wait: " + minutes(status.eta_s) + ".";
     } else if (s === "resolved" && status.rating) text = "Thank you for rating this conversation!";
     // An error stays up until the customer acts again; status lines replace each other.
     if (!banner.classList.contains("err") && text !== banner.textContent) showBanner(text);
@@ -984,6 +993,21 @@ svg{width:20px;height:20px;display:block;flex:none}
     }
   }
 
+  // A site missing from the server's allowed origins gets no readable answer (CORS), which looks like a network
+  // failure. If an opaque no-cors request still gets through, the server is up and refused this page: tell whoever
+  // embeds the widget which setting to change (the customer only sees that the chat is not available).
+  async function explainRefusal() {
+    if (location.origin === BASE) return;
+    try {
+      await fetch(BASE + "/api/widget/config", { mode: "no-cors", credentials: "omit", cache: "no-store" });
+    } catch (e) {
+      return;
+    }
+    console.error("support-bot widget: the server at " + BASE + " refused this site (" + location.origin + "). Add " +
+      location.origin + " to SUPPORT_BOT_WIDGET__ALLOWED_ORIGINS on the server (or the console's Settings > Widget > " +
+      "Allowed sites).");
+  }
+
   async function loadConfig() {
     try {
       const res = await fetch(BASE + "/api/widget/config", { credentials: "omit" });
@@ -991,6 +1015,7 @@ svg{width:20px;height:20px;display:block;flex:none}
       Object.assign(cfg, await res.json());
     } catch (e) {
       showBanner("The chat is not available on this site right now.", true);
+      if (e instanceof TypeError) explainRefusal();
     }
     applyTheme();
     const greeting = ds.greeting || cfg.greeting;
