@@ -134,6 +134,9 @@ EDITABLE: tuple[Editable, ...] = (
              "{position}, {wait} and {company} are filled in.", max_chars=1000, multiline=True),
     Editable("handoff.offline_text", "Handoff", "Nobody-online message", "{company} is filled in.",
              max_chars=1000, multiline=True),
+    Editable("handoff.offline_received_text", "Handoff", "Message-received message",
+             "Shown once the customer left a message with nobody online; {company} is filled in.",
+             max_chars=1000, multiline=True),
     Editable("llm.backend", "Model", "Backend",
              "transformers: a local model; openai: an OpenAI-compatible server; fake: tests only."),
     Editable("llm.model", "Model", "Model",
@@ -279,14 +282,15 @@ def check_model(settings: Settings) -> None:
 def _check(candidate: Settings, keys: set[str]) -> None:
     if any(key.startswith("llm.") for key in keys):
         check_model(candidate)
-    samples = {  # the queue states in which each text is shown
-        "handoff.connecting_text": QueueInfo(status="queued", position=1, eta_s=120, agents_online=1),
-        "handoff.offline_text": QueueInfo(status="offline"),
+    samples = {  # the queue states in which each text is shown, and whether a message was left
+        "handoff.connecting_text": (QueueInfo(status="queued", position=1, eta_s=120, agents_online=1), False),
+        "handoff.offline_text": (QueueInfo(status="offline"), False),
+        "handoff.offline_received_text": (QueueInfo(status="offline"), True),
     }
-    for key, info in samples.items():
+    for key, (info, left) in samples.items():
         if key in keys:
             try:
-                handoff_text(candidate, info)
+                handoff_text(candidate, info, offline_message=left)
             except (ValueError, IndexError, KeyError, AttributeError) as exc:
                 raise InvalidInput(
                     f"{key}: cannot be filled in ({exc}); use {{position}}, {{wait}} and {{company}}, and write "

@@ -79,6 +79,7 @@ def test_the_extra_instructions_are_bounded():
         ({"handoff.sentiment_threshold": True}, "handoff.sentiment_threshold: must be a number"),
         ({"handoff.request_phrases": "speak to a person"}, "handoff.request_phrases: must be a list of texts"),
         ({"handoff.connecting_text": "You are number {position in line"}, "handoff.connecting_text: cannot be filled"),
+        ({"handoff.offline_received_text": "Thanks, {company"}, "handoff.offline_received_text: cannot be filled"),
         ({"secret_key": "x" * 32}, "secret_key: not a setting that can be changed in the console"),
         ({"llm.openai_api_key": "sk-x"}, "llm.openai_api_key: not a setting that can be changed"),
     ],
@@ -240,3 +241,14 @@ def test_the_assistant_answers_with_the_model_chosen_now(db):
     after = assistant.engine
     assert before.name == "fake:smollm2-135m-instruct" and after.name == "fake:other-model"
     assert after is get_engine(assistant.settings)
+
+
+def test_the_message_received_text_is_editable_and_shown_once_a_message_was_left():
+    from support_bot.handoff import QueueInfo
+    from support_bot.handoff.texts import handoff_text
+
+    candidate, stored = rs.validate_changes(Settings(), {"handoff.offline_received_text": "Got it, {company} writes back."})
+    assert stored == {"handoff.offline_received_text": "Got it, {company} writes back."}
+    offline = QueueInfo(status="offline")
+    assert handoff_text(candidate, offline, offline_message=True) == f"Got it, {candidate.chat.company_name} writes back."
+    assert handoff_text(candidate, offline) == handoff_text(Settings(), offline)
