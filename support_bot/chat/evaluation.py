@@ -19,7 +19,7 @@ from typing import Any
 
 from support_bot.core.config import Settings, get_settings
 from support_bot.core.errors import InvalidInput, SupportBotError
-from support_bot.knowledge.evaluation import load_queries
+from support_bot.knowledge.evaluation import jsonl_objects, load_queries
 from support_bot.llm.prompt import CITATION_RE
 
 log = logging.getLogger(__name__)
@@ -36,24 +36,15 @@ _SENTENCE_DONE = re.compile(r"[.!?][\"')\]]*(?:\s|$)|\S[ \t]*\n")
 def load_dialogues(path: Path) -> list[dict]:
     """Read DIALOGUES.jsonl: one {"turns": [str, ...], "relevant": [faq id, ...]} per line."""
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such file")
     out: list[dict] = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{path.name}: line {line_no} is not JSON ({exc.msg})") from None
-            turns = obj.get("turns") if isinstance(obj, dict) else None
-            relevant = obj.get("relevant", []) if isinstance(obj, dict) else None
-            if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
-                raise InvalidInput(f'{path.name}: line {line_no} needs "turns": a list of non-empty texts')
-            if not isinstance(relevant, list):
-                raise InvalidInput(f'{path.name}: line {line_no} has a "relevant" that is not a list')
-            out.append({"turns": list(turns), "relevant": [str(r) for r in relevant]})
+    for line_no, obj in jsonl_objects(path):
+        turns = obj.get("turns") if isinstance(obj, dict) else None
+        relevant = obj.get("relevant", []) if isinstance(obj, dict) else None
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+            raise InvalidInput(f'{path.name}: line {line_no} needs "turns": a list of non-empty texts')
+        if not isinstance(relevant, list):
+            raise InvalidInput(f'{path.name}: line {line_no} has a "relevant" that is not a list')
+        out.append({"turns": list(turns), "relevant": [str(r) for r in relevant]})
     if not out:
         raise InvalidInput(f"{path.name}: no dialogues")
     return out

@@ -7,8 +7,9 @@ import io
 import json
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,26 +17,32 @@ from support_bot.core.config import Settings, get_settings
 from support_bot.core.errors import InvalidInput
 
 
-def load_queries(path: Path) -> list[dict]:
-    """Read QUERIES.jsonl: one {"query": str, "relevant": [faq id, ...]} per line."""
+def jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for each non-blank line of a JSON Lines file; InvalidInput naming the line otherwise."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
-    out: list[dict] = []
     with open(path, encoding="utf-8-sig") as fh:
         for line_no, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield line_no, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"{path.name}: line {line_no} is not JSON ({exc.msg})") from None
-            query, relevant = obj.get("query") if isinstance(obj, dict) else None, obj.get("relevant", [])
-            if not isinstance(query, str) or not query.strip():
-                raise InvalidInput(f'{path.name}: line {line_no} has no "query" text')
-            if not isinstance(relevant, list):
-                raise InvalidInput(f'{path.name}: line {line_no} has a "relevant" that is not a list')
-            out.append({"query": query, "relevant": [str(r) for r in relevant]})
+
+
+def load_queries(path: Path) -> list[dict]:
+    """Read QUERIES.jsonl: one {"query": str, "relevant": [faq id, ...]} per line."""
+    path = Path(path)
+    out: list[dict] = []
+    for line_no, obj in jsonl_objects(path):
+        query, relevant = obj.get("query") if isinstance(obj, dict) else None, obj.get("relevant", [])
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput(f'{path.name}: line {line_no} has no "query" text')
+        if not isinstance(relevant, list):
+            raise InvalidInput(f'{path.name}: line {line_no} has a "relevant" that is not a list')
+        out.append({"query": query, "relevant": [str(r) for r in relevant]})
     if not out:
         raise InvalidInput(f"{path.name}: no queries")
     return out
