@@ -5,6 +5,12 @@ BIN := $(VENV)/bin
 # The CPU build of PyTorch; GPU users can pass another spec, e.g. make install TORCH_SPEC="torch==2.13.0+cu128 --extra-index-url <their index>".
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# make run PORT=8080 DATA_DIR=/srv/support-bot serves on another port and keeps its data elsewhere; left empty, the
+# settings (SUPPORT_BOT_* env, .env) decide, as with a plain make run.
+PORT ?=
+DATA_DIR ?=
+# models pull needs the data dir too: the weights live under <data_dir>/models by default.
+RUN_ENV := $(if $(DATA_DIR),SUPPORT_BOT_DATA_DIR='$(DATA_DIR)' )
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-fast bench lint clean
@@ -19,8 +25,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/support-bot models pull
-	$(BIN)/support-bot serve --seed
+	$(RUN_ENV)$(BIN)/support-bot models pull
+	$(RUN_ENV)$(BIN)/support-bot serve --seed$(if $(PORT), --port $(PORT))
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

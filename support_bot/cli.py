@@ -80,15 +80,20 @@ def cmd_migrate(_args) -> int:
 
 
 def announce_first_admin(settings) -> None:
-    """With no console users yet, create `admin` and print its one-time password: on stdout, once, never logged."""
-    from support_bot.ops.auth import FIRST_ADMIN, ensure_first_admin
+    """With no console users yet, create `admin` and print its one-time password (and its file): never logged."""
+    from support_bot.ops.auth import FIRST_ADMIN, ensure_first_admin, first_admin_password_path
 
     password = ensure_first_admin(settings)
     if password is None:
         return
     print(f"Created the first console user '{FIRST_ADMIN}' (role admin) with this one-time password:")
     print(f"    {password}")
-    print("It is shown only now. Log in at /console/login and choose your own password.", flush=True)
+    saved = first_admin_password_path(settings)
+    if saved.is_file():
+        print(f"It is also in {saved} (readable only by you) until {FIRST_ADMIN}'s first login, which deletes it.")
+    else:
+        print("It is shown only now.")
+    print("Log in at /console/login and choose your own password.", flush=True)
 
 
 def cmd_models_pull(args) -> int:
@@ -396,118 +401,131 @@ def cmd_users_reset_password(args) -> int:
     return 0
 
 
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose own --help starts with the line the command list shows for it."""
+    return sub.add_parser(name, help=help, description=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="support-bot", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
 
-    p = sub.add_parser("serve", help="run the web app (migrates first)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p = _command(sub, "serve", help="run the web app (migrates first)")
+    p.add_argument("--host", help="address to listen on (default: SUPPORT_BOT_HOST, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: SUPPORT_BOT_PORT, else 8000)")
     p.add_argument("--seed", action="store_true", help="ingest the demo FAQ if the knowledge base is empty")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    p = _command(sub, "migrate", help="upgrade the database schema to the newest revision")
     p.set_defaults(func=cmd_migrate)
 
-    models = sub.add_parser("models", help="download and list models").add_subparsers(dest="models_cmd", required=True)
-    p = models.add_parser("pull", help="download a model (default: the configured one, plus embeddings)")
-    p.add_argument("name", nargs="?")
+    models = _command(sub, "models", help="download and list models").add_subparsers(
+        dest="models_cmd", required=True, metavar="ACTION", help="one of:"
+    )
+    p = _command(models, "pull", help="download a model (default: the configured one, plus embeddings)")
+    p.add_argument("name", nargs="?", help="a preset from `support-bot models list` (default: the configured model)")
     p.add_argument("--from", dest="source", help="a local HF directory or .gguf file for a Llama-2 preset")
     p.add_argument("--embeddings", action="store_true", help="also check the embedding model")
     p.set_defaults(func=cmd_models_pull)
-    p = models.add_parser("list", help="list model presets and what is installed")
+    p = _command(models, "list", help="list model presets and what is installed")
     p.set_defaults(func=cmd_models_list)
 
-    p = sub.add_parser("ingest", help="ingest knowledge files (FAQ CSV/JSON/JSONL, Markdown, HTML, text, chat logs)")
-    p.add_argument("files", nargs="+")
+    p = _command(sub, "ingest", help="ingest knowledge files (FAQ CSV/JSON/JSONL, Markdown, HTML, text, chat logs)")
+    p.add_argument("files", nargs="+", help="the files to ingest, each as its own source")
     p.add_argument("--source", help="source name (default: the file name without extension)")
     p.set_defaults(func=cmd_ingest)
 
-    kb = sub.add_parser("kb", help="manage knowledge sources").add_subparsers(dest="kb_cmd", required=True)
-    p = kb.add_parser("list", help="list sources with version, kind, entry count and last update")
+    kb = _command(sub, "kb", help="manage knowledge sources").add_subparsers(
+        dest="kb_cmd", required=True, metavar="ACTION", help="one of:"
+    )
+    p = _command(kb, "list", help="list sources with version, kind, entry count and last update")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_kb_list)
-    p = kb.add_parser("show", help="show the entries of a source's live version")
-    p.add_argument("name")
+    p = _command(kb, "show", help="show the entries of a source's live version")
+    p.add_argument("name", help="the source's name, as `support-bot kb list` shows it")
     p.add_argument("--full", action="store_true", help="print whole entries, not the first 300 characters")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_kb_show)
-    p = kb.add_parser("delete", help="delete a source and its chunks, and republish the index")
-    p.add_argument("name")
+    p = _command(kb, "delete", help="delete a source and its chunks, and republish the index")
+    p.add_argument("name", help="the source's name, as `support-bot kb list` shows it")
     p.set_defaults(func=cmd_kb_delete)
-    p = kb.add_parser("reindex", help="rebuild and publish the index from the database")
+    p = _command(kb, "reindex", help="rebuild and publish the index from the database")
     p.set_defaults(func=cmd_kb_reindex)
 
-    p = sub.add_parser("backup", help="write the database and the live index to one .tar.gz archive")
+    p = _command(sub, "backup", help="write the database and the live index to one .tar.gz archive")
     p.add_argument("out", help="archive path, e.g. backup-2026-01-31.tar.gz")
     p.set_defaults(func=cmd_backup)
-    p = sub.add_parser("restore", help="load a backup archive into an empty database and publish its index")
-    p.add_argument("archive")
+    p = _command(sub, "restore", help="load a backup archive into an empty database and publish its index")
+    p.add_argument("archive", help="a .tar.gz written by `support-bot backup`")
     p.add_argument("--force", action="store_true", help="replace the contents of a non-empty database")
     p.add_argument("--rebuild-index", action="store_true", help="rebuild the index from the restored chunks")
     p.set_defaults(func=cmd_restore)
 
     roles = ("agent", "ops", "admin")
-    users = sub.add_parser("users", help="manage console users").add_subparsers(dest="users_cmd", required=True)
-    p = users.add_parser("create", help="add a console user (prints a one-time password)")
-    p.add_argument("username")
-    p.add_argument("--role", choices=roles, default="agent")
-    p.add_argument("--display-name")
+    users = _command(sub, "users", help="manage console users").add_subparsers(
+        dest="users_cmd", required=True, metavar="ACTION", help="one of:"
+    )
+    p = _command(users, "create", help="add a console user (prints a one-time password)")
+    p.add_argument("username", help="the login name: letters, digits and . _ @ + -")
+    p.add_argument("--role", choices=roles, default="agent", help="what the user may do (default: agent)")
+    p.add_argument("--display-name", help="the name agents and customers see (default: the username)")
     p.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin instead of generating one"
     )
     p.set_defaults(func=cmd_users_create)
-    p = users.add_parser("list", help="list console users with role and status")
+    p = _command(users, "list", help="list console users with role and status")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_users_list)
-    p = users.add_parser("disable", help="disable a user and end their sessions")
-    p.add_argument("username")
+    p = _command(users, "disable", help="disable a user and end their sessions")
+    p.add_argument("username", help="the user to disable")
     p.set_defaults(func=cmd_users_disable)
-    p = users.add_parser("enable", help="enable a disabled user")
-    p.add_argument("username")
+    p = _command(users, "enable", help="enable a disabled user")
+    p.add_argument("username", help="the user to enable")
     p.set_defaults(func=cmd_users_enable)
-    p = users.add_parser("set-role", help="change a user's role")
-    p.add_argument("username")
-    p.add_argument("role", choices=roles)
+    p = _command(users, "set-role", help="change a user's role")
+    p.add_argument("username", help="the user whose role changes")
+    p.add_argument("role", choices=roles, help="the new role")
     p.set_defaults(func=cmd_users_set_role)
-    p = users.add_parser("reset-password", help="give a user a new one-time password and end their sessions")
-    p.add_argument("username")
+    p = _command(users, "reset-password", help="give a user a new one-time password and end their sessions")
+    p.add_argument("username", help="the user who gets a new one-time password")
     p.set_defaults(func=cmd_users_reset_password)
 
-    learn = sub.add_parser("learn", help="the learning loop: FAQ suggestions from resolved chats").add_subparsers(
-        dest="learn_cmd", required=True
+    learn = _command(sub, "learn", help="the learning loop: FAQ suggestions from resolved chats").add_subparsers(
+        dest="learn_cmd", required=True, metavar="ACTION", help="one of:"
     )
-    p = learn.add_parser("backfill", help="suggest FAQ entries from resolved conversations that have none yet")
+    p = _command(learn, "backfill", help="suggest FAQ entries from resolved conversations that have none yet")
     p.add_argument("--limit", type=int, default=None, help="at most this many conversations (oldest first)")
     p.set_defaults(func=cmd_learn_backfill)
 
-    p = sub.add_parser("worker", help="run a Celery ingest worker (needs SUPPORT_BOT_REDIS_URL)")
-    p.add_argument("--concurrency", type=int, default=1)
+    p = _command(sub, "worker", help="run a Celery ingest worker (needs SUPPORT_BOT_REDIS_URL)")
+    p.add_argument("--concurrency", type=int, default=1, help="ingest jobs run at once (default: 1)")
     p.set_defaults(func=cmd_worker)
 
-    ev = sub.add_parser("eval", help="evaluation commands (see EVAL.md)").add_subparsers(dest="eval_cmd", required=True)
-    p = ev.add_parser("retrieval", help="retrieval and abstention quality on an FAQ and labelled queries")
-    p.add_argument("--faq", required=True)
-    p.add_argument("--queries", required=True)
-    p.add_argument("--k", type=int, default=10)
+    ev = _command(sub, "eval", help="evaluation commands (see EVAL.md)").add_subparsers(
+        dest="eval_cmd", required=True, metavar="ACTION", help="one of:"
+    )
+    p = _command(ev, "retrieval", help="retrieval and abstention quality on an FAQ and labelled queries")
+    p.add_argument("--faq", required=True, help="the FAQ file to ingest into a scratch knowledge base")
+    p.add_argument("--queries", required=True, help='JSONL of {"query", "relevant": [FAQ ids]}')
+    p.add_argument("--k", type=int, default=10, help="how many results to score per query (default: 10)")
     p.add_argument(
         "--baseline",
         action="store_true",
         help='also score plain MiniLM + exact FAISS over the FAQ questions (a "baseline" field, same keys)',
     )
     p.set_defaults(func=cmd_eval_retrieval)
-    p = ev.add_parser("answers", help="whole answers through the chat turn with the configured model")
-    p.add_argument("--faq", required=True)
-    p.add_argument("--queries", required=True)
+    p = _command(ev, "answers", help="whole answers through the chat turn with the configured model")
+    p.add_argument("--faq", required=True, help="the FAQ file to ingest into a scratch knowledge base")
+    p.add_argument("--queries", required=True, help='JSONL of {"query", "relevant": [FAQ ids]}')
     p.add_argument("--limit", type=int, default=None, help="ask a seeded sample of this many queries")
     p.add_argument("--seed", type=int, default=0, help="the sample's seed")
     p.add_argument(
         "--dialogues", default=None, help='JSONL of {"turns": [..], "relevant": [..]}; each last answer is judged'
     )
     p.set_defaults(func=cmd_eval_answers)
-    p = ev.add_parser("safety", help="input-guard detection and false-positive rates on labelled messages")
-    p.add_argument("--messages", required=True)
+    p = _command(ev, "safety", help="input-guard detection and false-positive rates on labelled messages")
+    p.add_argument("--messages", required=True, help='JSONL of {"text", "label": "attack" | "benign"}')
     p.set_defaults(func=cmd_eval_safety)
     return parser
 

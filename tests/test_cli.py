@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -54,3 +55,83 @@ def test_eval_commands_name_a_missing_file(tmp_path, capsys):
     assert "none.jsonl" in capsys.readouterr().err
     assert main(["eval", "retrieval", "--faq", str(tmp_path / "f.csv"), "--queries", str(tmp_path / "q.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def _command_paths(parser, prefix=()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of the parser, as the words that reach it."""
+    import argparse
+
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                paths += _command_paths(child, (*prefix, name))
+    return paths
+
+
+def _undescribed(help_text: str) -> list[str]:
+    """The entries under "positional arguments:" and "options:" that have no description beside or below them."""
+    import re
+
+    missing, in_section = [], False
+    lines = help_text.splitlines()
+    for i, line in enumerate(lines):
+        if line.endswith(":") and not line.startswith(" "):
+            in_section = line in ("positional arguments:", "options:", "optional arguments:")
+            continue
+        # Entries sit at an indent of 2 (options) or 4 (subcommands); argparse puts descriptions further right.
+        if not in_section or not re.match(r"^ {2,4}\S", line):
+            continue
+        beside = re.match(r"^ +\S.*? {2,}\S", line)
+        below = i + 1 < len(lines) and re.match(r"^ {8,}\S", lines[i + 1])
+        if not (beside or below):
+            missing.append(line.strip())
+    return missing
+
+
+def test_every_command_and_option_has_a_description(capsys, monkeypatch):
+    import pytest
+
+    from support_bot.cli import build_parser
+
+    # A fixed width, so the check reads the same help layout on every terminal.
+    monkeypatch.setenv("COLUMNS", "100")
+    paths = _command_paths(build_parser())
+    assert ("serve",) in paths and ("users", "reset-password") in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as exit_:
+            main([*path, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert _undescribed(out) == [], path
+        if path:
+            # The command's own help opens with what it does, not only its options.
+            assert out.split("\n\n")[1].strip(), path
+
+
+def test_make_run_passes_port_and_data_dir_through():
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("needs make")
+    root = Path(__file__).resolve().parent.parent
+
+    def dry_run(*variables: str) -> list[str]:
+        # -o install: print the run recipe without (re)installing the virtualenv. Without the caller's PORT,
+        # DATA_DIR or a parent make's flags, so "no variables" means none.
+        env = {k: v for k, v in os.environ.items() if k not in ("PORT", "DATA_DIR", "MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        res = subprocess.run(
+            [make, "-n", "-o", "install", "run", *variables], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stderr
+        return [line for line in res.stdout.splitlines() if "support-bot" in line]
+
+    assert dry_run() == [".venv/bin/support-bot models pull", ".venv/bin/support-bot serve --seed"]
+    assert dry_run("PORT=8080", "DATA_DIR=/srv/sb data") == [
+        "SUPPORT_BOT_DATA_DIR='/srv/sb data' .venv/bin/support-bot models pull",
+        "SUPPORT_BOT_DATA_DIR='/srv/sb data' .venv/bin/support-bot serve --seed --port 8080",
+    ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -23,6 +23,7 @@ from web.errors import http_status
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
+FAVICON = HERE / "static" / "favicon.svg"
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -145,4 +146,10 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
 
     observability.install(app, settings)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def _favicon():
+        # Browsers ask for /favicon.ico on their own (the pages link the SVG too); answer rather than log a 404.
+        return FileResponse(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
     return app

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher, Type
@@ -24,6 +26,8 @@ from support_bot.models import ConsoleSession, User, utcnow
 
 ROLES = ("agent", "ops", "admin")
 FIRST_ADMIN = "admin"
+# Where the first admin's one-time password also waits, for operators who started the server without a terminal.
+FIRST_ADMIN_PASSWORD_FILE = "admin-password.txt"
 # The one message for every failed login, so the answer never tells whether a username exists.
 LOGIN_FAILED = "wrong username or password"
 MAX_PASSWORD_CHARS = 1024
@@ -324,6 +328,9 @@ def authenticate(
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now
+    if user.username == FIRST_ADMIN:
+        # The admin is in, so the password file has done its job; a clear-text password should not outlive that.
+        discard_first_admin_password(settings)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     return user
@@ -441,4 +448,35 @@ def ensure_first_admin(settings: Settings) -> str | None:
     except (IntegrityError, Conflict):
         # Another process created it between our check and insert; that process shows the password.
         return None
+    _write_first_admin_password(settings, password)
     return password
+
+
+def first_admin_password_path(settings: Settings) -> Path:
+    """Where the first admin's one-time password is kept until the admin's first login."""
+    return (settings.data_dir / FIRST_ADMIN_PASSWORD_FILE).resolve()
+
+
+def _write_first_admin_password(settings: Settings, password: str) -> None:
+    path = first_admin_password_path(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A stale file from an earlier database goes first, so O_EXCL can create ours with owner-only rights from
+        # the start: there is no moment when another user could open it.
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f"{password}\n")
+    except OSError:
+        # A read-only data dir or a full disk must not stop the first start; stdout still has the password, and
+        # a half-written file must not pass for the real one.
+        discard_first_admin_password(settings)
+
+
+def discard_first_admin_password(settings: Settings) -> None:
+    """Delete the first admin's password file, if it is still there."""
+    try:
+        first_admin_password_path(settings).unlink(missing_ok=True)
+    except OSError:
+        # Failing to delete must not fail the login; the next login of the admin tries again.
+        pass

@@ -73,6 +73,18 @@ def test_ops_uploads_files_at_once_watches_the_jobs_and_asks_the_knowledge_base(
     assert broken.get_attribute("data-status") == "failed"
     assert "broken-manual.pdf: the PDF is truncated or damaged" in broken.locator("td.job-error").inner_text()
 
+    # A later upload that is refused outright: its error replaces the earlier "uploaded" notice, not joins it.
+    page.set_input_files("#upload-files", [
+        {"name": "notes.exe", "mimeType": "application/octet-stream", "buffer": b"MZ not knowledge"},
+    ])
+    with page.expect_response(lambda r: r.url.endswith("/api/knowledge/uploads")) as refused:
+        page.click("#upload-submit")
+    assert refused.value.status == 422, refused.value.text()
+    error = page.locator("#kb-error")
+    error.wait_for(state="visible", timeout=LIVE)
+    assert refused.value.json()["detail"] in error.inner_text()
+    assert page.locator("#kb-notice").is_hidden() and page.locator("#kb-notice").inner_text() == ""
+
     # The sources list, redrawn when the jobs finished, shows both with their entry counts as the API has them.
     api_sources = {s["name"]: s for s in page.request.get(server.url + "/api/knowledge/sources").json()["sources"]}
     assert api_sources["gift-cards"]["entries"] == 3 and api_sources["scooter-manual"]["entries"] == 2

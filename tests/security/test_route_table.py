@@ -136,6 +136,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/readyz"): Row(public(200)),
     ("GET", "/"): Row(public(200)),
     ("GET", "/widget.js"): Row(public(200)),
+    ("GET", "/favicon.ico"): Row(public(200)),
     ("GET", "/api/widget/config"): Row(public(200)),
     # The schema names routes, never data; the console's own checks guard what the routes do.
     ("GET", "/openapi.json"): Row(public(200)),

@@ -608,3 +608,19 @@ def test_ops_or_admin_token_accepts_a_console_login_or_the_admin_token(console_s
                 assert client.post("/api/probe/knowledge", headers={"X-CSRF-Token": "x"}).status_code == 403
             # A wrong token is refused even next to a valid console session.
             assert client.get("/api/probe/knowledge", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_login_page_points_to_the_first_admin_password_file_until_the_admin_logs_in(web, console_settings):
+    assert "first-admin-hint" not in page(web.get("/console/login")).by_id
+    one_time = auth.ensure_first_admin(console_settings)
+    saved = auth.first_admin_password_path(console_settings)
+    html = page(web.get("/console/login"))
+    assert html.text("first-admin-password-file") == str(saved)
+    failed = web.post("/console/login", data={"username": "admin", "password": "not-it"})
+    assert failed.status_code == 401 and page(failed).text("first-admin-password-file") == str(saved)
+    assert one_time not in web.get("/console/login").text and one_time not in failed.text
+    assert web.post("/console/login", data={"username": "admin", "password": one_time}).status_code == 303
+    assert not saved.exists()
+    web.cookies.clear()
+    res = web.get("/console/login")
+    assert "first-admin-hint" not in page(res).by_id and str(saved) not in res.text

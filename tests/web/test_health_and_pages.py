@@ -58,3 +58,28 @@ def test_demo_page_has_a_chat_panel(client):
     assert {"chat", "chat-log", "chat-form", "chat-input", "chat-send"} <= page.ids
     assert any(src.endswith("/static/chat.js") for src in page.scripts)
     assert client.get("/static/chat.js").status_code == 200
+
+
+class _Icons(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.icons: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "link" and attrs.get("rel") == "icon":
+            self.icons.append(attrs["href"])
+
+
+def test_favicon_is_served_and_every_kind_of_page_links_it(client):
+    res = client.get("/favicon.ico")
+    assert res.status_code == 200 and res.headers["content-type"] == "image/svg+xml"
+    assert res.content.startswith(b"<svg") and b"</svg>" in res.content
+    # The demo page (base.html) and the console's login page (console/_base.html) cover both base templates.
+    for path in ("/", "/console/login"):
+        page = _Icons()
+        page.feed(client.get(path).text)
+        assert len(page.icons) == 1, path
+        linked = client.get(page.icons[0])
+        assert linked.status_code == 200 and linked.headers["content-type"].startswith("image/svg+xml")
+        assert linked.content == res.content

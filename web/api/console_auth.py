@@ -87,13 +87,22 @@ def read_console_home(login: OptionalLogin):
     return _redirect(_home(login.user) if login is not None else "/console/login")
 
 
+def _login_form(settings, **context) -> dict:
+    """The login page's context, with where the first admin's password waits while that file exists."""
+    saved = auth.first_admin_password_path(settings)
+    # Only the path: the page is public, and the file is for whoever can read the server's disk.
+    return {**context, "password_file": str(saved) if saved.is_file() else None}
+
+
 @public_router.get("/console/login")
-def read_login_page(request: Request, login: OptionalLogin, next_url: str = Query("", alias="next")):
+def read_login_page(
+    request: Request, login: OptionalLogin, settings: SettingsDep, next_url: str = Query("", alias="next")
+):
     """The login form."""
     if login is not None:
         home = _home(login.user)
         return _redirect(home if login.user.must_change_password else safe_next(next_url, home))
-    return console_page(request, "console/login.html", {"next": safe_next(next_url, "")})
+    return console_page(request, "console/login.html", _login_form(settings, next=safe_next(next_url, "")))
 
 
 @public_router.post("/console/login")
@@ -109,7 +118,7 @@ def login_with_form(
     result = _login(request, session, settings, username, password)
     if result is None:
         request.state.console_login = None
-        context = {"error": auth.LOGIN_FAILED, "username": username, "next": safe_next(next_url, "")}
+        context = _login_form(settings, error=auth.LOGIN_FAILED, username=username, next=safe_next(next_url, ""))
         return console_page(request, "console/login.html", context, status_code=401)
     token, login = result
     target = ACCOUNT_PATH if login.user.must_change_password else safe_next(next_url, _home(login.user))

@@ -10,8 +10,10 @@
   const FAST_POLL_MS = 1000;
   const IDLE_POLL_MS = 5000;
 
-  const showError = (message) => say("kb-error", message);
-  const showNotice = (message) => say("kb-notice", message);
+  // One outcome line: each message replaces the last, so an old "1 file uploaded." never sits beside a later
+  // refusal (or an old error beside a later success). An empty error clears both before a new action.
+  const showError = (message) => { say("kb-notice", ""); say("kb-error", message); };
+  const showNotice = (message) => { say("kb-error", ""); say("kb-notice", message); };
 
   const utc = (iso) => (iso ? String(iso).slice(0, 19).replace("T", " ") : "");
   // Same shape as Jinja's urlencode in the templates: a source name may hold "/", which the route accepts.

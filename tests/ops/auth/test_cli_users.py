@@ -148,3 +148,14 @@ def test_users_commands_refuse_default_secrets_in_production(monkeypatch, capsys
     get_settings.cache_clear()
     assert main(["users", "list"]) == 2
     assert "SUPPORT_BOT_SECRET_KEY" in capsys.readouterr().err
+
+
+def test_first_migrate_says_where_the_password_file_is(capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    assert main(["migrate"]) == 0
+    out, err = capsys.readouterr()
+    password, saved = one_time_password(out), auth.first_admin_password_path(get_settings())
+    assert f"It is also in {saved} (readable only by you)" in out and str(saved) not in err
+    assert saved.read_text(encoding="utf-8").strip() == password
+    assert all(password not in record.getMessage() for record in caplog.records)
+    assert can_log_in("admin", password) and not saved.exists()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 from sqlalchemy import select
 
@@ -169,3 +172,50 @@ def test_no_first_admin_when_users_exist(db):
     assert auth.ensure_first_admin(db) is None
     with session_scope(db) as session:
         assert session.scalars(select(User.username)).all() == ["dana"]
+
+
+def test_first_admin_password_waits_in_an_owner_only_file_until_the_first_login(db):
+    path = auth.first_admin_password_path(db)
+    assert path == (db.data_dir / "admin-password.txt").resolve() and not path.exists()
+    password = auth.ensure_first_admin(db)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text(encoding="utf-8").strip() == password
+    with session_scope(db) as session:
+        # A wrong password is no login: the file stays for the admin to read.
+        assert auth.authenticate(session, settings=db, username="admin", password="not-it") is None
+        assert path.exists()
+        assert auth.authenticate(session, settings=db, username="admin", password=password) is not None
+    assert not path.exists()
+    # Logging in again (the file long gone) is no error.
+    with session_scope(db) as session:
+        assert auth.authenticate(session, settings=db, username="admin", password=password) is not None
+
+
+def test_first_admin_file_is_created_owner_only_even_under_a_lax_umask(db):
+    stale = auth.first_admin_password_path(db)
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("an old password\n", encoding="utf-8")
+    stale.chmod(0o644)
+    old_umask = os.umask(0)
+    try:
+        password = auth.ensure_first_admin(db)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(stale.stat().st_mode) == 0o600 and stale.read_text(encoding="utf-8") == f"{password}\n"
+
+
+def test_other_users_logins_leave_the_first_admin_file(db):
+    auth.ensure_first_admin(db)
+    add_user(db, "dana")
+    with session_scope(db) as session:
+        assert auth.authenticate(session, settings=db, username="dana", password=PASSWORD) is not None
+    assert auth.first_admin_password_path(db).exists()
+
+
+def test_an_unwritable_data_dir_still_creates_the_first_admin(db, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise PermissionError("read-only data dir")
+
+    monkeypatch.setattr(auth.os, "open", refuse)
+    assert auth.ensure_first_admin(db)
+    assert not auth.first_admin_password_path(db).exists()
