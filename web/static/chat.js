@@ -143,23 +143,43 @@
     li.appendChild(list);
   }
 
-  // A reply that declined offers help-center questions the customer may have meant: one button each asks it.
+  // A reply that declined offers help-center questions the customer may have meant: one button each asks it. The
+  // reply's text lists them too ("- question" lines, kept as the server wrote them): those lines give way to the
+  // buttons, where they stood, so each question is shown once.
   function showRelated(li, related) {
     if (!related || !related.length) return;
-    const box = document.createElement("div");
-    box.className = "msg-related";
-    box.setAttribute("role", "group");
-    box.setAttribute("aria-label", "Related questions");
-    for (const r of related) {
+    const body = li.querySelector(".msg-text");
+    const left = new Map(related.map((r) => [r.question.trim(), r]));
+    const list = document.createElement("ul");
+    list.className = "msg-related";
+    list.setAttribute("aria-label", "Related questions");
+    const add = (r) => {
+      const item = document.createElement("li");
       const b = document.createElement("button");
       b.type = "button";
       b.className = "ask";
       b.dataset.entryId = r.entry_id || "";
       b.textContent = r.question;
-      b.addEventListener("click", () => { if (!send.disabled) ask(r.question); });
-      box.appendChild(b);
+      b.addEventListener("click", () => { if (!send.disabled) { input.focus(); ask(r.question); } });
+      item.appendChild(b);
+      list.appendChild(item);
+    };
+    const kept = [];
+    let at = -1;
+    for (const line of body.textContent.split("\n")) {
+      const m = /^\s*[-*]\s+(.+)$/.exec(line);
+      const r = m && left.get(m[1].trim());
+      if (!r) { kept.push(line); continue; }
+      left.delete(m[1].trim());
+      add(r);
+      if (at < 0) at = kept.length;
     }
-    li.appendChild(box);
+    // A question the text does not list still gets its button, after the text.
+    for (const r of left.values()) add(r);
+    if (at < 0) at = kept.length;
+    const before = kept.slice(0, at).join("\n").replace(/\s+$/, "");
+    const after = kept.slice(at).join("\n").replace(/^\s+/, "");
+    body.replaceChildren(document.createTextNode(before), list, document.createTextNode(after));
   }
 
   function showMessage(m) {
@@ -205,8 +225,10 @@
     }
   }
 
+  // The text box stays enabled (and focused) during an answer, so the next question can be typed meanwhile; the
+  // disabled Send button is what holds it back (see the submit handler).
   function busy(on) {
-    send.disabled = on; stopBtn.hidden = !on; input.disabled = on;
+    send.disabled = on; stopBtn.hidden = !on;
     status.textContent = on ? (ACTIVE.has(state.status) ? "Sending…" : "Answering…") : "";
   }
 
@@ -433,9 +455,13 @@
 
   form.addEventListener("submit", (e) => {
     e.preventDefault();
+    // Enter while an answer streams keeps the text for later: one question at a time.
+    if (send.disabled) return;
     const text = input.value.trim();
     if (!text) return;
     input.value = "";
+    // A click on Send leaves the focus on that button, which is disabled at once: the focus would drop to the page.
+    input.focus();
     if (sentTyping) { clearTimeout(typingIdle); sentTyping = 0; sendTyping(false); }
     ask(text);
   });

@@ -89,6 +89,8 @@ svg{width:20px;height:20px;display:block;flex:none}
 .btn{justify-self:start;border:0;border-radius:8px;padding:7px 14px;background:var(--p);color:var(--on);font-weight:600}
 .actions{display:flex;flex-wrap:wrap;gap:8px;padding:8px 12px 0;background:#fff}
 .ask{border:0;background:none;padding:0;color:var(--p);text-decoration:underline;cursor:pointer;font:inherit;text-align:left}
+.text ul.related{list-style:none;padding-left:0}
+.related li{margin:0 0 .35em}
 .chip{border:1px solid var(--p);border-radius:999px;padding:4px 12px;background:#fff;color:var(--p);font-size:13px}
 .composer{display:flex;align-items:flex-end;gap:8px;padding:8px 12px 12px;background:#fff}
 .composer textarea{flex:1;min-height:42px;max-height:120px;resize:none;border:1px solid #cdd3da;border-radius:10px;
@@ -468,7 +470,15 @@ svg{width:20px;height:20px;display:block;flex:none}
     log.appendChild(el("li", { class: "notice", "data-role": "notice" }, text));
     scrollDown();
   }
-  function scrollDown() { log.scrollTop = log.scrollHeight; }
+  // The log keeps to its newest message while the customer has not scrolled up: after the history is drawn, a banner,
+  // the offline or rating form or the panel being shown again changes its height, and no scrollDown() follows that.
+  // The scroll event of our own scrollDown() arrives after such a change and would read as "scrolled up": skipped.
+  let pinned = true, ownTop = -1;
+  function scrollDown() { log.scrollTop = log.scrollHeight; ownTop = log.scrollTop; pinned = true; }
+  log.addEventListener("scroll", () => {
+    if (Math.abs(log.scrollTop - ownTop) > 1) pinned = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+  });
+  if (window.ResizeObserver) new ResizeObserver(() => { if (pinned) scrollDown(); }).observe(log);
   function showSources(li, cites) {
     const old = li.querySelector(".sources");
     if (old) old.remove();
@@ -484,7 +494,9 @@ svg{width:20px;height:20px;display:block;flex:none}
     }
     li.insertBefore(list, li.querySelector(".fb"));
   }
-  // A reply that declined lists help-center questions the customer may have meant: each becomes a button that asks it.
+  // A reply that declined lists help-center questions the customer may have meant: each list item becomes, where it
+  // stands, a button that asks it. The text the bubble shows stays the same (no bullet, no second copy of the list),
+  // and the list drops its bullets so that the questions line up with the reply's text.
   function showRelated(li, related) {
     if (!related || !related.length) return;
     const items = Array.from(li.querySelectorAll(".text li"));
@@ -492,8 +504,15 @@ svg{width:20px;height:20px;display:block;flex:none}
       const item = items.find((x) => !x.querySelector("button") && x.textContent.trim() === r.question);
       if (!item) continue;
       const b = el("button", { type: "button", class: "ask", "data-entry-id": r.entry_id || "" }, r.question);
-      b.addEventListener("click", () => { if (!busy) ask(r.question); });
+      b.addEventListener("click", () => {
+        if (busy) return;
+        // The bubble holding this button is drawn anew once the answer is in: the focus waits in the text box.
+        input.focus();
+        ask(r.question);
+      });
       item.replaceChildren(b);
+      item.parentNode.classList.add("related");
+      item.parentNode.setAttribute("aria-label", "Related questions");
     }
   }
   function showFeedback(li) {
@@ -520,12 +539,19 @@ svg{width:20px;height:20px;display:block;flex:none}
     return li;
   }
   function renderAll(messages) {
+    // The stored conversation is drawn again after each answer: a keyboard user on a control of a message (a related
+    // question, a thumb) must not lose the focus to the page. The same control of the same message takes it back.
+    const had = shadow.activeElement, li = had && had !== log && log.contains(had) && had.closest("li[data-id]");
+    const at = li ? { id: li.dataset.id, n: Array.from(li.querySelectorAll("button,a")).indexOf(had) } : null;
     known = new Set();
     log.replaceChildren();
     const greeting = ds.greeting || cfg.greeting;
     if (greeting) bubble("bot greeting", { text: greeting }).dataset.role = "greeting";
     for (const m of messages) showMessage(m);
     scrollDown();
+    const again = at && Array.from(log.querySelectorAll("li[data-id]")).find((x) => x.dataset.id === at.id);
+    const control = again && again.querySelectorAll("button,a")[at.n];
+    if (control) control.focus({ preventScroll: true });
   }
 
   // --- live region: streamed text is announced a sentence at a time, not per token ---------------------------------
@@ -668,7 +694,7 @@ svg{width:20px;height:20px;display:block;flex:none}
       note("");
       fail("We couldn't reach the chat, so your message may not have been answered.");
       const retry = el("button", { class: "chip", type: "button" }, "Try again");
-      retry.addEventListener("click", () => { li.remove(); turn(pending, null); });
+      retry.addEventListener("click", () => { li.remove(); input.focus(); turn(pending, null); });
       li.appendChild(retry);
       return; // pending stays stored: a reload tries again too
     }
@@ -861,6 +887,9 @@ svg{width:20px;height:20px;display:block;flex:none}
     if (!text || busy) return;
     input.value = "";
     autosize();
+    // A click on Send leaves the focus on that button, which hides while the answer streams: the focus would drop to
+    // the page, and typing or Escape would reach nothing. The text box keeps it, for a click as for Enter.
+    input.focus();
     if (typingSent) { clearTimeout(typingIdle); typingSent = 0; sendTyping(false); }
     ask(text);
   });
