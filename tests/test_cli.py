@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from support_bot.cli import main
+import pytest
+
+from support_bot.cli import build_parser, main
 
 
 def test_ingest_of_a_bad_file_names_the_problem(tmp_path, capsys):
@@ -59,8 +65,6 @@ def test_eval_commands_name_a_missing_file(tmp_path, capsys):
 
 def _command_paths(parser, prefix=()) -> list[tuple[str, ...]]:
     """Every command and subcommand of the parser, as the words that reach it."""
-    import argparse
-
     paths = [prefix]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -71,7 +75,6 @@ def _command_paths(parser, prefix=()) -> list[tuple[str, ...]]:
 
 def _undescribed(help_text: str) -> list[str]:
     """The entries under "positional arguments:" and "options:" that have no description beside or below them."""
-    import re
 
     missing, in_section = [], False
     lines = help_text.splitlines()
@@ -90,10 +93,6 @@ def _undescribed(help_text: str) -> list[str]:
 
 
 def test_every_command_and_option_has_a_description(capsys, monkeypatch):
-    import pytest
-
-    from support_bot.cli import build_parser
-
     # A fixed width, so the check reads the same help layout on every terminal.
     monkeypatch.setenv("COLUMNS", "100")
     paths = _command_paths(build_parser())
@@ -110,11 +109,6 @@ def test_every_command_and_option_has_a_description(capsys, monkeypatch):
 
 
 def test_make_run_passes_port_and_data_dir_through():
-    import shutil
-    from pathlib import Path
-
-    import pytest
-
     make = shutil.which("make")
     if make is None:
         pytest.skip("needs make")

@@ -1,17 +1,13 @@
-"""The ground step: is a generated answer supported by its sources? Sentence by sentence, numbers verbatim; what
-is kept is cited."""
+"""The grounding rules: is a sentence of a generated answer supported by one of its sources (numbers verbatim, no
+word brought in from elsewhere)? verify.py applies them as the answer streams."""
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from support_bot.core.config import Settings
 from support_bot.llm.prompt import CITATION_RE
-
-log = logging.getLogger(__name__)
 
 _WORD_RE = re.compile(r"[a-z0-9]+(?:[.,:][0-9]+)*")
 # Sentence ends are punctuation followed by space (so "$14.95" stays whole) and line breaks.
@@ -165,7 +161,7 @@ def ground_answer(
     answer: str, sources: list[str], *, min_support: float, min_words: int = 2, question: str = ""
 ) -> Grounded:
     """Keep the sentences one source supports (figures verbatim), drop repeats and the rest, and cite them: the
-    whole-answer form of SentenceJudge, for callers that have the finished answer (the console's tester)."""
+    rules of SentenceJudge over a finished answer at once (the chat turn applies them a sentence at a time)."""
     judge = SentenceJudge(sources, min_support=min_support, min_words=min_words, question=question)
     dropped: list[str] = []
     for sentence in split_sentences(answer):
@@ -181,25 +177,6 @@ def ground_answer(
         return Grounded(text="", used=[], dropped=dropped)
     text = " ".join(judge.kept)
     return Grounded(text=f"{text} {''.join(f'[{n}]' for n in judge.used)}", used=judge.used, dropped=dropped)
-
-
-def ground(settings: Settings, answer: str, hits: list[Any], *, question: str = "") -> tuple[str, list[dict[str, Any]]]:
-    """Keep what the sources support, cited; fall back to the top source's own answer when nothing is."""
-    grounded = ground_answer(
-        answer, [h.text for h in hits], min_support=settings.retrieval.min_support, question=question
-    )
-    scores = [getattr(h, "score", None) for h in hits]
-    off_question = bool(grounded.text) and None not in scores and (
-        max(scores[n - 1] for n in grounded.used) < scores[0] - settings.retrieval.max_source_gap
-    )
-    if off_question:
-        log.info("an answer rested only on sources well below the best match; showing the best match")
-    if not grounded.text or off_question:
-        top = hits[0]
-        return f"{(top.answer or top.text).strip()} [1]", [citation(1, top)]
-    if grounded.dropped:
-        log.info("dropped %d unsupported sentence(s) from an answer", len(grounded.dropped))
-    return grounded.text, [citation(n, hits[n - 1]) for n in grounded.used]
 
 
 def citation(n: int, hit: Any) -> dict[str, Any]:

@@ -213,8 +213,8 @@ def preview_answer(assistant: Assistant, question: str, *, k: int | None = None)
     if verifier.events:
         category, reason, _text = verifier.events[0]
         preview.output_guard = {"category": category, "reason": reason}
-    _ending, citations, quoted = verifier.ending()
-    preview.raw_answer, preview.reply, preview.citations = raw, verifier.text, citations
+    ending, citations, quoted = verifier.ending()
+    preview.raw_answer, preview.reply, preview.citations = raw, " ".join(verifier.shown) + ending, citations
     preview.quoted, preview.stopped = quoted, verifier.stopped
     return preview
 

@@ -96,10 +96,11 @@ class AnswerVerifier:
 
     def __post_init__(self) -> None:
         cfg = self.settings.retrieval
-        self.judge = SentenceJudge(entry_texts(self.hits), min_support=cfg.min_support, question=self.question)
+        entries = entry_texts(self.hits)
+        self.judge = SentenceJudge(entries, min_support=cfg.min_support, question=self.question)
         # The guard reads chunks and whole entries apart: chunks are cut out of the prompt before the leak check.
         self._guard_sources = [h.text for h in self.hits] + [
-            t for h, t in zip(self.hits, entry_texts(self.hits), strict=True) if t != h.text
+            t for h, t in zip(self.hits, entries, strict=True) if t != h.text
         ]
         self._scores = [getattr(h, "score", None) for h in self.hits]
         self.raw = ""
@@ -138,9 +139,7 @@ class AnswerVerifier:
         if verdict == "drop":
             return self._stop("a sentence no source supports")
         scores = [self._scores[n - 1] for n in sources]
-        if None not in scores and None not in self._scores[:1] and (
-            max(scores) < self._scores[0] - self.settings.retrieval.max_source_gap
-        ):
+        if None not in self._scores and max(scores) < self._scores[0] - self.settings.retrieval.max_source_gap:
             # Resting only on a source far below the best match: most likely the answer to another question.
             return self._stop("a sentence resting on a source far below the best match")
         if self._safety:
@@ -206,6 +205,7 @@ def verified_answer(
 
     settings, memory = turn.settings, turn.memory
     canary = make_canary()
+    verifier: AnswerVerifier | None = None
     try:
         model = engine()
         messages = build_prompt(
@@ -213,37 +213,28 @@ def verified_answer(
             complete_turns=memory.complete_turns, customer_notes=memory.customer_notes, caution=turn.caution,
             canary=canary,
         )
-    except SupportBotError as exc:
-        log.warning("generation failed: %s", exc.detail)
-        yield from model_failure_reply(turn, exc.detail)
-        return
-    except Exception as exc:
-        log.exception("generation failed")
-        yield from model_failure_reply(turn, f"{type(exc).__name__}: {exc}")
-        return
-    verifier = AnswerVerifier(
-        settings, hits, guards if settings.safety.enabled else None, question=turn.question.text,
-        customer_texts=turn.customer_texts(), system_prompt=messages[0].content, canary=canary,
-    )
-    try:
+        verifier = AnswerVerifier(
+            settings, hits, guards if settings.safety.enabled else None, question=turn.question.text,
+            customer_texts=turn.customer_texts(), system_prompt=messages[0].content, canary=canary,
+        )
         yield from _stream_verified(turn, model, messages, verifier)
-    except SupportBotError as exc:
-        # A dead, failing or silent model: the customer hears so at once and gets a person, never a hang.
-        log.warning("generation failed: %s", exc.detail)
-        if not verifier.shown:
-            _record(turn, verifier)
-            yield from model_failure_reply(turn, exc.detail)
-            return
     except Exception as exc:
-        log.exception("generation failed")
-        if not verifier.shown:
-            _record(turn, verifier)
-            yield from model_failure_reply(turn, f"{type(exc).__name__}: {exc}")
+        # A dead, failing or silent model: the customer hears so at once and gets a person, never a hang. What was
+        # already verified and shown stands as the answer.
+        if isinstance(exc, SupportBotError):
+            log.warning("generation failed: %s", exc.detail)
+        else:
+            log.exception("generation failed")
+        if verifier is None or not verifier.shown:
+            if verifier is not None:
+                _record(turn, verifier)
+            detail = exc.detail if isinstance(exc, SupportBotError) else f"{type(exc).__name__}: {exc}"
+            yield from model_failure_reply(turn, detail)
             return
     _record(turn, verifier)
     ending, citations, quoted = verifier.ending()
     yield from _pieces(ending)
-    reply = store_reply(settings, turn.question, verifier.text, citations, abstained=False)
+    reply = store_reply(settings, turn.question, " ".join(verifier.shown) + ending, citations, abstained=False)
     yield TurnEvent("done", done_payload(reply))
     turn.summaries.refresh_later(turn.conversation_id)
     if quoted:
