@@ -6,9 +6,14 @@ import sys
 from collections.abc import Callable
 
 from celery import Celery
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
+from ingest.sweep import Sweeper
 from support_bot.core.config import Settings, get_settings
+from support_bot.core.db import get_engine
 from support_bot.core.errors import ConfigurationError
+
+TASK_NAME = "ingest.run_job"
 
 # After the soft limit the task gets this long to record its failure before the hard limit kills the process.
 HARD_LIMIT_GRACE_S = 60
@@ -60,8 +65,41 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def send_job(app: Celery, job_id: str, settings: Settings) -> None:
+    """Queue one ingest job. Nothing waits on Celery's result (the job row records the outcome), so none is asked
+    for: asking subscribes to the result store, which retries for half a minute when Redis is down."""
+    app.send_task(TASK_NAME, args=[job_id], queue=settings.ingest.queue, ignore_result=True)
+
+
 # The dispatch id of the worker's answer to Celery's setup_logging signal, so it is connected once.
 LOGGING_RECEIVER = "support_bot.core.logs"
+
+_sweepers: list[Sweeper] = []
+
+
+@worker_ready.connect(weak=False, dispatch_uid="ingest.sweep.start")
+def start_sweeper(sender=None, **_kw) -> None:
+    """Each worker's main process sweeps for jobs that lost their worker or never reached the broker (ingest.sweep),
+    the first time at once: jobs uploaded while the broker was down wait for a worker to come up."""
+    settings = get_settings()
+    app = sender.app
+
+    sweeper = Sweeper(settings, lambda job_id: send_job(app, job_id, settings), first_after_s=0)
+    sweeper.start()
+    _sweepers.append(sweeper)
+
+
+@worker_shutdown.connect(weak=False, dispatch_uid="ingest.sweep.stop")
+def stop_sweepers(**_kw) -> None:
+    while _sweepers:
+        _sweepers.pop().stop()
+
+
+@worker_process_init.connect(weak=False, dispatch_uid="ingest.fork.connections")
+def drop_inherited_connections(**_kw) -> None:
+    # A pool process is forked from the main one, whose sweeper (and hard time limit handler) uses the database:
+    # it must open connections of its own, and leave the parent's alone (close=False: they stay open for the parent).
+    get_engine(get_settings()).dispose(close=False)
 
 
 def run_worker(*, loglevel: str, concurrency: int, configure_logging: Callable[[], None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
+from ingest.celery_app import TASK_NAME
 from ingest.pipeline import TRANSIENT_ERRORS, fail_timed_out_job, run_job
 from support_bot.core.config import get_settings
 
@@ -21,7 +22,7 @@ class IngestTask(Task):
 
 
 @shared_task(
-    name="ingest.run_job",
+    name=TASK_NAME,
     base=IngestTask,
     bind=True,
     autoretry_for=TRANSIENT_ERRORS,

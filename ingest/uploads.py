@@ -9,6 +9,7 @@ import unicodedata
 import uuid
 from pathlib import Path, PurePath
 
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -55,8 +56,41 @@ def source_name_for(filename: str) -> str:
     return (PurePath(filename).stem.strip() or filename)[:_MAX_NAME_CHARS]
 
 
+def lock_upload(session: Session, sha256: str) -> None:
+    """Hold, until the session's transaction ends, the lock on the stored file of this content.
+
+    Storing an upload and removing a finished job's file both take it, so a removal never decides on a count of the
+    jobs that need the file while an upload of the same bytes that relies on it is not yet committed.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        # A transaction-scoped advisory lock keyed by the content hash (its first 63 bits).
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(sha256[:16], 16) >> 1})
+    else:
+        # SQLite has one write lock for the whole database; a write that changes nothing takes it.
+        session.execute(update(IngestJob).where(IngestJob.sha256 == sha256).values(sha256=IngestJob.sha256))
+
+
+def discard_upload(session: Session, path: str, sha256: str) -> bool:
+    """Remove a stored upload that no unfinished (or failed, re-runnable) job needs -> whether it was removed.
+
+    Decided and done under the file's lock, so an upload of the same content committing meanwhile keeps it.
+    """
+    lock_upload(session, sha256)
+    pending = session.scalar(
+        select(func.count())
+        .select_from(IngestJob)
+        .where(IngestJob.path == path, IngestJob.status.in_(("queued", "running", "failed")))
+    )
+    if pending:
+        return False
+    Path(path).unlink(missing_ok=True)
+    return True
+
+
 def _store_upload(settings: Settings, sha256: str, ext: str, data: bytes) -> Path:
-    # Content-addressed: the user's file name never becomes a path, and identical uploads share one file.
+    # Content-addressed: the user's file name never becomes a path, and identical uploads share one file. The
+    # caller holds lock_upload, so the file seen here stays until its job row commits.
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     path = settings.uploads_dir / f"{sha256}{ext}"
     if not path.exists():
@@ -86,6 +120,7 @@ def create_job(*, session: Session, settings: Settings, source_name: str, filena
     _, ext = loader_for(name)
     entries = parse(name, data)
     sha256 = hashlib.sha256(data).hexdigest()
+    lock_upload(session, sha256)
     path = _store_upload(settings, sha256, ext, data)
     job = IngestJob(
         id=new_id(),

@@ -9,13 +9,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ingest.sweep import Sweeper, mark_dispatched
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.models import IngestJob
 
 log = logging.getLogger(__name__)
-
-TASK_NAME = "ingest.run_job"
 
 _celery_apps: dict[tuple, Any] = {}
 _celery_lock = threading.Lock()
@@ -34,18 +33,23 @@ class InProcessWorker:
         self._queued: set[str] = set()
         self._retry_timers: dict[str, threading.Timer] = {}
         self._stopping = threading.Event()
+        self._sweeper: Sweeper | None = None
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, settings: Settings) -> None:
-        """Start the thread if needed and queue the jobs this database left unfinished (e.g. before a restart)."""
+        """Start the thread if needed and queue the jobs this database left unfinished (e.g. before a restart); from
+        then on it sweeps for jobs that lost their worker or never reached one (ingest.sweep)."""
         with self._lock:
             if not self.running:
                 self._stopping.clear()
                 self._thread = threading.Thread(target=self._loop, name="ingest-worker", daemon=True)
                 self._thread.start()
+            if self._sweeper is None:
+                self._sweeper = Sweeper(settings, lambda job_id: self.submit(job_id, settings))
+                self._sweeper.start()
         with session_scope(settings) as session:
             # A job left running was cut off when its process ended; running it again resumes its staged batches.
             left = session.scalars(
@@ -73,6 +77,9 @@ class InProcessWorker:
     def stop(self, timeout: float = 30.0) -> None:
         """Let the current job finish, then end the thread; jobs waiting for a retry stay queued in the database."""
         with self._lock:
+            if self._sweeper is not None:
+                self._sweeper.stop(timeout)
+                self._sweeper = None
             thread = self._thread
             if thread is None:
                 return
@@ -152,11 +159,32 @@ def _celery(settings: Settings):
         return app
 
 
-def submit_job(job_id: str, settings: Settings) -> None:
-    """Hand a committed job to Celery (when redis_url is set) or to the in-process worker thread."""
+def hand_over(job_id: str, settings: Settings) -> None:
+    """Queue a committed job with Celery (when redis_url is set) or the in-process worker; raises when the broker
+    does not take it."""
     if settings.redis_url:
-        _celery(settings).send_task(TASK_NAME, args=[job_id], queue=settings.ingest.queue)
+        from ingest.celery_app import send_job
+
+        send_job(_celery(settings), job_id, settings)
         return
     if not _worker.running:
         _worker.start(settings)
     _worker.submit(job_id, settings)
+
+
+def submit_job(job_id: str, settings: Settings) -> bool:
+    """Hand a committed job to a worker -> False when the broker did not take it.
+
+    The job then stays queued, and the workers' sweep hands it over once the broker is back: the upload is stored
+    and answered with its job either way.
+    """
+    try:
+        hand_over(job_id, settings)
+    except Exception as exc:  # noqa: BLE001 - the broker's client raises many kinds; the job is safe in the database
+        log.warning("ingest job %s stays queued until a worker's sweep hands it over: %s", job_id, exc)
+        return False
+    try:
+        mark_dispatched(job_id, settings)
+    except Exception as exc:  # noqa: BLE001 - unmarked, the sweep hands it over a second time, which is harmless
+        log.warning("ingest job %s: could not record that a worker took it: %s", job_id, exc)
+    return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -12,7 +11,6 @@ from sqlalchemy.orm import Session
 from support_bot.chat.service import Assistant
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
-from support_bot.core.errors import Unauthorized
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -48,11 +46,3 @@ def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str |
 
 
 TokenDep = Annotated[str | None, Depends(bearer_token)]
-
-
-def require_admin(settings: SettingsDep, token: TokenDep) -> None:
-    if not token or not hmac.compare_digest(token, settings.admin_token):
-        raise Unauthorized("a valid admin token is required (Authorization: Bearer <SUPPORT_BOT_ADMIN_TOKEN>)")
-
-
-AdminDep = Annotated[None, Depends(require_admin)]

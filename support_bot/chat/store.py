@@ -123,14 +123,19 @@ def _post_key(conversation_id: str, client_message_id: str) -> str:
 
 def wait_for_reply(settings: Settings, question: Message, abandoned: AbandonedAnswers) -> Message | None:
     """A re-post of a message still being answered waits for that answer (bounded by the model timeout)."""
+    # created_at is aware UTC (UtcDateTime), so its epoch seconds are right in any local time zone.
     created = question.created_at.timestamp() if question.created_at else 0.0
     deadline = created + settings.llm.timeout_s
     while True:
-        with session_scope(settings) as session:
-            reply = session.scalar(select(Message).where(Message.reply_to_id == question.id))
+        reply = _reply_to(settings, question)
         if reply is not None or time.time() >= deadline or abandoned.take_over(question):
             return reply
         time.sleep(0.2)
+
+
+def _reply_to(settings: Settings, question: Message) -> Message | None:
+    with session_scope(settings) as session:
+        return session.scalar(select(Message).where(Message.reply_to_id == question.id))
 
 
 def episode_status(settings: Settings, conversation_id: str) -> str | None:
@@ -150,7 +155,22 @@ def episode_status(settings: Settings, conversation_id: str) -> str | None:
 def store_reply(
     settings: Settings, question: Message, text: str, citations: list, *, abstained: bool, related: list | None = None
 ) -> Message:
-    """The store step: the bot's reply to `question`, counted for the abstain and too-many-turns triggers."""
+    """The store step: the bot's reply to `question`, counted for the abstain and too-many-turns triggers.
+
+    A question has one reply (unique reply_to_id): when another request stored one first, that one is returned.
+    """
+    try:
+        return _insert_reply(settings, question, text, citations, abstained=abstained, related=related)
+    except IntegrityError:
+        existing = _reply_to(settings, question)
+        if existing is None:
+            raise  # some other constraint (the conversation is gone)
+        return existing
+
+
+def _insert_reply(
+    settings: Settings, question: Message, text: str, citations: list, *, abstained: bool, related: list | None
+) -> Message:
     with session_scope(settings) as session:
         reply = Message(
             conversation_id=question.conversation_id,

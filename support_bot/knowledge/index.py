@@ -244,15 +244,29 @@ def read_current_version(index_dir: Path) -> int:
     return int(text[1:])
 
 
+_held_locks = threading.local()
+
+
 @contextmanager
-def _publish_lock(index_dir: Path) -> Iterator[None]:
-    # Serializes publishers (worker threads, Celery workers on one host) so versions go live in the order built.
+def publish_lock(index_dir: Path) -> Iterator[None]:
+    """Serializes publishers (worker threads, Celery workers on one host) so versions go live in the order built.
+
+    Reentrant on one thread, so a publisher can read what it publishes under the same hold as it writes it.
+    """
+    index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
+    key = str(index_dir.resolve())
+    held = _held_locks.__dict__.setdefault("dirs", set())
+    if key in held:
+        yield
+        return
     with open(index_dir / ".publish.lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
+        held.add(key)
         try:
             yield
         finally:
+            held.discard(key)
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -350,7 +364,7 @@ def write_version(
 
     if len(vec_counts) != len(records) or int(sum(vec_counts)) != len(vectors):
         raise ValueError("vec_counts must give each record's number of vectors")
-    with _publish_lock(index_dir):
+    with publish_lock(index_dir):
         tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
@@ -391,12 +405,19 @@ def write_version(
             raise
         _prune(index_dir, keep_from=number - KEEP_VERSIONS + 1)
     log.info("published index v%d: %d chunks, %d vectors, exact search", number, len(records), len(vectors))
-    if index is not None and len(records) and len(vectors) > index.approximate_above:
+    if index is not None:
+        follow_with_approximate(index_dir, number, len(vectors), index)
+    return number
+
+
+def follow_with_approximate(index_dir: Path, number: int, n_vectors: int, index: IndexSettings) -> None:
+    """Above index.approximate_above vectors, build an approximate version after exact version `number` (in the
+    background, or now); call it without holding the publish lock, which a build takes only to publish."""
+    if n_vectors > index.approximate_above:
         if index.approximate_in_background:
             start_approximate_build(index_dir, number, index)
         else:
             build_approximate(index_dir, number, index)
-    return number
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -439,7 +460,7 @@ def build_approximate(index_dir: Path, number: int, cfg: IndexSettings) -> int |
     if dense is None:
         log.info("index v%d was superseded while its approximate index was built", number)
         return None
-    with _publish_lock(index_dir):
+    with publish_lock(index_dir):
         if superseded():
             log.info("index v%d was superseded while its approximate index was built", number)
             return None
@@ -534,7 +555,7 @@ def _prune(index_dir: Path, *, keep_from: int) -> None:
 
 def install_version(index_dir: Path, source: Path) -> int:
     """Copy a complete version directory (e.g. from a backup) in as the next version and make it current."""
-    with _publish_lock(index_dir):
+    with publish_lock(index_dir):
         tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
         try:
             shutil.copytree(source, tmp)

@@ -10,14 +10,30 @@ from sqlalchemy.orm import Session
 
 from support_bot.core.config import Settings
 from support_bot.core.errors import ConfigurationError
-
-from support_bot.knowledge.index import ChunkRecord, write_version
+from support_bot.knowledge.index import (
+    ChunkRecord,
+    follow_with_approximate,
+    publish_lock,
+    write_version,
+)
 
 log = logging.getLogger(__name__)
 
 
 def publish_index(*, session: Session, settings: Settings) -> int:
-    """Build and publish a new index version from the chunks of every source's active version."""
+    """Build and publish a new index version from the chunks of every source's active version.
+
+    The database is read under the publish lock: a publisher that read before another's newer change went live
+    would otherwise write its older snapshot last, and the live index would lack that change until the next one.
+    """
+    with publish_lock(settings.index_dir):
+        number, n_vectors = _build_and_write(session, settings)
+    # An approximate index takes minutes to build: other publishers need not wait for it.
+    follow_with_approximate(settings.index_dir, number, n_vectors, settings.index)
+    return number
+
+
+def _build_and_write(session: Session, settings: Settings) -> tuple[int, int]:
     from support_bot.models import Chunk, Document, Source
 
     stmt = (
@@ -66,12 +82,12 @@ def publish_index(*, session: Session, settings: Settings) -> int:
         )
     vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
     model = models.pop() if len(models) == 1 else settings.embedding.model
-    return write_version(
+    number = write_version(
         settings.index_dir,
         records=records,
         vectors=vectors,
         vec_counts=counts,
         embedding_model=model,
         sources=sources,
-        index=settings.index,
     )
+    return number, len(vectors)

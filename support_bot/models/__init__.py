@@ -1,6 +1,6 @@
 """ORM models by domain; every table is importable from here (Alembic and callers use `support_bot.models`)."""
 
-from support_bot.models.base import Base, new_id, utcnow
+from support_bot.models.base import Base, UtcDateTime, new_id, utcnow
 from support_bot.models.conversation import CannedResponse, Conversation, Customer, Feedback, Message
 from support_bot.models.events import AuditLog, ConversationEvent, SafetyEvent
 from support_bot.models.knowledge import Chunk, Document, FaqSuggestion, IngestJob, Source
@@ -25,5 +25,6 @@ __all__ = [
     "SafetyEvent",
     "Source",
     "User",
+    "UtcDateTime",
     "utcnow",
 ]

@@ -7,7 +7,6 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     ForeignKey,
     Integer,
     String,
@@ -16,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from support_bot.models.base import Base, new_id, utcnow
+from support_bot.models.base import Base, UtcDateTime, new_id, utcnow
 
 
 class Customer(Base):
@@ -25,7 +24,7 @@ class Customer(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     # The host site's own id for an identified customer (HMAC-verified); null for anonymous visitors.
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Conversation(Base):
@@ -47,11 +46,11 @@ class Conversation(Base):
     handoff_summary: Mapped[str | None] = mapped_column(Text)
     # Higher first, then the longest waiting.
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     # Users are disabled, never deleted: the database refuses to delete one who handled conversations.
     assigned_agent_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True)
-    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    assigned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolved_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     rating: Mapped[int | None] = mapped_column(Integer)  # 1..5, given by the customer after a resolution
     rating_comment: Mapped[str | None] = mapped_column(Text)
@@ -60,8 +59,8 @@ class Conversation(Base):
     # Bot replies, and abstentions in a row, since the bot last took (or took back) the chat.
     bot_turns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     abstain_streak: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
     messages: Mapped[list["Message"]] = relationship(
         back_populates="conversation", order_by="Message.seq", cascade="all, delete-orphan"
@@ -79,8 +78,9 @@ class Message(Base):
     role: Mapped[str] = mapped_column(String(16))  # customer | bot | agent | system
     text: Mapped[str] = mapped_column(Text)
     client_message_id: Mapped[str | None] = mapped_column(String(64))
-    # For a bot reply: the customer message it answers.
-    reply_to_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # For a bot reply: the customer message it answers. Unique: a question is answered once, even when two requests
+    # (a re-post racing its original) both try.
+    reply_to_id: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
     # [{"n": 1, "chunk_id": .., "source": .., "entry_id": .., "title": .., "url": ..}]
     citations: Mapped[list] = mapped_column(JSON, default=list)
     abstained: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -90,7 +90,7 @@ class Message(Base):
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # The console user who wrote an agent message or note.
     author_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
 
@@ -103,7 +103,7 @@ class Feedback(Base):
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     rating: Mapped[str] = mapped_column(String(8))  # up | down
     comment: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class CannedResponse(Base):
@@ -116,4 +116,4 @@ class CannedResponse(Base):
     title: Mapped[str] = mapped_column(String(255), unique=True)
     text: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -6,7 +6,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
-    DateTime,
     Float,
     ForeignKey,
     Integer,
@@ -15,7 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from support_bot.models.base import Base, utcnow
+from support_bot.models.base import Base, UtcDateTime, utcnow
 
 
 class SafetyEvent(Base):
@@ -35,7 +34,7 @@ class SafetyEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     # A short, PII-redacted excerpt of the offending text, for the console.
     excerpt: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
 class AuditLog(Base):
@@ -52,7 +51,7 @@ class AuditLog(Base):
     target_type: Mapped[str] = mapped_column(String(32), default="")
     target_id: Mapped[str | None] = mapped_column(String(64), index=True)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
 class ConversationEvent(Base):
@@ -69,4 +68,4 @@ class ConversationEvent(Base):
     audience: Mapped[str] = mapped_column(String(16), default="all")  # all | console
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     # Indexed: live streams re-read recent events to catch transactions that committed out of seq order.
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)

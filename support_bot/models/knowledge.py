@@ -7,7 +7,6 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Integer,
@@ -18,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from support_bot.models.base import Base, new_id, utcnow
+from support_bot.models.base import Base, UtcDateTime, new_id, utcnow
 
 
 class Source(Base):
@@ -31,8 +30,8 @@ class Source(Base):
     kind: Mapped[str] = mapped_column(String(32), default="faq_csv")
     # The version whose chunks are live; 0 before the first successful ingest.
     active_version: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
     documents: Mapped[list["Document"]] = relationship(back_populates="source", cascade="all, delete-orphan")
 
@@ -50,7 +49,7 @@ class Document(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     n_chunks: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     source: Mapped[Source] = relationship(back_populates="documents")
 
@@ -70,7 +69,7 @@ class Chunk(Base):
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
     # float32 embedding(s), the source of truth an index version is built from.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class IngestJob(Base):
@@ -92,9 +91,14 @@ class IngestJob(Base):
     # True when the file was identical to the source's active version and nothing changed.
     unchanged: Mapped[bool] = mapped_column(Boolean, default=False)
     duration_s: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When the job was last handed to a worker (a broker's queue or the in-process thread); unset while it never was
+    # (the broker was down at upload): the workers' sweep hands such jobs over.
+    dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # A running job's last sign of life; the sweep re-queues or fails a running job whose heartbeat stopped.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class FaqSuggestion(Base):
@@ -122,6 +126,6 @@ class FaqSuggestion(Base):
     # The question's embedding (float32 bytes), for merging near-duplicates without re-encoding.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     reviewed_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
-    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

@@ -63,8 +63,10 @@ def _encode(value: Any) -> Any:
 
 def _decoder(table: Table) -> Callable[[dict], dict]:
     binary = {c.name for c in table.columns if isinstance(c.type, LargeBinary)}
-    dates = {c.name for c in table.columns if isinstance(c.type, DateTime)}
-    days = {c.name for c in table.columns if isinstance(c.type, Date) and not isinstance(c.type, DateTime)}
+    # Timestamp columns are UtcDateTime, a TypeDecorator over DateTime: look through it.
+    types = {c.name: getattr(c.type, "impl", c.type) for c in table.columns}
+    dates = {name for name, kind in types.items() if isinstance(kind, DateTime)}
+    days = {name for name, kind in types.items() if isinstance(kind, Date) and not isinstance(kind, DateTime)}
     known = {c.name for c in table.columns}
 
     def decode(row: dict) -> dict:

@@ -271,7 +271,7 @@ def restore_root_logging():
      ("production", "text", TextFormatter)],
 )
 def test_configure_logging_picks_the_format_by_environment(restore_root_logging, env, fmt, expected):
-    secrets = {"secret_key": "s" * 32, "admin_token": "a" * 32} if env == "production" else {}
+    secrets = {"admin_token": "a" * 32} if env == "production" else {}
     settings = Settings(env=env, log={"format": fmt, "level": "warning"}, **secrets)
     stream = io.StringIO()
     handler = configure_logging(settings, stream=stream)

@@ -11,17 +11,16 @@ from support_bot.core.config import DEV_SECRET, Settings, get_settings
 from support_bot.core.errors import ConfigurationError
 from web.app import create_app
 
-STRONG = {"secret_key": "k" * 32, "admin_token": "t" * 32}
-ENV_STRONG = {"SUPPORT_BOT_SECRET_KEY": "k" * 32, "SUPPORT_BOT_ADMIN_TOKEN": "t" * 32}
+STRONG = {"admin_token": "t" * 32}
+ENV_STRONG = {"SUPPORT_BOT_ADMIN_TOKEN": "t" * 32}
 
 
 @pytest.mark.parametrize(
     ("values", "named"),
     [
-        ({}, "SUPPORT_BOT_SECRET_KEY"),
-        ({"secret_key": "k" * 32}, "SUPPORT_BOT_ADMIN_TOKEN"),
+        ({}, "SUPPORT_BOT_ADMIN_TOKEN"),
         ({**STRONG, "admin_token": "short"}, "SUPPORT_BOT_ADMIN_TOKEN"),
-        ({**STRONG, "secret_key": DEV_SECRET}, "SUPPORT_BOT_SECRET_KEY"),
+        ({**STRONG, "admin_token": DEV_SECRET}, "SUPPORT_BOT_ADMIN_TOKEN"),
         # Identified customers are optional; when enabled, their signing secret must be as strong as the rest.
         ({**STRONG, "customer_hmac_secret": "abc"}, "SUPPORT_BOT_CUSTOMER_HMAC_SECRET"),
         ({**STRONG, "customer_hmac_secret": DEV_SECRET}, "SUPPORT_BOT_CUSTOMER_HMAC_SECRET"),
@@ -40,7 +39,7 @@ def test_the_app_factory_refuses_production_settings_that_skipped_validation(set
     copied = settings.model_copy(update={"env": "production"})
     with pytest.raises(ConfigurationError) as info:
         create_app(copied)
-    assert "SUPPORT_BOT_SECRET_KEY" in info.value.detail
+    assert "SUPPORT_BOT_ADMIN_TOKEN" in info.value.detail
     weak_customer = Settings(env="production", **STRONG).model_copy(update={"customer_hmac_secret": "x"})
     with pytest.raises(ConfigurationError, match="SUPPORT_BOT_CUSTOMER_HMAC_SECRET"):
         create_app(weak_customer)
@@ -81,10 +80,10 @@ def test_serve_refuses_default_secrets_in_production_with_one_clear_line(monkeyp
     get_settings.cache_clear()
     assert main(["serve", "--port", "8999"]) == 2
     err = capsys.readouterr().err
-    assert "error: invalid settings: SUPPORT_BOT_SECRET_KEY must be set to a strong secret" in err
+    assert "error: invalid settings: SUPPORT_BOT_ADMIN_TOKEN must be set to a strong secret" in err
     assert "Traceback" not in err and served == []
 
-    monkeypatch.setenv("SUPPORT_BOT_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("SUPPORT_BOT_ADMIN_TOKEN", "short")
     get_settings.cache_clear()
     assert main(["serve", "--port", "8999"]) == 2
     assert "SUPPORT_BOT_ADMIN_TOKEN" in capsys.readouterr().err and served == []

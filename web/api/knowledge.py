@@ -9,20 +9,26 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData, UploadFile
 
 from ingest.uploads import accept_upload, source_name_for, upload_name
 from ingest.worker import submit_job
-from support_bot.core.config import Settings
-from support_bot.core.errors import InvalidInput, NotFound, PayloadTooLarge
 from support_bot.chat import preview as answer_preview
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
+from support_bot.core.errors import (
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    SupportBotError,
+)
 from support_bot.knowledge import admin
 from support_bot.knowledge.index import read_current_version
 from support_bot.models import IngestJob
 from support_bot.ops import audit
-from support_bot.core.db import session_scope
 from web.console_deps import OpsOrAdminTokenDep
 from web.deps import AssistantDep, SessionDep, SettingsDep
 
@@ -176,26 +182,37 @@ async def _accept_uploads(uploads: list[UploadFile], source: str | None, *, user
         # Never read more than the limit: a larger file is refused from its first limit + 1 bytes.
         data = await upload.read(limit + 1)
         size = upload.size if upload.size is not None and upload.size > len(data) else None
-        job, refusal = accept_upload(
-            session=session, settings=settings, source_name=source, filename=name, data=data, size=size
+        # Parsing, storing (fsync) and committing a large file take long, and a broker that is down keeps the
+        # hand-over waiting: all of it runs off the event loop, so the process's other requests and streams go on.
+        job, refusal = await run_in_threadpool(
+            _accept_one, session=session, settings=settings, user=user, source=source, name=name, data=data,
+            size=size,
         )
+        del data
         jobs.append(job)
         if refusal is not None:
             refusals.append(refusal)
-    for job in jobs:
-        audit.record(
-            session, actor=user, action="knowledge.upload", target_type="source", target_id=job.source_name[:64],
-            detail={"job": job.id, "filename": job.filename, "status": job.status, "bytes": job.size_bytes},
-        )
-    session.commit()
-    for job in jobs:
-        if job.status == "queued":
-            submit_job(job.id, settings)
     if len(refusals) == len(jobs):
         status = 413 if all(isinstance(r, PayloadTooLarge) for r in refusals) else 422
         return JSONResponse({"detail": "; ".join(r.detail for r in refusals)}, status_code=status)
     payloads = [job_payload(j) for j in jobs]
     return {"job": payloads[0], "jobs": payloads}
+
+
+def _accept_one(*, session, settings, user, source, name, data, size) -> tuple[IngestJob, SupportBotError | None]:
+    """One file, in its own transaction: its job (queued, or failed saying why) and audit entry are committed, then
+    a queued job is handed to a worker (or left for the workers' sweep when the broker is down)."""
+    job, refusal = accept_upload(
+        session=session, settings=settings, source_name=source, filename=name, data=data, size=size
+    )
+    audit.record(
+        session, actor=user, action="knowledge.upload", target_type="source", target_id=job.source_name[:64],
+        detail={"job": job.id, "filename": job.filename, "status": job.status, "bytes": job.size_bytes},
+    )
+    session.commit()
+    if job.status == "queued":
+        submit_job(job.id, settings)
+    return job, refusal
 
 
 @router.get("/jobs")

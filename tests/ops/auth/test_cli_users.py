@@ -147,7 +147,7 @@ def test_users_commands_refuse_default_secrets_in_production(monkeypatch, capsys
     monkeypatch.setenv("SUPPORT_BOT_ENV", "production")
     get_settings.cache_clear()
     assert main(["users", "list"]) == 2
-    assert "SUPPORT_BOT_SECRET_KEY" in capsys.readouterr().err
+    assert "SUPPORT_BOT_ADMIN_TOKEN" in capsys.readouterr().err
 
 
 def test_first_migrate_says_where_the_password_file_is(capsys, caplog):
