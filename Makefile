@@ -12,8 +12,10 @@ DATA_DIR ?=
 # models pull needs the data dir too: the weights live under <data_dir>/models by default.
 RUN_ENV := $(if $(DATA_DIR),SUPPORT_BOT_DATA_DIR='$(DATA_DIR)' )
 STAMP := $(VENV)/.installed
+# axe-core for the browser tests' accessibility checks, pinned in tests/e2e/package-lock.json.
+AXE := tests/e2e/node_modules/axe-core/axe.min.js
 
-.PHONY: install run test test-fast bench lint clean
+.PHONY: install run test test-fast bench lint clean screenshots
 
 install: $(STAMP)
 
@@ -28,8 +30,13 @@ run: install
 	$(RUN_ENV)$(BIN)/support-bot models pull
 	$(RUN_ENV)$(BIN)/support-bot serve --seed$(if $(PORT), --port $(PORT))
 
-test: install
+test: install $(AXE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(AXE): tests/e2e/package.json tests/e2e/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the browser tests' axe-core (apt-get install npm)" >&2; exit 1; }
+	cd tests/e2e && npm ci --no-audit --no-fund
+	touch $(AXE)
 
 # The fast unit layer only (no real models, no browser).
 test-fast: install
@@ -38,6 +45,10 @@ test-fast: install
 # The layering contracts alone (make test runs them too, in tests/test_architecture.py).
 lint: install
 	$(BIN)/lint-imports
+
+# PNGs of the widget and every console page (demo FAQ, fake LLM, Debian's Chromium) in screenshots/.
+screenshots: install
+	$(BIN)/python scripts/screenshots.py --out screenshots
 
 bench: install
 	$(BIN)/python bench/ingest.py --n 2000

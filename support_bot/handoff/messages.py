@@ -1,5 +1,6 @@
 """A conversation's messages: as the APIs and live events show them, as the customer may see them (never internal
-notes), as a plain-text transcript for prompts, and the checks typed text must pass.
+notes), as a plain-text transcript for prompts, the system lines that tell what happened to the chat itself, and the
+checks typed text must pass.
 
 Used by chat, the queue and the learning loop alike.
 """
@@ -20,6 +21,12 @@ from support_bot.models import Message
 
 # How each role is named in a transcript; system events and internal notes are left out.
 SPEAKER = {"customer": "Customer", "bot": "Assistant", "agent": "Agent"}
+
+# What happened to the chat itself, as the customer reads it: stored with role "system" (API.md's roles), so the
+# history shows it again after a reload; never given to the model (memory and prompts read SPEAKER roles only).
+JOINED_TEXT = "{agent} joined the chat."
+RESOLVED_TEXT = "This conversation was resolved."
+BACK_TO_BOT_TEXT = "You are chatting with the assistant again."
 
 
 def message_payload(msg: Message, *, author: str | None = None) -> dict[str, Any]:
@@ -47,6 +54,15 @@ def emit_message(session: Session, msg: Message, *, author: str | None = None) -
         session, conversation_id=msg.conversation_id, kind="note" if msg.private else "message", data=data,
         audience="console" if msg.private else "all",
     )
+
+
+def add_system_line(session: Session, conversation_id: str, text: str) -> Message:
+    """Store a line about the chat itself in the conversation and send it live, to the customer and the console."""
+    msg = Message(conversation_id=conversation_id, role="system", text=text)
+    session.add(msg)
+    session.flush()
+    emit_message(session, msg)
+    return msg
 
 
 def public_messages(session: Session, conversation_id: str, *, before_seq: int | None = None) -> list[Message]:

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from support_bot.core.config import Settings
 from support_bot.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from support_bot.handoff.messages import emit_message, validate_text
+from support_bot.handoff.messages import (
+    BACK_TO_BOT_TEXT,
+    JOINED_TEXT,
+    RESOLVED_TEXT,
+    add_system_line,
+    emit_message,
+    validate_text,
+)
 from support_bot.handoff.presence import (
     AGENT_ROLES,
     PRESENCE,
@@ -332,6 +339,7 @@ def claim(session: Session, settings: Settings, *, conversation_id: str, agent: 
         session, actor=agent, action="conversation.claim", target_type="conversation", target_id=conversation.id,
         detail={"reason": conversation.handoff_reason},
     )
+    add_system_line(session, conversation.id, JOINED_TEXT.format(agent=display_name(agent)))
     _emit_status(session, settings, conversation, queue_info(session, settings, conversation))
     _broadcast_queue(session, settings)
     return conversation
@@ -377,6 +385,7 @@ def transfer(
         session, actor=agent, action="conversation.transfer", target_type="conversation", target_id=conversation.id,
         detail={"from": start, "to": target.id},
     )
+    add_system_line(session, conversation.id, JOINED_TEXT.format(agent=display_name(target)))
     _emit_status(session, settings, conversation, queue_info(session, settings, conversation))
     return conversation
 
@@ -443,6 +452,7 @@ def return_to_bot(session: Session, settings: Settings, *, conversation_id: str,
         session, actor=agent, action="conversation.return_to_bot", target_type="conversation",
         target_id=conversation.id, detail={"from": start},
     )
+    add_system_line(session, conversation.id, BACK_TO_BOT_TEXT)
     _emit_status(session, settings, conversation, queue_info(session, settings, conversation))
     if start == "queued":
         _broadcast_queue(session, settings)
@@ -476,6 +486,7 @@ def resolve(session: Session, settings: Settings, *, conversation_id: str, agent
         session, actor=agent, action="conversation.resolve", target_type="conversation", target_id=conversation.id,
         detail={"reason": conversation.handoff_reason},
     )
+    add_system_line(session, conversation.id, RESOLVED_TEXT)
     _emit_status(session, settings, conversation, queue_info(session, settings, conversation))
     for hook in tuple(_resolved_hooks):
         hook(session, settings, conversation.id)

@@ -3,6 +3,7 @@ approved ones are ingested together as their own knowledge source (settings.lear
 customer who asks gets the answer with that entry cited.
 
     suggestions  what a resolved chat says, making (and merging) suggestions, the backfill, `subscribe`
+    generalize   one chat's wording made general (no greetings, names, case numbers) and review flags
     review       edit, approve and reject; the approved entries as the learned source's file
     views        what the console lists and shows
 
@@ -11,6 +12,7 @@ Celery- and ingest-free: `ingest.learned` rebuilds the learned source through th
 
 from __future__ import annotations
 
+from support_bot.learning.generalize import generalize, known_names, review_flags
 from support_bot.learning.review import (
     LEARNED_FILENAME,
     MAX_REASON_CHARS,
@@ -63,13 +65,16 @@ __all__ = [
     "conversation_pair",
     "detail_payload",
     "edit",
+    "generalize",
     "get_suggestion",
+    "known_names",
     "list_suggestions",
     "lock_learning",
     "payload",
     "payloads",
     "problem_and_resolution",
     "reject",
+    "review_flags",
     "source_file",
     "status_counts",
     "subscribe",

@@ -1,5 +1,5 @@
 """Suggestions: each conversation a person resolved becomes a suggested FAQ entry, the customer's problem and the
-agent's answer, PII redacted.
+agent's answer, PII redacted and made general (no greetings, sign-offs, names or case numbers: see generalize).
 
 Near-duplicates: a new suggestion whose question is at least settings.learning.duplicate_similarity cosine-similar
 to a pending one's is merged into it. The pending suggestion keeps its own question and answer (ops may have edited
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,7 +28,8 @@ from support_bot.core.db import after_commit, session_scope
 from support_bot.handoff.messages import public_messages
 from support_bot.handoff.queue import on_resolved
 from support_bot.handoff.triggers import asks_for_person, normalize
-from support_bot.models import Conversation, FaqSuggestion
+from support_bot.learning.generalize import PLEASANTRIES, WORD, generalize, known_names
+from support_bot.models import Conversation, FaqSuggestion, User
 from support_bot.safety.pii import redact
 
 log = logging.getLogger(__name__)
@@ -42,28 +42,13 @@ _LOCK_KEY = 0x5B1EA2
 
 # --- what a chat says --------------------------------------------------------------------------------------------
 
-# Pleasantries that carry no problem or resolution; a message that is nothing but these (and a name or two) is skipped.
-_PLEASANTRIES = re.compile(
-    r"\b(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening)|greetings|dear|"
-    r"thanks?(?: you)?(?: (?:so|very) much)?(?: for (?:contacting|reaching out|getting in touch|chatting|your patience)"
-    r"(?: (?:to|with))?(?: \w+)?(?: support)?)?|thx|ty|many thanks|much appreciated|cheers|ok(?:ay)?|"
-    r"great|perfect|awesome|cool|"
-    r"(?:good)?bye|see you|take care|have a (?:great|nice|good|lovely) (?:day|one|evening|weekend)|"
-    r"you'?re welcome|no problem|no worries|my pleasure|glad (?:i|we) could help|happy to help|"
-    r"(?:is there )?anything else(?: i can (?:help|do)(?: you)?(?: with)?)?(?: today)?|"
-    r"how (?:can|may) i (?:help|assist)(?: you)?(?: today)?|what can i do for you(?: today)?|"
-    r"my name is|this is|i'?m|i am|you are|speaking|here|from|support|team|that'?s all|that is all|all good|"
-    r"it works(?: now)?|that worked|that did it|solved|fixed)\b",
-    re.I,
-)
-_WORD = re.compile(r"[^\W_]+")
 # What is left of a message after pleasantries must have this many words to count (names are one or two).
 _MIN_WORDS = 3
 
 
 def substantive(text: str) -> bool:
     """Whether a chat message says something beyond greetings, thanks and sign-offs."""
-    return len(_WORD.findall(_PLEASANTRIES.sub(" ", text))) >= _MIN_WORDS
+    return len(WORD.findall(PLEASANTRIES.sub(" ", text))) >= _MIN_WORDS
 
 
 def problem_and_resolution(messages: Iterable[tuple[str, str]]) -> tuple[str, str] | None:
@@ -101,23 +86,35 @@ def _only_asks_for_person(text: str, settings: Settings) -> bool:
     words = asks_for_person(text, settings)
     if words is None:
         return False
-    rest = _PLEASANTRIES.sub(" ", normalize(text).replace(words, " "))
-    return len([w for w in _WORD.findall(rest) if w not in _REQUEST_WORDS]) < _MIN_WORDS
+    rest = PLEASANTRIES.sub(" ", normalize(text).replace(words, " "))
+    return len([w for w in WORD.findall(rest) if w not in _REQUEST_WORDS]) < _MIN_WORDS
 
 
 def conversation_pair(session: Session, settings: Settings, conversation_id: str) -> tuple[str, str] | None:
-    """The (problem, resolution) of a stored conversation, PII redacted; None when it has no usable pair."""
+    """The (problem, resolution) of a stored conversation, PII redacted and generalized (no greetings, sign-offs, names
+    or case numbers: see generalize); None when it has no usable pair."""
+    rows = public_messages(session, conversation_id)
+    conversation = session.get(Conversation, conversation_id)
+    people = {m.author_id for m in rows}
+    if conversation is not None:
+        people |= {conversation.assigned_agent_id, conversation.resolved_by}
+    people.discard(None)
+    users = session.scalars(select(User).where(User.id.in_(people))) if people else []
+    names = known_names(
+        (m.text for m in rows if m.role in ("customer", "agent")),
+        [n for u in users for n in (u.display_name, u.username)],
+    )
     pairs: list[tuple[str, str]] = []
-    for m in public_messages(session, conversation_id):
+    for m in rows:
         if m.role == "customer" and not _only_asks_for_person(m.text, settings):
-            pairs.append(("customer", m.text.strip()))
+            pairs.append(("customer", generalize(redact(m.text).text, names)))
         elif m.role == "agent" and m.author_id is not None:
-            pairs.append(("agent", m.text.strip()))
+            pairs.append(("agent", generalize(redact(m.text).text, names)))
     found = problem_and_resolution(pairs)
     if found is None:
         return None
-    question = redact(found[0]).text.strip()[:MAX_QUESTION_CHARS]
-    answer = redact(found[1]).text.strip()[:MAX_ANSWER_CHARS]
+    question = found[0].strip()[:MAX_QUESTION_CHARS]
+    answer = found[1].strip()[:MAX_ANSWER_CHARS]
     cfg = settings.learning
     if len(question) < cfg.min_question_chars or len(answer) < cfg.min_answer_chars:
         return None

@@ -1,5 +1,6 @@
 """What the console shows of the learning loop: suggestions by status (the most asked first), their counts, and one
-suggestion with the conversations merged into it and its PII-redacted transcript.
+suggestion with the conversations merged into it and its PII-redacted transcript. Each suggestion carries its review
+flags: placeholders and identifiers that may still belong to one customer's case.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from support_bot.core.errors import InvalidInput
 from support_bot.handoff.presence import display_names
+from support_bot.learning.generalize import review_flags
 from support_bot.learning.suggestions import STATUSES
 from support_bot.models import FaqSuggestion, Message
 from support_bot.safety.pii import redact
@@ -49,6 +51,8 @@ def payload(suggestion: FaqSuggestion, *, names: dict[str, str] | None = None) -
         "question": suggestion.question,
         "answer": suggestion.answer,
         "status": suggestion.status,
+        # What may still be specific to one customer's case; from the current wording, so a reword clears it.
+        "review_flags": review_flags(suggestion.question, suggestion.answer),
         "occurrences": suggestion.occurrences,
         "examples": list(suggestion.examples or []),
         "merged_into_id": suggestion.merged_into_id,

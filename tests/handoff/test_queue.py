@@ -306,7 +306,9 @@ def test_replies_and_notes(db):
 
     customer_side = live(db, conv)
     assert all(kind != "note" and "yesterday" not in str(d) for kind, d in customer_side)
-    assert [d["text"] for kind, d in customer_side if kind == "message"] == ["Hi, I'm looking at it now."]
+    assert [d["text"] for kind, d in customer_side if kind == "message"] == [
+        "Alice Agent joined the chat.", "Hi, I'm looking at it now."
+    ]
     console_side = live(db, conv, events.CONSOLE_AUDIENCE)
     [(kind, data)] = [(k, d) for k, d in console_side if k == "note"]
     assert data["private"] is True and data["author"] == "Bob" and data["conversation_id"] == conv

@@ -227,7 +227,12 @@ def test_the_bot_is_silent_while_queued_and_assigned(client, fake_engine, app_se
     client.app.state.assistant.wait_background()
     assert fake_engine.calls == []
     roles = [(m.role, m.text) for m in stored_messages(app_settings, conv_id)]
-    assert roles == [("customer", "What is your return policy?"), ("customer", "Hello? Do gift cards expire?")]
+    # No bot message; the agent joining is a stored system line the customer sees.
+    assert roles == [
+        ("customer", "What is your return policy?"),
+        ("system", "Alice Agent joined the chat."),
+        ("customer", "Hello? Do gift cards expire?"),
+    ]
     detail = alice.get(f"/conversations/{conv_id}").json()
     assert [m["text"] for m in detail["messages"]] == [t for _, t in roles]
     live = [d["text"] for e, d in customer_events(client, conv_id, headers) if e == "message"]

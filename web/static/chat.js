@@ -101,11 +101,13 @@
     return li;
   }
 
-  // A line about the chat itself (an agent joined, resolved); shown locally, not part of the stored transcript.
-  function notice(text) {
+  // A line about the chat itself: stored ones (an agent joined, resolved; role "system") have an id and come back with
+  // the history after a reload; the answer to "talk to a person" is this page's own.
+  function notice(text, id) {
     const li = document.createElement("li");
     li.className = "msg-notice";
     li.dataset.role = "notice";
+    if (id) { li.dataset.id = id; knownIds.add(id); }
     li.textContent = text;
     log.appendChild(li);
     log.scrollTop = log.scrollHeight;
@@ -183,6 +185,7 @@
   }
 
   function showMessage(m) {
+    if (m.role === "system") return notice(m.text, m.id);
     const li = bubble(m.role, m.text, { id: m.id, author: m.author });
     if (m.role === "bot") { showCitations(li, m.citations); showRelated(li, m.related); }
     return li;
@@ -355,13 +358,21 @@
     if ("agent" in next) state.agent = next.agent;
     if (next.status) state.status = next.status;
     const s = state.status;
+    // Those changes are stored lines of the conversation, sent live as messages: fetch any the stream missed.
     if (prev !== null && (s !== prev || state.agent !== prevAgent)) {
-      if (s === "assigned") notice((state.agent || "A person") + " joined the chat.");
-      else if (s === "resolved" && prev !== "resolved") notice("This conversation was resolved.");
-      else if (s === "bot" && ACTIVE.has(prev)) notice("You are chatting with the assistant again.");
+      if (s === "assigned" || (s === "resolved" && prev !== "resolved") || (s === "bot" && ACTIVE.has(prev))) catchUp();
     }
     if (s !== "assigned") showTyping(null);
     render();
+  }
+
+  async function catchUp() {
+    if (!conversation) return;
+    try {
+      const res = await fetch(url("/messages"), { headers: authHeaders(), cache: "no-store" });
+      if (!res.ok) return;
+      for (const m of (await res.json()).messages) if (m.role === "system" && !knownIds.has(m.id)) showMessage(m);
+    } catch (e) { /* offline: the live stream or the next reload brings them */ }
   }
 
   async function refreshStatus() {

@@ -103,6 +103,23 @@
     }
     card.querySelector(".sg-question").value = suggestion.question;
     card.querySelector(".sg-answer").value = suggestion.answer;
+    showFlags(card, suggestion.review_flags || []);
+  }
+
+  // What may still be about one customer's case, as the server sees the saved wording.
+  function showFlags(card, flags) {
+    const box = card.querySelector(".sg-flags");
+    const list = box.querySelector("ul");
+    list.replaceChildren();
+    for (const f of flags) {
+      const item = el("li", "sg-flag", f.message);
+      item.dataset.field = f.field;
+      item.dataset.kind = f.kind;
+      list.appendChild(item);
+    }
+    box.dataset.count = String(flags.length);
+    box.hidden = !flags.length;
+    card.dataset.flagged = String(flags.length > 0);
   }
 
   function texts(card) {

@@ -296,7 +296,9 @@ svg{width:20px;height:20px;display:block;flex:none}
   head.append(avatar, titles, newBtn, closeBtn);
 
   const banner = el("div", { class: "banner", role: "status", hidden: true });
-  const log = el("ol", { class: "log", role: "log", "aria-live": "off", "aria-label": "Conversation", tabindex: "0" });
+  // A plain list of messages (no role="log", which would take the list semantics away from its items); new text is
+  // announced through the live region below, a sentence at a time. Focusable, so the keyboard can scroll it.
+  const log = el("ol", { class: "log", "aria-label": "Conversation", tabindex: "0" });
   const typing = el("div", { class: "typing", hidden: true });
 
   const offline = el("form", { class: "box offline", hidden: true, "aria-label": "Leave a message" });
@@ -466,9 +468,14 @@ svg{width:20px;height:20px;display:block;flex:none}
     if (li.dataset.role === "customer") body.textContent = text;
     else body.replaceChildren(markdown(text, cites));
   }
-  function notice(text) {
-    log.appendChild(el("li", { class: "notice", "data-role": "notice" }, text));
+  // A line about the chat itself: one the server stored (an agent joined, the chat was resolved) has its id, and comes
+  // back with the history after a reload; one without is this page's own (the answer to "Talk to a person").
+  function notice(text, id) {
+    const li = el("li", { class: "notice", "data-role": "notice" }, text);
+    if (id) { li.dataset.id = id; known.add(id); }
+    log.appendChild(li);
     scrollDown();
+    return li;
   }
   // The log keeps to its newest message while the customer has not scrolled up: after the history is drawn, a banner,
   // the offline or rating form or the panel being shown again changes its height, and no scrollDown() follows that.
@@ -532,7 +539,8 @@ svg{width:20px;height:20px;display:block;flex:none}
   }
   function showMessage(m) {
     if (m.private) return null;
-    const li = bubble(m.role === "customer" || m.role === "agent" || m.role === "bot" ? m.role : "notice", {
+    if (m.role !== "customer" && m.role !== "agent" && m.role !== "bot") return notice(m.text || "", m.id);
+    const li = bubble(m.role, {
       id: m.id, text: m.text, author: m.author, citations: m.citations,
     });
     if (m.role === "bot") { showSources(li, m.citations); showRelated(li, m.related); showFeedback(li); }
@@ -746,10 +754,10 @@ svg{width:20px;height:20px;display:block;flex:none}
     const prev = status.status, prevAgent = status.agent;
     for (const k in status) if (k in next && next[k] !== undefined) status[k] = next[k];
     const s = status.status;
+    // An agent joining, the resolve and the bot taking over again are stored lines of the conversation (role
+    // "system"): they come live as messages, and the history is read again in case the stream missed one.
     if (prev !== null && (s !== prev || status.agent !== prevAgent)) {
-      if (s === "assigned") notice((status.agent || "A person") + " joined the chat.");
-      else if (s === "resolved" && prev !== "resolved") notice("This conversation was resolved.");
-      else if (s === "bot" && ACTIVE[prev]) notice("You are chatting with the assistant again.");
+      if (s === "assigned" || (s === "resolved" && prev !== "resolved") || (s === "bot" && ACTIVE[prev])) syncHistory();
     }
     if (s !== "assigned") showTyping(null);
     renderState();
@@ -836,6 +844,7 @@ svg{width:20px;height:20px;display:block;flex:none}
       if (!m.id || m.private || known.has(m.id)) return;
       // Lines this tab sent and answers it streams are reconciled with the stored history after the turn.
       if (busy) { syncAfter = true; return; }
+      if (m.role === "system") { showMessage(m); announce(m.text); return; }
       if (m.role !== "agent") { syncHistory(); return; }
       showTyping(null);
       showMessage(m);
