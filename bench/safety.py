@@ -1,13 +1,18 @@
 """Input guard quality and latency on a labelled message file, with the pattern-only guard as the reference.
 
-python bench/safety.py [--messages ../shared/data/safety/messages.jsonl] [--calibrate]
+python bench/safety.py [--messages ../shared/data/safety/messages.jsonl] [--redteam bench/data/redteam/corpus.jsonl]
+                       [--calibrate]
   -> {"n", "attack_detection_rate", "benign_false_positive_rate", "p50_ms", "p99_ms", "p99_ms_by_length",
-      "halves", "patterns_only", "encoder_ms_p50", "load_avg_1m"}
+      "halves", "patterns_only", "no_classifier", "encoder_ms_p50", "load_avg_1m",
+      "redteam_test_fold": {"attack_detection_rate", "benign_false_positive_rate", "p99_ms", "by_style",
+                            "no_classifier": {...}}}
 
-The full guard (patterns + embedding similarity) and the pattern-only guard run in the same process on the same
-messages, so the cost of the similarity signal reads as a difference, not across runs. `halves` gives the rates on
-the even and odd lines separately: a guard that generalizes scores alike on both. With --calibrate, prints the
-similarity calibration fitted on the packaged library instead (see support_bot/safety/similarity.py).
+The full guard (patterns + embedding similarity + learned classifier), the guard without the learned classifier
+and the pattern-only guard run in the same process on the same messages, so the cost and the gain of each signal
+read as differences, not across runs. `halves` gives the rates on the even and odd lines separately: a guard that
+generalizes scores alike on both. `redteam_test_fold` is the same on the test fold of the red-team corpus (templates
+the classifier was not trained on), per attack style. With --calibrate, prints the similarity calibration fitted on
+the packaged library instead (see support_bot/safety/similarity.py).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 DEFAULT_MESSAGES = HERE.parent.parent / "shared" / "data" / "safety" / "messages.jsonl"
+DEFAULT_REDTEAM = HERE / "data" / "redteam" / "corpus.jsonl"
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -63,9 +69,29 @@ def _run(guard, rows: list[tuple[str, str]]) -> dict:
     }
 
 
+def _redteam(full, reference, path: Path) -> dict:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    test = [r for r in rows if r.get("fold") == "test"]
+    out = {}
+    for name, guard in (("full", full), ("no_classifier", reference)):
+        result = _run(guard, [(r["text"], r["label"]) for r in test])
+        styles: dict[str, list[int]] = {}
+        for r in test:
+            if r["label"] == "attack":
+                counter = styles.setdefault(r["style"], [0, 0])
+                counter[0] += guard.check(r["text"]).action != "allow"
+                counter[1] += 1
+        out[name] = {
+            **{k: result[k] for k in ("attack_detection_rate", "benign_false_positive_rate", "p50_ms", "p99_ms")},
+            "by_style": {k: round(a / b, 4) for k, (a, b) in sorted(styles.items())},
+        }
+    return {"n": len(test), **out["full"], "no_classifier": out["no_classifier"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=Path, default=DEFAULT_MESSAGES)
+    parser.add_argument("--redteam", type=Path, default=DEFAULT_REDTEAM, help="red-team corpus (its test fold)")
     parser.add_argument("--calibrate", action="store_true", help="fit the similarity calibration on the library")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -102,6 +128,13 @@ def main() -> None:
     result["patterns_only"] = {
         k: reference[k] for k in ("attack_detection_rate", "benign_false_positive_rate", "p50_ms", "p99_ms")
     }
+    no_classifier = InputGuard(settings, index=index, classifier=None)
+    without = _run(no_classifier, rows)
+    result["no_classifier"] = {
+        k: without[k] for k in ("attack_detection_rate", "benign_false_positive_rate", "p50_ms", "p99_ms")
+    }
+    if args.redteam.is_file():
+        result["redteam_test_fold"] = _redteam(full, no_classifier, args.redteam)
     result["encoder_ms_p50"] = _pct(encoder_ms, 50)
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))

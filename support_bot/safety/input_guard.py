@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 
 from support_bot.core.config import Settings
 from support_bot.safety import patterns
+from support_bot.safety.classifier import ngram_buckets, view
 from support_bot.safety.normalize import Normalized, normalize
 from support_bot.safety.policy import policy_action, reply_for
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from support_bot.safety.classifier import AttackClassifier
     from support_bot.safety.llama_guard import LlamaGuard
     from support_bot.safety.similarity import AttackIndex
 
@@ -36,6 +38,17 @@ _TRICK_WEIGHTS = {
 # A similarity match is one opinion among several: scaled so that alone it blocks only close copies of library
 # attacks, and otherwise tips over messages that other signals already found suspicious.
 _SIMILARITY_WEIGHT = 0.8
+# The learned classifier's opinion counts only once it is more than a faint suspicion: below this it would only add
+# noise to the other signals of ordinary messages.
+_LEARNED_FLOOR = 0.3
+# Between these n-gram-only probabilities the embedding is worth its cost: it can still move the verdict.
+_LEARNED_OPEN = (0.08, 0.97)
+# The classifier learned from customer-sized messages. On longer texts (help-center entries screened for planted
+# instructions, long complaints) it is out of its depth, so there it only adds to evidence another signal found, and
+# alone never reaches the caution threshold; long attacks are the phrase families' and the similarity's to catch.
+_LEARNED_ALONE_CHARS = 240
+_LEARNED_LONG_WEIGHT = 0.45
+_UNSET = object()
 _SIMILARITY_MIN_CHARS = 100
 _HISTORY_TURN_CHARS = 600
 # Past this combined attack score further attack evidence cannot change the verdict, only the latency.
@@ -150,12 +163,19 @@ class InputGuard:
         *,
         index: AttackIndex | None = None,
         llama_guard: LlamaGuard | None = None,
+        classifier: AttackClassifier | None | object = _UNSET,
     ):
         self.settings = settings
         self.cfg = settings.safety
         self._index = index
         self._index_failed = False
         self._llama_guard = llama_guard
+        if classifier is _UNSET:
+            from support_bot.safety.classifier import get_classifier
+
+            classifier = get_classifier()
+        # None: the packaged weights are missing (or a caller turned the model off); the other signals still run.
+        self.classifier = classifier
         self._topic_res = [
             (topic, re.compile(r"\b" + r"\s+".join(map(re.escape, topic.lower().split())) + r"\b", re.IGNORECASE))
             for topic in self.cfg.disallowed_topics
@@ -268,16 +288,29 @@ class InputGuard:
             return self._decide([signal])
 
         norm = normalize(text)
-        signals = pattern_signals(norm.text, attack_enough=_ATTACK_ENOUGH)
+        # A message in another language or in text-speak is also read through its English gloss.
+        scan = f"{norm.text}\n{norm.gloss}" if norm.gloss else norm.text
+        signals = pattern_signals(scan, attack_enough=_ATTACK_ENOUGH)
         raw_attack = category_scores(signals)["_attack"]
         signals += self._obfuscation_signals(norm, raw_attack)
         signals += self._topic_signals(norm.text)
         if history:
             signals += self._history_signal(norm.text, history, raw_attack)
+        buckets = ngram_buckets(view(norm)) if self.classifier is not None else None
+        learned = self._learned_signal(buckets, signals, len(norm.text))
+        signals += learned
+        learned_open = self._learned_open(buckets)
 
         # Cheap signals first; the embedding model is only consulted when they leave the question open.
-        if not self._decided(signals) and self._worth_embedding(norm.text, signals) and self.index is not None:
+        if (
+            not self._decided(signals)
+            and (learned_open or self._worth_embedding(norm.text, signals))
+            and self.index is not None
+        ):
             vector = self.index.embed(norm.text)
+            if learned or learned_open:
+                signals = [s for s in signals if s.name != "learned"]
+                signals += self._learned_signal(buckets, signals, len(norm.text), vector)
             match = self.index.match(norm.text, vector=vector)
             if match.score >= 0.05:
                 signals.append(
@@ -293,6 +326,33 @@ class InputGuard:
                 signals += self._topic_signals(norm.text, vector)
         signals += self._llama_guard_signal(text)
         return self._decide(signals)
+
+    def _learned_signal(
+        self, buckets: np.ndarray | None, signals: list[Signal], length: int, vector: np.ndarray | None = None
+    ) -> list[Signal]:
+        if self.classifier is None or buckets is None:
+            return []
+        scores = self.classifier.score("", vector, buckets=buckets)
+        if scores.attack < _LEARNED_FLOOR:
+            return []
+        # The model says whether, not how: a phrase family that names the kind of attack names it for the model too.
+        named = [s for s in signals if s.category in patterns.ATTACK_CATEGORIES and s.score >= 0.3]
+        attack = scores.attack
+        if length > _LEARNED_ALONE_CHARS and not named:
+            attack *= _LEARNED_LONG_WEIGHT
+        if named:
+            category = max(named, key=lambda s: s.score).category
+        else:
+            category = "system_prompt_extraction" if scores.extraction >= 0.5 else "prompt_injection"
+        how = "n-grams and embedding" if scores.used_embedding else "n-grams"
+        return [Signal("learned", category, attack, f"classifier ({how}) p={scores.attack:.2f}")]
+
+    def _learned_open(self, buckets: np.ndarray | None) -> bool:
+        """Whether the n-gram model alone left the message where the embedding can still change the verdict."""
+        if self.classifier is None or buckets is None:
+            return False
+        low, high = _LEARNED_OPEN
+        return low <= self.classifier.score("", buckets=buckets).attack < high
 
     def _worth_embedding(self, text: str, signals: list[Signal]) -> bool:
         # The encoder costs ~10-17 ms here, most of the latency budget, so it is consulted only where it can change

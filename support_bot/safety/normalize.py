@@ -8,6 +8,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from support_bot.safety.lexicon import decode_rot13_or_reversed, english_share, gloss
+
 # Invisible characters that survive copy-paste but split words for a keyword check.
 _INVISIBLE = {
     0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F,
@@ -51,6 +53,8 @@ _SPACED_SHORT_RE = re.compile(r"\b(?:[A-Za-z][ ._\-*])+[A-Za-z]\b")
 _B64_RE = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/=_-])")
 _HEX_RE = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){12,}\b")
 _WORD_RE = re.compile(r"\w+")
+# Four or more lower-case words joined by dots or underscores (not a domain, file name or e-mail address).
+_DOTTED_RE = re.compile(r"(?<![\w@/.])[a-z]{2,12}(?:[._][a-z]{2,12}){3,}(?![\w@/]|\.[a-z])")
 _SPACES_RE = re.compile(r"[ \t\f\v]+")
 
 
@@ -61,6 +65,8 @@ class Normalized:
     text: str
     decoded: list[str] = field(default_factory=list)
     tricks: list[str] = field(default_factory=list)
+    # An English word-for-word reading of a message in another language or in text-speak (see lexicon.py).
+    gloss: str | None = None
 
     @property
     def variants(self) -> list[str]:
@@ -210,7 +216,22 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
                     lambda m: m.group().translate(_LEET_TABLE) if _mixes_letters(m.group()) else m.group(), cleaned
                 )
             )
-    return Normalized(text=cleaned, decoded=decoded, tricks=tricks)
+        if not decoded:
+            turned = decode_rot13_or_reversed(cleaned)
+            if turned:
+                tricks.append("rot13_or_reversed")
+                decoded.append(turned)
+        # Host names are dotted too; a disguised sentence is made of ordinary words.
+        dotted = [d for d in _DOTTED_RE.findall(cleaned) if english_share(re.sub(r"[._]", " ", d)) >= 0.5]
+        if dotted:
+            # "reveal.your.system.prompt": words joined by dots or underscores instead of spaces.
+            tricks.append("joined_words")
+            decoded.append(_DOTTED_RE.sub(lambda m: re.sub(r"[._]", " ", m.group()), cleaned))
+    english = None
+    if decode:
+        # Read before look-alike letters were folded to Latin too: Cyrillic words are words, not disguises.
+        english = (gloss(text) if not text.isascii() else None) or gloss(cleaned)
+    return Normalized(text=cleaned, decoded=decoded, tricks=tricks, gloss=english)
 
 
 def _mixes_letters(token: str) -> bool:

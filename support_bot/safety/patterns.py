@@ -270,8 +270,8 @@ FAMILIES: list[Family] = [
         r"(?:reply|replies|response|responses|answer|answers|message|messages|output|outputs|sentence"
         r"|paragraph)\s+with\b"
         r"|\b(?:add|include|insert|put|use|write|show)\s+[^.\n]{0,40}?\b(?:in|to|into|at the (?:end|start"
-        r"|beginning) of)\s+"
-        r"(?:your|the|each|every)\s+(?:reply|replies|response|responses|answer|answers|output)\b"
+        r"|beginning|top|bottom) of|before|after)\s+"
+        r"(?:your|the|each|every|all (?:of )?your)\s+(?:reply|replies|response|responses|answer|answers|output)\b"
         r"|\b(?:limit|restrict|confine)\s+(?:the\s+)?(?:scope\s+|length\s+|content\s+)?(?:of\s+)?(?:your|each|every)\s+"
         r"(?:reply|replies|response|responses|answer|answers|output)s?\b"
         r"|\bdo not respond to (?:this|the|these)\b|\bonly (?:reply|respond|answer) with\b",
@@ -392,6 +392,16 @@ FAMILIES: list[Family] = [
         flags=_ML,
     ),
     _f(
+        "fake_transcript",
+        "prompt_injection",
+        0.4,
+        r"^\s*(?:human|user|customer|ai|assistant|bot|system|operator)\s*:",
+        (":",),
+        flags=_ML,
+        cap=4,
+        repeats=True,
+    ),
+    _f(
         "addressed_to_ai",
         "prompt_injection",
         0.6,
@@ -440,10 +450,10 @@ FAMILIES: list[Family] = [
         r"\b(?:\s+(?:me|us|all|exactly|verbatim))*\s+(?:your|ur)\s+(?:(?:exact|full|complete|internal|own)\s+)?"
         r"(?:instructions|rules|guidelines|directives|programming|orders|restrictions)\b(?!\s+(?:for|on|to|about"
         r"|regarding|when)\s)"
-        r"|\b(?:list|tell me|show me|what are|share|repeat)\s+(?:all\s+)?(?:of\s+)?(?:the\s+)?(?:rules|instructions"
-        r"|guidelines)"
-        r" (?:that )?you (?:follow|obey|have|were given|must follow|operate under)\b",
-        ("instructions", "rules", "guidelines", "directives", "programming", "orders", "restrictions"),
+        r"|\b(?:list|tell me|show me|what are|what were|share|repeat|say back|recite)\s+(?:all\s+)?(?:of\s+)?(?:the\s+)?"
+        r"(?:rules|instructions|guidelines|directions|directives|orders)"
+        r" (?:that )?you (?:follow|obey|have|were given|must follow|operate under|were told|got)\b",
+        ("instructions", "rules", "guidelines", "directives", "directions", "programming", "orders", "restrictions"),
     ),
     _f(
         "text_above",
@@ -453,16 +463,20 @@ FAMILIES: list[Family] = [
         r"|list)\b"
         r"[^.\n?]{0,30}\b(?:text|words|everything|content|message|messages|lines?|sentences?|instructions|all"
         r"|conversation)\s+"
-        r"(?:above|before this|prior to this|that came before|preceding|so far|at the (?:start|beginning|top))\b"
+        r"(?:above|before this|prior to this|that came before|that precedes? (?:this|my)|preceding|so far"
+        r"|at the (?:very )?(?:start|beginning|top))\b"
         r"|\bwhat (?:was|is) written (?:above|before|at the (?:beginning|start|top))\b"
         r"|\b(?:start(?:ing)?|begin(?:ning)?) with [\"'“]?you are\b|\beverything (?:above|before) (?:this|the|my)\b"
         r"|\bfirst (?:line|sentence|words) of (?:your|the) (?:prompt|instructions|conversation|context)\b"
         r"|\b(?:first|earliest|initial|original|hidden) (?:message|messages|text|prompt|instructions?) (?:in|of"
         r"|at the (?:start|top) of)"
         r" (?:this|the|our) (?:chat|conversation|context|session|thread)\b|\bthe one before (?:mine"
-        r"|my (?:first )?message)\b",
-        ("above", "before", "prior", "preceding", "so far", "at the", "you are", "first", "earliest", "initial",
-         "original", "hidden"),
+        r"|my (?:first )?message)\b"
+        r"|\b(?:whatever|everything|all the text|the text|what) (?:that )?(?:came|comes|was written|is written"
+        r"|you (?:got|were given|were told)) before (?:my (?:first )?message|this (?:chat|conversation|message)"
+        r"|we (?:started|began))\b",
+        ("above", "before", "prior", "preceding", "precede", "so far", "at the", "you are", "first", "earliest",
+         "initial", "original", "hidden"),
     ),
     _f(
         "prompt_mention",
@@ -491,8 +505,10 @@ FAMILIES: list[Family] = [
         r"(?:told|instructed|programmed|prompted|configured|ordered)"
         r"(?: to do)?\b(?! to (?:help|do) (?:with )?(?:my|an?|the|this) )"
         r"|\bhow (?:were|are|have) you (?:been )?(?:programmed|instructed|prompted|configured)\b"
+        r"|\b(?:what|everything|all)(?: that)? you(?:'ve| have)? (?:were|been) (?:told|given|instructed|programmed)"
+        r"(?: to do)? (?:before|at the (?:start|beginning)|prior to)\b"
         r"|\bwhat (?:rules|restrictions|guidelines) (?:do you|were you|have you been|are you) (?:follow|given|told"
-        r"|programmed|bound)",
+        r"|programmed|bound)\w*\b(?!\s+(?:for|on|about|regarding|when|with|in)\s)",
         ("told", "instructed", "programmed", "prompted", "configured", "ordered", "rules", "restrictions",
          "guidelines"),
     ),
