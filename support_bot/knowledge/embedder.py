@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,20 @@ from support_bot.core.errors import ModelNotAvailable
 log = logging.getLogger(__name__)
 
 PACKAGED_MODEL = "all-minilm-l6-v2"
+# Tuned copies of the configured model (support_bot/adapt) live under <data_dir>/adapters/embedder/<id>/model; the
+# state file there names the one new chunks are embedded with ("ingest") and, by index version, the one each
+# version's vectors came from ("serving": [[first version, id or None], ...], None = the configured model).
+ADAPTERS_DIR = "adapters"
+EMBEDDER_KIND = "embedder"
+STATE_FILE = "state.json"
+ARTIFACT_FILE = "artifact.json"
+# get_embedder's default: whichever embedder the state file makes active.
+ACTIVE = "active"
 
 _cache: dict[tuple[str, str, str], "Embedder"] = {}
 _cache_lock = threading.Lock()
+_states: dict[Path, tuple[tuple[int, int, int], dict]] = {}
+_artifact_dirs: dict[tuple[Path, str], Path] = {}
 
 
 def resolve_model_dir(model: str) -> Path:
@@ -45,6 +58,8 @@ class Embedder:
 
     def __init__(self, model: str, *, device: str = "cpu", batch_size: int = 64, query_path: str = "auto"):
         self.name = model
+        # The tuned artifact this is (support_bot/adapt), None for a configured model.
+        self.artifact: str | None = None
         self.query_path = query_path
         self._query_fn = None
         # Which path encode_query settled on: traced | direct | plain (None until the first query).
@@ -208,21 +223,87 @@ def _mean_pooling_only(pooling: Any) -> bool:
     return flags.get("pooling_mode_mean_tokens", False) and sum(flags.values()) == 1
 
 
-def get_embedder(settings: Settings) -> Embedder:
-    """The process-wide embedder for the configured model (loaded once)."""
-    key = (settings.embedding.model, settings.embedding.device, settings.embedding.query_path)
+def embedder_adapters_dir(settings: Settings) -> Path:
+    """Where tuned embedder artifacts and the state file naming the active one are kept."""
+    return (settings.data_dir / ADAPTERS_DIR / EMBEDDER_KIND).resolve()
+
+
+def read_embedder_state(settings: Settings) -> dict:
+    """The adapters state file ({"ingest", "serving", "history"}); a stat per call, a read only when it changed."""
+    path = embedder_adapters_dir(settings) / STATE_FILE
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    # Written by os.replace, so a new inode on every change, and never seen half-written.
+    seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+    cached = _states.get(path)
+    if cached is not None and cached[0] == seen:
+        return cached[1]
+    state = json.loads(path.read_text(encoding="utf-8"))
+    _states[path] = (seen, state)
+    return state
+
+
+def serving_artifact(state: dict, version: int) -> str | None:
+    """The artifact whose vectors index version `version` holds (None: the configured model)."""
+    chosen = None
+    for since, artifact in state.get("serving") or []:
+        if version >= since:
+            chosen = artifact
+    return chosen
+
+
+def artifact_model_dir(settings: Settings, artifact: str) -> Path:
+    """The sentence-transformers directory of a tuned artifact, which must be a tuning of the configured model."""
+    root = embedder_adapters_dir(settings) / artifact
+    known = _artifact_dirs.get((root, settings.embedding.model))
+    if known is not None:
+        return known
+    try:
+        meta = json.loads((root / ARTIFACT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ModelNotAvailable(
+            f"the tuned embedder {artifact!r} is in use but its files under {root} are missing or unreadable; "
+            "run `support-bot adapters rollback`"
+        ) from None
+    if meta.get("base_model") != settings.embedding.model:
+        raise ModelNotAvailable(
+            f"the tuned embedder {artifact!r} is a tuning of {meta.get('base_model')!r}, not of the configured "
+            f"{settings.embedding.model!r}; run `support-bot adapters rollback` or configure that model again"
+        )
+    # An artifact never changes once written, so each is read once (queries look it up on every search).
+    _artifact_dirs[(root, settings.embedding.model)] = root / "model"
+    return root / "model"
+
+
+def get_embedder(settings: Settings, artifact: str | None = ACTIVE) -> Embedder:
+    """The process-wide embedder (loaded once): by default the one new chunks are embedded with.
+
+    `artifact` names a tuned artifact instead, or None for the configured model itself.
+    """
+    if artifact == ACTIVE:
+        artifact = read_embedder_state(settings).get("ingest")
+    model = settings.embedding.model if artifact is None else str(artifact_model_dir(settings, artifact))
+    key = (model, settings.embedding.device, settings.embedding.query_path)
     embedder = _cache.get(key)
     if embedder is not None:
         return embedder
     with _cache_lock:
         embedder = _cache.get(key)
         if embedder is None:
-            log.info("loading embedding model %s on %s", settings.embedding.model, settings.embedding.device)
+            log.info("loading embedding model %s on %s", model, settings.embedding.device)
             embedder = Embedder(
-                settings.embedding.model,
+                model,
                 device=settings.embedding.device,
                 batch_size=settings.embedding.batch_size,
                 query_path=settings.embedding.query_path,
             )
+            embedder.artifact = artifact
             _cache[key] = embedder
         return embedder
+
+
+def query_embedder(settings: Settings, version: int) -> Embedder:
+    """The embedder for queries against index version `version`: the one its vectors were made with."""
+    return get_embedder(settings, serving_artifact(read_embedder_state(settings), version))

@@ -96,8 +96,13 @@ def eval_retrieval(
     k: int = 10,
     settings: Settings | None = None,
     ingest: Callable[[Settings, Path], None],
+    tune: Callable[[Settings], dict] | None = None,
 ) -> dict:
-    """Ingest the FAQ with the real pipeline into a throw-away data dir and score the live retriever on the queries."""
+    """Ingest the FAQ with the real pipeline into a throw-away data dir and score the live retriever on the queries.
+
+    `tune(settings)`, when given, runs after the ingest and before any query, on what was ingested (the FAQ alone):
+    the product's embedder adaptation as ops would run it; what it returns is reported under "tune".
+    """
     from support_bot.core.db import get_engine, migrate
     from support_bot.knowledge.retriever import Retriever
 
@@ -110,6 +115,7 @@ def eval_retrieval(
         migrate(s)
         try:
             ingest(s, Path(faq_path))
+            tuned = tune(s) if tune is not None else None
             retriever = Retriever(s)
             retriever.search(queries[0]["query"], k=k)  # loads the model and index outside the timings
             ranked, abstained, latencies = [], [], []
@@ -121,7 +127,10 @@ def eval_retrieval(
                 abstained.append(result.abstain)
         finally:
             get_engine(s).dispose()
-    return score_run(queries, ranked, abstained, latencies)
+    result = score_run(queries, ranked, abstained, latencies)
+    if tuned is not None:
+        result["tune"] = tuned
+    return result
 
 
 def _faq_questions(path: Path) -> tuple[list[str], list[str]]:

@@ -79,11 +79,17 @@ class Retriever:
 
     @property
     def embedder(self):
-        if self._embedder is None:
-            from support_bot.knowledge.embedder import get_embedder
+        """The embedder queries against the live index version go through."""
+        return self._query_embedder(self.reader.current())
 
-            self._embedder = get_embedder(self.settings)
-        return self._embedder
+    def _query_embedder(self, version: IndexVersion):
+        if self._embedder is not None:
+            return self._embedder
+        from support_bot.knowledge.embedder import query_embedder
+
+        # Each version is searched with the model its vectors came from, so switching to a tuned embedder (or back)
+        # takes effect with the index version that holds its vectors, in every process, without a restart.
+        return query_embedder(self.settings, version.version)
 
     def search(self, query: str, *, k: int | None = None) -> RetrievalResult:
         """Top-k distinct entries for the query with fused and component scores, plus whether to abstain."""
@@ -98,7 +104,7 @@ class Retriever:
         if not query:
             result.reason = "the question is empty"
             return result
-        qvec = self.embedder.encode_query(query)
+        qvec = self._query_embedder(version).encode_query(query)
         ranked = sorted(self._candidates(version, qvec, query, cfg), key=lambda e: e.fused, reverse=True)
         # One more than asked for: the runner-up's score feeds the abstain decision.
         distinct = self._distinct(ranked, cfg.duplicate_similarity, max(k, 1) + 1)
