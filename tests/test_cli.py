@@ -41,7 +41,7 @@ def test_production_refuses_default_secrets(monkeypatch, capsys):
     get_settings.cache_clear()
     assert main(["migrate"]) == 2
     err = capsys.readouterr().err
-    assert "SUPPORT_BOT_SECRET_KEY" in err and "Traceback" not in err
+    assert "SUPPORT_BOT_ADMIN_TOKEN" in err and "Traceback" not in err
 
 
 def test_missing_model_is_one_clear_line(monkeypatch, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import threading
 from contextlib import asynccontextmanager
@@ -13,12 +15,15 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from support_bot import learning
 from support_bot.chat.service import Assistant
-from support_bot.core.config import Settings, get_settings
+from support_bot.core.config import DEV_SECRET, Settings, get_settings
 from support_bot.core.db import migrate
 from support_bot.core.errors import ConfigurationError, SupportBotError
+from support_bot.core.security import is_loopback, uses_default_admin_token
 from web.errors import http_status
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,39 @@ def _warm_up(app: FastAPI) -> None:
     except Exception as exc:  # the reason is shown on /readyz; the server keeps serving pages and history
         log.exception("model failed to load")
         app.state.model_status = f"failed to load: {type(exc).__name__}: {exc}"
+
+
+class RefuseDefaultTokenFromAfar:
+    """A development app still on the published default admin token takes it from this machine only.
+
+    `support-bot serve` gives such a server a random token of its own; this covers an app served any other way.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _default_token_from_afar(scope):
+            detail = (
+                "the default admin token is accepted only from this machine: use the token `support-bot serve` "
+                "printed (also in <data_dir>/admin-token.txt) or set SUPPORT_BOT_ADMIN_TOKEN"
+            )
+            await JSONResponse({"detail": detail}, status_code=401)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _default_token_from_afar(scope: Scope) -> bool:
+    authorization = Headers(scope=scope).get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), DEV_SECRET.encode()):
+        return False
+    host = (scope.get("client") or (None, None))[0]
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return False  # no network peer: a Unix socket, or the in-process test client
+    return not is_loopback(host)
 
 
 def create_app(settings: Settings | None = None, *, assistant: Assistant | None = None) -> FastAPI:
@@ -105,6 +143,8 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
 
     app.add_exception_handler(OperationalError, _database_away)
     app.add_exception_handler(InterfaceError, _database_away)
+    if uses_default_admin_token(settings):
+        app.add_middleware(RefuseDefaultTokenFromAfar)
 
     from web.api import chat, events, health, knowledge, pages
 
@@ -134,6 +174,9 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
     from web.api import console_learning
 
     app.include_router(console_learning.router)
+    from web.api import console_adapters
+
+    app.include_router(console_adapters.router)
     from web.middleware import public_api
     from web.api import widget
 

@@ -4,6 +4,7 @@ instructions aimed at the model, and the safety events they record (the output g
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,10 @@ UNTRUSTWORTHY_OUTPUT = frozenset(
 )
 
 
+# Verdicts on knowledge entries kept for reuse: far more than the entries that answer most questions.
+MAX_SOURCE_VERDICTS = 20_000
+
+
 class Guards:
     """The input and output guards, each built on first use, and the input guard's verdicts on knowledge entries."""
 
@@ -33,8 +38,10 @@ class Guards:
         self._input = None
         self._output = None
         self._lock = threading.Lock()
-        # Verdicts on knowledge entries, by chunk id (entries only change by getting new ids).
-        self._source_verdicts: dict[str, Any] = {}
+        # Verdicts on knowledge entries, by chunk id (entries only change by getting new ids); the least recently
+        # used are forgotten past MAX_SOURCE_VERDICTS, so re-indexing again and again cannot grow it without bound.
+        self._source_verdicts: OrderedDict[str, Any] = OrderedDict()
+        self._verdicts_lock = threading.Lock()
 
     # Built, and their modules imported, only when first needed: they load models and attack libraries.
     @property
@@ -63,10 +70,16 @@ class Guards:
 
     def source_drop_verdict(self, hit: Any) -> Any | None:
         """The input guard's verdict on an entry when it carries instructions aimed at the model, else None."""
-        verdict = self._source_verdicts.get(hit.chunk_id)
+        with self._verdicts_lock:
+            verdict = self._source_verdicts.get(hit.chunk_id)
+            if verdict is not None:
+                self._source_verdicts.move_to_end(hit.chunk_id)
         if verdict is None:
             verdict = self.input.check(hit.text)
-            self._source_verdicts[hit.chunk_id] = verdict
+            with self._verdicts_lock:
+                self._source_verdicts[hit.chunk_id] = verdict
+                while len(self._source_verdicts) > MAX_SOURCE_VERDICTS:
+                    self._source_verdicts.popitem(last=False)
         if verdict.action in ("block", "handoff") and verdict.category in _INJECTION_CATEGORIES:
             return verdict
         return None

@@ -13,10 +13,15 @@ from support_bot.models import Message
 
 @dataclass
 class TurnEvent:
-    """One server-sent event of a message post: token, done or error."""
+    """One server-sent event of a message post: token, done or error (or PENDING, never sent: see below)."""
 
     event: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+# Only when the turn is read a step at a time under a generation Wakeup (llm.base): the model has written nothing new
+# yet, and the caller waits on its event loop rather than a thread. Not an event of the API; nothing else sees it.
+PENDING = "pending"
 
 
 @dataclass

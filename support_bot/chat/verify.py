@@ -18,7 +18,7 @@ from support_bot.chat.prompt import build_prompt
 from support_bot.chat.replies import model_failure_reply
 from support_bot.chat.screening import UNTRUSTWORTHY_OUTPUT, Guards, record_safety_event
 from support_bot.chat.store import QUOTE_INTRO, done_payload, store_reply
-from support_bot.chat.turn import Turn, TurnEvent
+from support_bot.chat.turn import PENDING, Turn, TurnEvent
 from support_bot.core.config import Settings
 from support_bot.core.errors import SupportBotError
 
@@ -225,17 +225,26 @@ def verified_answer(
             log.warning("generation failed: %s", exc.detail)
         else:
             log.exception("generation failed")
+        detail = exc.detail if isinstance(exc, SupportBotError) else f"{type(exc).__name__}: {exc}"
         if verifier is None or not verifier.shown:
             if verifier is not None:
                 _record(turn, verifier)
-            detail = exc.detail if isinstance(exc, SupportBotError) else f"{type(exc).__name__}: {exc}"
             yield from model_failure_reply(turn, detail)
             return
+        truncated = detail
+    else:
+        truncated = None
     _record(turn, verifier)
     ending, citations, quoted = verifier.ending()
     yield from _pieces(ending)
     reply = store_reply(settings, turn.question, " ".join(verifier.shown) + ending, citations, abstained=False)
-    yield TurnEvent("done", done_payload(reply))
+    done = done_payload(reply)
+    if truncated is not None:
+        # The verified part stands, but it is not the whole answer: say so (an added field of the done event), and
+        # keep a console-only record of it next to the message.
+        done["truncated"] = True
+        note_truncated(settings, reply, truncated)
+    yield TurnEvent("done", done)
     turn.summaries.refresh_later(turn.conversation_id)
     if quoted:
         log.info("no sentence of the model's answer could be verified; quoted the best entry")
@@ -246,6 +255,9 @@ def _stream_verified(turn: Turn, model: Any, messages: list, verifier: AnswerVer
     splitter, raw = SentenceSplitter(), ""
     with closing(model_pieces(turn.settings, model, messages, stop=turn.stop, observe=True)) as stream:
         for piece in stream:
+            if not piece:
+                yield TurnEvent(PENDING)  # nothing new yet: the caller may wait without holding a thread
+                continue
             raw += piece
             for sentence in splitter.push(piece):
                 verdict = verifier.offer(sentence, raw_so_far=raw)
@@ -258,6 +270,21 @@ def _stream_verified(turn: Turn, model: Any, messages: list, verifier: AnswerVer
         verdict = verifier.offer(sentence, raw_so_far=raw)
         if verdict.shown:
             yield TurnEvent("token", {"text": verdict.shown})
+
+
+def note_truncated(settings: Settings, reply: Any, reason: str) -> None:
+    """Log, count and store (a console-only event of the conversation) that `reply` is an answer cut short."""
+    from support_bot.core.db import session_scope
+    from support_bot.live import events
+    from support_bot.ops import metrics
+
+    log.warning("answer %s was cut short after its verified part: %s", reply.id, reason)
+    metrics.answer_truncated()
+    with session_scope(settings) as session:
+        events.emit(
+            session, conversation_id=reply.conversation_id, kind="answer.truncated", audience="console",
+            data={"message_id": reply.id, "reason": reason[:500]},
+        )
 
 
 def _pieces(text: str) -> Iterator[TurnEvent]:

@@ -11,7 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Only usable in development mode; production refuses to start with it.
+# The published default admin token: production refuses to start with it, and in development it is accepted only
+# from this machine (`support-bot serve` replaces it with a random token of its own).
 DEV_SECRET = "dev-insecure-secret-change-me"
 
 
@@ -150,6 +151,20 @@ class IngestSettings(BaseModel):
     visibility_timeout_s: int | None = Field(default=None, ge=1)
     # Prefix for every key the ingest queue uses in Redis, so installations sharing one Redis stay apart.
     broker_key_prefix: str = ""
+    # A running job stamps a heartbeat this often. One whose heartbeat is older than heartbeat_timeout_s lost its
+    # worker without recording it (killed at the hard time limit, out of memory, machine gone); every worker sweeps
+    # for such jobs every sweep_interval_s and re-queues them, or fails them once past their time limit or retries.
+    # The sweep also hands over queued jobs that never reached a worker (the broker was down at upload) once they are
+    # heartbeat_timeout_s old.
+    heartbeat_interval_s: float = Field(default=15, gt=0)
+    heartbeat_timeout_s: float = Field(default=120, gt=0)
+    sweep_interval_s: float = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_outlasts_its_interval(self) -> "IngestSettings":
+        if self.heartbeat_timeout_s < 2 * self.heartbeat_interval_s:
+            raise ValueError("ingest.heartbeat_timeout_s must be at least twice ingest.heartbeat_interval_s")
+        return self
 
 
 class ChatSettings(BaseModel):
@@ -208,7 +223,7 @@ class SafetySettings(BaseModel):
     redact_pii: bool = True
     pii_kinds: list[str] = Field(default_factory=lambda: ["email", "phone", "card", "iban", "gov_id"])
     # Output guard: a verbatim run of this many words from the system prompt in an answer counts as a leak.
-    leak_min_words: int = 8
+    leak_min_words: int = 5
     fallback_text: str = (
         "I'm sorry, I can't give a reliable answer to that here. Would you like me to connect you with a person?"
     )
@@ -450,6 +465,44 @@ class LearningSettings(BaseModel):
     min_answer_chars: int = Field(default=20, ge=1)
 
 
+class AdaptSettings(BaseModel):
+    """Tuning the embedder on the company's own data (`support-bot tune embedder`, the console's Adaptation page)."""
+
+    # Contrastive fine-tuning: each question against its answer (and against other questions with the same answer),
+    # every other answer in the batch as a negative, plus the closest wrong entry of the current index. The
+    # defaults were chosen by cross-validation on held-out entries of the FAQs themselves (README, "Adapting").
+    epochs: int = Field(default=2, ge=1, le=50)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1e-2)
+    batch_size: int = Field(default=32, ge=2, le=1024)
+    # Texts are cut to this many tokens while training (answers are long; their start carries the topic, and the
+    # step cost grows with the longest text in the batch).
+    max_tokens: int = Field(default=64, ge=16, le=512)
+    # Only the top this many transformer layers learn (0: the whole model). The frozen layers' output is computed
+    # once per text, so each step costs about train_layers / layers of a whole-model step.
+    train_layers: int = Field(default=2, ge=0, le=64)
+    hard_negatives: bool = True
+    question_pairs: bool = True
+    # Cosine logit scale (1 / temperature) of the contrastive loss.
+    scale: float = Field(default=20.0, gt=0)
+    # Each epoch trains on at most this many pairs, a fresh random sample each time (0: all of them), so the time to
+    # tune stays bounded on large data sets (15,000 past chats give 30,000 pairs an epoch).
+    max_pairs_per_epoch: int = Field(default=8000, ge=0)
+    # Stop after this many steps (0: no limit), whatever the epochs say.
+    max_steps: int = Field(default=0, ge=0)
+    # Resolved chats and helpful answers read, newest first.
+    max_chats: int = Field(default=5000, ge=0)
+    # The held-out slice: a share of the questions (their answers stay indexed) and a share of the distinct answers
+    # (left out entirely: their questions should be declined), each capped; chosen by a seeded hash, never trained on.
+    heldout_fraction: float = Field(default=0.15, ge=0, le=0.5)
+    heldout_max: int = Field(default=500, ge=1)
+    abstain_fraction: float = Field(default=0.1, ge=0, le=0.5)
+    abstain_max: int = Field(default=200, ge=0)
+    seed: int = 0
+    # An artifact whose held-out recall@1, recall@5 or decision accuracy is below the live embedder's by more than
+    # this is refused at activation.
+    gate_tolerance: float = Field(default=0.0, ge=0, le=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SUPPORT_BOT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -464,8 +517,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Set to use Celery workers for ingest and Redis pub/sub for live events.
     redis_url: str | None = None
-    secret_key: str = DEV_SECRET
-    # Bearer token for the knowledge upload API until console logins exist.
+    # Bearer token for scripts (the knowledge API, metrics scrapes). Required in production; in development, left at
+    # the default, `support-bot serve` makes a random one of its own under the data dir and prints it once, and no
+    # server takes the default from another machine.
     admin_token: str = DEV_SECRET
     # Host sites sign identified customers' ids with this (HMAC-SHA256); unset = identified customers refused.
     customer_hmac_secret: str | None = None
@@ -482,6 +536,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)
@@ -507,7 +562,7 @@ class Settings(BaseSettings):
         """
         if self.env != "production":
             return None
-        secrets = {"secret_key": self.secret_key, "admin_token": self.admin_token}
+        secrets = {"admin_token": self.admin_token}
         if self.customer_hmac_secret is not None:
             secrets["customer_hmac_secret"] = self.customer_hmac_secret
         for name, value in secrets.items():

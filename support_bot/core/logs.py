@@ -32,11 +32,6 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def current_request_id() -> str | None:
-    """The id of the request being served, if any."""
-    return request_id_var.get()
-
-
 @contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Add `fields` to every log line written inside the block (and in code it calls on this thread)."""

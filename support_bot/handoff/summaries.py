@@ -32,6 +32,12 @@ AGENT_SUMMARY_INSTRUCTION = (
 
 # Share of a sentence's words the conversation must have. Lower than an answer's bar: a summary rewords on purpose.
 MIN_SUMMARY_SUPPORT = 0.6
+# Agent summaries are written in the background, one at a time, with no customer waiting: they get this much time
+# (or the answers' own limit, when that is longer) rather than the customer's deadline, so a slow model finishes.
+SUMMARY_TIMEOUT_S = 300.0
+# A summary this close to its token budget most likely ran into it: only its finished sentences are kept.
+BUDGET_SHARE = 0.9
+_FINISHED_AT = re.compile(r"[.!?…][\"')\]]*(?=\s|$)|\n")
 # Each part of a summary built from the transcript is cut to about this many characters.
 EXTRACT_CHARS = 240
 
@@ -206,6 +212,18 @@ def checked_summary(
     return extractive_summary(settings, messages, reason=reason)
 
 
+def summary_timeout_s(settings: Settings) -> float:
+    """The time a background summary may take: its own budget, never less than a customer's answer gets."""
+    return max(SUMMARY_TIMEOUT_S, settings.llm.timeout_s)
+
+
+def finished_sentences(text: str) -> str:
+    """`text` up to the end of its last finished sentence (or line): what a cut-off summary may keep."""
+    text = text.strip()
+    ends = [m.end() for m in _FINISHED_AT.finditer(text)]
+    return text[: ends[-1]].strip() if ends else ""
+
+
 def agent_summary_prompt(messages: list[Message], *, previous: str | None = None) -> list[ChatMessage]:
     parts = []
     if previous:
@@ -236,10 +254,14 @@ def write_agent_summary(settings: Settings, engine: Any, conversation_id: str) -
             window = window[2:]
             messages = agent_summary_prompt(window, previous=previous)
         try:
-            text = engine.generate(messages, max_new_tokens=max_new).strip()
+            # A model that runs out of time raises (AnswerTruncated): a cut-off text never passes for a summary.
+            text = engine.generate(messages, max_new_tokens=max_new, timeout_s=summary_timeout_s(settings)).strip()
         except Exception as exc:  # noqa: BLE001 - a failed or timed-out model still leaves the agent a summary
             log.warning("agent summary of %s: the model failed (%s); using the transcript", conversation_id, exc)
             text = ""
+        if text and engine.count_tokens(text) >= BUDGET_SHARE * max_new:
+            # It ran into its token budget, most likely mid-sentence: keep what it finished.
+            text = finished_sentences(text)
         if text:
             text = checked_summary(settings, text, rows, previous=previous, reason=reason, what="agent summary")
         else:

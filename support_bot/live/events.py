@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -197,21 +198,43 @@ class InProcessBus(_Hub):
 
 
 class RedisBus(_Hub):
-    """Redis pub/sub across web processes: one listener thread per process, reconnecting with backoff."""
+    """Redis pub/sub across web processes: one listener thread per process, reconnecting with backoff, and one
+    publisher thread, so that no request ever waits on Redis (a Redis that accepts connections and never answers
+    included).
+
+    A published message reaches this process's own streams at once, in the caller's thread; other processes get it
+    through Redis, from the publisher thread. Every wait on Redis is bounded.
+    """
+
+    # Messages waiting for the publisher thread; past this many (Redis away for long) the oldest are dropped and the
+    # other processes' streams are told to re-read the database once Redis is back.
+    MAX_PENDING = 10_000
+    # Seconds any one Redis call of the publisher may take; the listener's liveness check is LIVENESS_S.
+    PUBLISH_TIMEOUT_S = 1.0
+    LIVENESS_S = 5.0
 
     def __init__(self, url: str, *, prefix: str = "support_bot:", reconnect_max_s: float = 5.0):
         super().__init__()
         self.url = url
         self.prefix = prefix
         self.reconnect_max_s = reconnect_max_s
-        # No client-side retries: a failed publish falls back at once, and the listener must see every drop so
+        # This bus's messages come back from Redis too; they were delivered locally already.
+        self._origin = uuid.uuid4().hex
+        # No client-side retries: the publisher thread backs off itself, and the listener must see every drop so
         # that it can tell streams to poll and, once back, to re-read what they may have missed.
         self._publisher = redis.Redis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0)
+            url,
+            socket_connect_timeout=self.PUBLISH_TIMEOUT_S,
+            socket_timeout=self.PUBLISH_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
         )
+        self._outbox: deque[tuple[str, str]] = deque()
+        self._outbox_ready = threading.Condition()
+        self._dropped = False
         self._healthy = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._publisher_thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
 
     @property
@@ -228,18 +251,66 @@ class RedisBus(_Hub):
         return self._healthy.wait(timeout)
 
     def publish(self, channel: str, message: dict[str, Any]) -> None:
-        try:
-            self._publisher.publish(self.prefix + channel, json.dumps(message))
-        except (redis.RedisError, OSError) as exc:
-            # This process's streams hear it directly; the others poll the database while Redis is away.
-            log.warning("live events: publish to Redis failed (%s); delivering locally only", exc)
-            self.dispatch(channel, message)
+        """Deliver to this process's streams now and queue for the others; never waits on Redis."""
+        self.dispatch(channel, message)
+        data = json.dumps({"origin": self._origin, "message": message})
+        with self._outbox_ready:
+            if len(self._outbox) >= self.MAX_PENDING:
+                self._outbox.popleft()
+                self._dropped = True
+            self._outbox.append((self.prefix + channel, data))
+            self._outbox_ready.notify()
+        self._ensure_publisher()
+
+    def pending(self) -> int:
+        """Messages not yet handed to Redis."""
+        with self._outbox_ready:
+            return len(self._outbox)
 
     def _ensure_listener(self) -> None:
         with self._thread_lock:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._listen, name="events-redis-listener", daemon=True)
                 self._thread.start()
+
+    def _ensure_publisher(self) -> None:
+        if self._publisher_thread is not None:
+            return
+        with self._thread_lock:
+            if self._publisher_thread is None and not self._stop.is_set():
+                self._publisher_thread = threading.Thread(
+                    target=self._publish_loop, name="events-redis-publisher", daemon=True
+                )
+                self._publisher_thread.start()
+
+    def _publish_loop(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            with self._outbox_ready:
+                while not self._outbox and not self._stop.is_set():
+                    self._outbox_ready.wait(1.0)
+                if self._stop.is_set():
+                    return
+                channel, data = self._outbox[0]
+                resync = self._dropped
+            try:
+                if resync:
+                    # Some wake-ups never left this process: every other stream re-reads the database.
+                    self._publisher.publish(self.prefix + _RESYNC_CHANNEL, json.dumps({"origin": self._origin}))
+                    with self._outbox_ready:
+                        self._dropped = False
+                self._publisher.publish(channel, data)
+            except (redis.RedisError, OSError) as exc:
+                # This process's streams heard it already; the others poll the database while Redis is away.
+                if delay == 0.1:
+                    log.warning("live events: publish to Redis failed (%s); other processes poll meanwhile", exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.reconnect_max_s)
+                continue
+            delay = 0.1
+            with self._outbox_ready:
+                if self._outbox and self._outbox[0] == (channel, data):
+                    self._outbox.popleft()
 
     def _set_healthy(self, healthy: bool) -> None:
         if healthy and not self._healthy.is_set():
@@ -257,27 +328,24 @@ class RedisBus(_Hub):
                 client = redis.Redis.from_url(
                     self.url,
                     socket_connect_timeout=2.0,
+                    # Bounds the connection's own handshake; reading messages waits on get_message's timeout.
+                    socket_timeout=self.LIVENESS_S,
                     socket_keepalive=True,
-                    health_check_interval=10,
                     retry=Retry(NoBackoff(), 0),
                 )
                 pubsub = client.pubsub()
                 pubsub.psubscribe(self.prefix + "*")
-                while not self._stop.is_set():
-                    msg = pubsub.get_message(timeout=1.0)
-                    if msg is None:
-                        continue
-                    if msg["type"] == "psubscribe":
-                        delay = 0.1
-                        self._set_healthy(True)
-                    elif msg["type"] == "pmessage":
-                        self._on_message(msg["channel"], msg["data"])
+                self._receive(pubsub)
             except (redis.RedisError, OSError) as exc:
                 if self.healthy:
                     log.warning("live events: lost Redis (%s); streams poll the database until it is back", exc)
             except Exception:  # a bug here must not end live events for the life of the process
                 log.exception("live events: Redis listener failed")
+            else:
+                delay = 0.1
             finally:
+                if self.healthy:
+                    delay = 0.1
                 self._set_healthy(False)
                 for closable in (pubsub, client):
                     if closable is not None:
@@ -288,6 +356,25 @@ class RedisBus(_Hub):
             self._stop.wait(delay)
             delay = min(delay * 2, self.reconnect_max_s)
 
+    def _receive(self, pubsub: Any) -> None:
+        """Read messages until stopped; a Redis that stops answering (even with the connection open) raises."""
+        heard = time.monotonic()
+        next_ping = heard + self.LIVENESS_S
+        while not self._stop.is_set():
+            msg = pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if msg is not None:
+                heard = now
+                if msg["type"] == "psubscribe":
+                    self._set_healthy(True)
+                elif msg["type"] == "pmessage":
+                    self._on_message(msg["channel"], msg["data"])
+            if now >= next_ping:
+                pubsub.ping()
+                next_ping = now + self.LIVENESS_S
+            if now - heard > 3 * self.LIVENESS_S:
+                raise redis.ConnectionError(f"Redis sent nothing for {now - heard:.0f} seconds, not even a pong")
+
     def _on_message(self, channel: bytes | str, data: bytes | str) -> None:
         name = channel.decode() if isinstance(channel, bytes) else channel
         try:
@@ -295,16 +382,32 @@ class RedisBus(_Hub):
         except ValueError:
             log.warning("live events: ignoring a malformed message on %s", name)
             return
-        if isinstance(message, dict) and name.startswith(self.prefix):
-            self.dispatch(name[len(self.prefix):], message)
+        if not isinstance(message, dict) or not name.startswith(self.prefix):
+            return
+        if "origin" in message:
+            if message["origin"] == self._origin:
+                return  # delivered locally when it was published
+            if name == self.prefix + _RESYNC_CHANNEL:
+                self.broadcast(RESYNC)
+                return
+            message = message.get("message")
+            if not isinstance(message, dict):
+                return
+        self.dispatch(name[len(self.prefix):], message)
 
     def close(self) -> None:
         self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=5)
+        with self._outbox_ready:
+            self._outbox_ready.notify_all()
+        for thread in (self._thread, self._publisher_thread):
+            if thread is not None:
+                thread.join(timeout=5)
         super().close()
         self._publisher.close()
+
+
+# Where a publisher that had to drop wake-ups tells every other process's streams to re-read the database.
+_RESYNC_CHANNEL = "_resync"
 
 
 Bus = InProcessBus | RedisBus

@@ -1,4 +1,7 @@
-"""Console users: argon2id passwords, lockout, server-side sessions with CSRF tokens, and user management."""
+"""Console users: argon2id passwords, failed-login counts, server-side sessions with CSRF tokens, and user management.
+
+Repeated failures never lock an account (anyone could lock out the admin that way): login_throttle.py slows them.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +21,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from support_bot.ops import audit
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.core.errors import Conflict, InvalidInput, NotFound
 from support_bot.models import ConsoleSession, User, utcnow
+from support_bot.ops import audit
 
 ROLES = ("agent", "ops", "admin")
 FIRST_ADMIN = "admin"
@@ -318,8 +321,8 @@ def authenticate(
     if user is None:
         _burn_time(password or "")
         return None
-    if is_locked(user, now) or not user.active:
-        # Checked like any other attempt, so a locked or disabled account answers in the same time.
+    if not user.active:
+        # Checked like any other attempt, so a disabled account answers in the same time.
         verify_password(user.password_hash, password or "")
         return None
     if not verify_password(user.password_hash, password or ""):
@@ -337,19 +340,14 @@ def authenticate(
 
 
 def _count_failure(session: Session, *, settings: Settings, user: User, now: datetime) -> None:
-    # One atomic increment, so parallel guesses cannot slip under the limit by overwriting each other's count.
+    # One atomic increment, so parallel guesses cannot slip under the count by overwriting each other's.
     session.execute(update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1))
     session.refresh(user, ["failed_logins"])
-    if user.failed_logins >= settings.console.lockout_attempts:
-        user.locked_until = now + timedelta(minutes=settings.console.lockout_minutes)
-        user.failed_logins = 0
+    if user.failed_logins == settings.console.lockout_attempts:
+        # Worth an admin's attention; the account stays open to its owner (login_throttle.py slows the guessing).
         audit.record(
-            session, actor=None, action="user.login_locked", target_type="user", target_id=user.id,
-            detail={
-                "username": user.username,
-                "attempts": settings.console.lockout_attempts,
-                "until": user.locked_until.isoformat(),
-            },
+            session, actor=None, action="user.login_failures", target_type="user", target_id=user.id,
+            detail={"username": user.username, "attempts": user.failed_logins, "at": now.isoformat()},
         )
 
 

@@ -71,6 +71,11 @@ TIME_TO_FIRST_TOKEN = Histogram(
     buckets=_TTFT_BUCKETS,
     registry=REGISTRY,
 )
+TRUNCATED_ANSWERS = Counter(
+    "support_bot_truncated_answers",
+    "Customer answers cut short after some of them was shown (the model's time limit passed, or it failed midway).",
+    registry=REGISTRY,
+)
 SAFETY_EVENTS = Counter(
     "support_bot_safety_events",
     "Guard verdicts that changed what the customer got, as recorded (direction: input, output or source).",
@@ -89,6 +94,11 @@ def observe_request(*, method: str, route: str, status: int, seconds: float) -> 
     ).observe(seconds)
 
 
+def answer_truncated() -> None:
+    """Count one customer answer cut short after part of it was shown."""
+    TRUNCATED_ANSWERS.inc()
+
+
 def safety_event(*, direction: str, category: str, action: str) -> None:
     """Count one recorded safety event."""
     SAFETY_EVENTS.labels(direction, category, action).inc()
@@ -105,7 +115,8 @@ def observe_generation(pieces: Iterable[str], *, count_tokens: Callable[[str], i
     parts: list[str] = []
     try:
         for piece in pieces:
-            if first is None:
+            # An empty piece is no text (a reader told there is nothing yet): it is not the first token.
+            if first is None and piece:
                 first = time.perf_counter()
                 TIME_TO_FIRST_TOKEN.observe(first - started)
             parts.append(piece)

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from support_bot.core.errors import ConfigurationError
-from support_bot.llm.base import Engine
-from support_bot.llm.registry import get_engine, reset_engines
+from support_bot.core.errors import ConfigurationError, ModelTimeout
 from support_bot.llm.backends.fake import FakeEngine
+from support_bot.llm.base import AnswerTruncated, Engine
 from support_bot.llm.prompt import ChatMessage
+from support_bot.llm.registry import get_engine, reset_engines
 
 ASK = [ChatMessage("system", "Be brief."), ChatMessage("user", "  Where is   my order?  ")]
 
@@ -73,11 +73,25 @@ def test_stop_event_ends_the_stream():
     assert pieces == ["w0", " w1", " w2"]
 
 
-def test_timeout_ends_the_stream():
+def test_a_timeout_midway_raises_after_the_pieces_so_far():
+    # Ending quietly would pass a cut-off reply for a whole one (a summary stored mid-sentence).
     engine = FakeEngine(delay_s=0.02)
     engine.queue_reply(" ".join(f"w{i}" for i in range(500)))
-    pieces = list(engine.stream(ASK, timeout_s=0.2))
+    pieces = []
+    with pytest.raises(AnswerTruncated, match="did not finish"):
+        for piece in engine.stream(ASK, timeout_s=0.2):
+            pieces.append(piece)
     assert 0 < len(pieces) < 50
+    engine.queue_reply(" ".join(f"w{i}" for i in range(500)))
+    with pytest.raises(AnswerTruncated):
+        engine.generate(ASK, timeout_s=0.2)
+
+
+def test_a_timeout_before_the_first_piece_is_a_model_timeout():
+    engine = FakeEngine(delay_s=0.3)
+    with pytest.raises(ModelTimeout, match="sent nothing") as raised:
+        list(engine.stream(ASK, timeout_s=0.1))
+    assert not isinstance(raised.value, AnswerTruncated)
 
 
 def test_token_counts_are_whitespace_words():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 import pytest
 
 from support_bot.core.errors import ModelNotAvailable, ModelTimeout
-from support_bot.llm.base import guarded_stream
 from support_bot.llm.backends.fake import FakeEngine
+from support_bot.llm.base import PENDING, AnswerTruncated, Wakeup, guarded_stream
 from support_bot.llm.prompt import ChatMessage
 
 ASK = [ChatMessage("system", "Be brief."), ChatMessage("user", "Where is my order?")]
@@ -81,3 +83,105 @@ def test_a_set_stop_ends_the_stream_quietly():
     finally:
         engine.released.set()
     assert got == ["Your"] and engine.stop_seen.is_set()
+
+
+# -- read from an event loop (Wakeup) --------------------------------------------------------------------------------
+
+
+class _OneByOne(FakeEngine):
+    """Yields each piece only once `allow` has been released for it."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        super().__init__()
+        self.pieces = pieces
+        self.allow = threading.Semaphore(0)
+
+    def stream(self, messages, *, max_new_tokens=None, stop=None, timeout_s=None):
+        for piece in self.pieces:
+            while not self.allow.acquire(timeout=0.05):
+                if stop is not None and stop.is_set():
+                    return
+            yield piece
+
+
+def test_under_a_wakeup_a_read_returns_pending_at_once_and_the_loop_is_woken_where_a_sentence_may_end():
+    engine = _OneByOne(["Your", " order", " ships.", " Thanks"])
+
+    async def read() -> list[list[str]]:
+        wakeup = Wakeup()
+        stream = guarded_stream(engine, ASK, timeout_s=60, first_token_timeout_s=60)
+
+        async def woken_by(released: int) -> list[str]:
+            # Nothing is ready: the step hands back PENDING instead of holding its thread until there is.
+            assert await asyncio.to_thread(wakeup.step, stream) == PENDING
+            for _ in range(released):
+                engine.allow.release()
+            # Woken by the model itself (the reader's own deadline is a minute away), then everything ready is read.
+            await asyncio.wait_for(wakeup.wait(), 20)
+            got = []
+            while (piece := wakeup.step(stream)) != PENDING:
+                got.append(piece)
+            return got
+
+        try:
+            batches = [
+                await woken_by(1),  # the first piece wakes the reader
+                await woken_by(2),  # " order" does not, " ships." does: both are read then
+            ]
+            engine.allow.release()  # " Thanks" follows an end mark, and then the stream ends
+            await asyncio.wait_for(wakeup.wait(), 20)
+            rest = []
+            with pytest.raises(StopIteration):
+                while True:
+                    piece = wakeup.step(stream)
+                    if piece == PENDING:
+                        await asyncio.wait_for(wakeup.wait(), 20)
+                    else:
+                        rest.append(piece)
+            return [*batches, rest]
+        finally:
+            stream.close()
+
+    assert asyncio.run(read()) == [["Your"], [" order", " ships."], [" Thanks"]]
+
+
+def test_under_a_wakeup_the_deadline_still_ends_the_wait_and_raises():
+    engine = _Scripted([], block=True)
+
+    async def read() -> None:
+        wakeup = Wakeup()
+        stream = guarded_stream(engine, ASK, timeout_s=5, first_token_timeout_s=0.2)
+        assert wakeup.step(stream) == PENDING
+        await asyncio.wait_for(wakeup.wait(), 20)  # returns at the reader's deadline, with nothing to read
+        with pytest.raises(ModelTimeout, match="sent nothing within 0.2 seconds"):
+            wakeup.step(stream)
+
+    try:
+        asyncio.run(read())
+        assert engine.stop_seen.is_set()
+    finally:
+        engine.released.set()
+
+
+def test_empty_pieces_from_an_engine_are_never_passed_on():
+    engine = _Scripted(["", "Your", "", " order", ""])
+    assert list(guarded_stream(engine, ASK, timeout_s=5)) == ["Your", " order"]
+
+
+def test_a_cut_by_the_deadline_after_some_pieces_is_answer_truncated():
+    engine = _Scripted(["Your"], block=True)
+    try:
+        with pytest.raises(AnswerTruncated):
+            list(guarded_stream(engine, ASK, timeout_s=0.3, first_token_timeout_s=0.2))
+    finally:
+        engine.released.set()
+
+
+def test_pieces_the_model_wrote_in_time_count_even_when_the_reader_comes_late():
+    # A busy server may get round to reading after the deadline: what the model wrote in time is its answer.
+    engine = _Scripted(["Your", " order", " ships."])
+    stream = guarded_stream(engine, ASK, timeout_s=0.3, first_token_timeout_s=0.2)
+    got = [next(stream)]
+    time.sleep(0.6)
+    got += list(stream)
+    assert got == ["Your", " order", " ships."]

@@ -11,10 +11,11 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from support_bot.core.errors import ConfigurationError, ModelNotAvailable
-from support_bot.llm.registry import get_engine
+from support_bot.core.errors import ConfigurationError, ModelNotAvailable, ModelTimeout
 from support_bot.llm.backends.openai import OpenAIEngine
+from support_bot.llm.base import AnswerTruncated
 from support_bot.llm.prompt import ChatMessage
+from support_bot.llm.registry import get_engine
 
 ASK = [ChatMessage("system", "Be brief."), ChatMessage("user", "Where is my order?")]
 REPLY_PIECES = ["Your", " order", " ships", " on", " Monday", "."]
@@ -133,11 +134,15 @@ def test_stop_event_ends_the_stream_early(openai_settings, server):
     assert pieces == [" w0", " w1", " w2"]
 
 
-def test_timeout_ends_the_stream(openai_settings, server):
+def test_a_timeout_midway_raises_after_the_pieces_so_far(openai_settings, server):
+    # Ending quietly would pass a cut-off answer for a whole one.
     server.pieces = [f" w{i}" for i in range(200)]
     server.delay_s = 0.02
     started = time.monotonic()
-    pieces = list(get_engine(openai_settings).stream(ASK, timeout_s=0.3, max_new_tokens=500))
+    pieces = []
+    with pytest.raises(AnswerTruncated, match="did not finish"):
+        for piece in get_engine(openai_settings).stream(ASK, timeout_s=0.3, max_new_tokens=500):
+            pieces.append(piece)
     assert time.monotonic() - started < 2.0
     assert 0 < len(pieces) < 100
 
@@ -146,7 +151,9 @@ def test_timeout_with_a_silent_server(openai_settings, server):
     server.pieces = [" late"]
     server.delay_s = 1.5
     started = time.monotonic()
-    assert list(get_engine(openai_settings).stream(ASK, timeout_s=0.3)) == []
+    with pytest.raises(ModelTimeout, match="sent nothing in time") as raised:
+        list(get_engine(openai_settings).stream(ASK, timeout_s=0.3))
+    assert not isinstance(raised.value, AnswerTruncated)
     assert time.monotonic() - started < 1.2
 
 

@@ -131,8 +131,9 @@ class World:
         return name
 
 
-def wait_ready(client: TestClient, timeout: float = 60) -> None:
-    """The fake model warms up on a thread; /readyz is part of the table, so wait for it."""
+def wait_ready(client: TestClient, timeout: float = 300) -> None:
+    """The fake model warms up on a thread (the query encoder is traced then: slow on a busy machine); /readyz is
+    part of the table, so wait for it."""
     deadline = time.monotonic() + timeout
     while client.get("/readyz").status_code != 200:
         assert time.monotonic() < deadline, client.get("/readyz").text

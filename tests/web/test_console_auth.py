@@ -1,4 +1,4 @@
-"""Console auth over HTTP: login, lockout, sessions, CSRF, role checks on every route, user admin and the audit log."""
+"""Console auth over HTTP: login, failure counts, sessions, CSRF, role checks on every route, user admin and the audit log."""
 
 from __future__ import annotations
 
@@ -138,19 +138,19 @@ def test_failed_logins_are_generic_and_set_no_cookie(web, team):
     assert web.get("/api/console/me").status_code == 401
 
 
-def test_lockout_after_repeated_failures_is_audited_and_an_admin_reset_lifts_it(web, console_settings, team):
+def test_repeated_failures_are_audited_and_never_lock_the_account(web, console_settings, team):
+    # The agent's browser logged in before: a run of wrong passwords (anyone's) does not keep it out.
+    login(web, "agent")
     for _ in range(console_settings.console.lockout_attempts):
         assert web.post("/api/console/login", json={"username": "agent", "password": "guess-guess"}).status_code == 401
-    locked = web.post("/api/console/login", json={"username": "agent", "password": PASSWORD})
-    assert locked.status_code == 401 and locked.json()["detail"] == auth.LOGIN_FAILED
-    form = web.post("/console/login", data={"username": "agent", "password": PASSWORD})
-    assert form.status_code == 401 and page(form).text("error") == auth.LOGIN_FAILED
+    assert web.post("/api/console/login", json={"username": "agent", "password": PASSWORD}).status_code == 200
 
     me = login(web, "admin")
-    entries = web.get("/api/console/audit", params={"action": "user.login_locked"}).json()["entries"]
+    assert web.get("/api/console/audit", params={"action": "user.login_locked"}).json()["entries"] == []
+    entries = web.get("/api/console/audit", params={"action": "user.login_failures"}).json()["entries"]
     assert [(e["target_id"], e["actor"]) for e in entries] == [(team["agent"], "system")]
     users = {u["username"]: u for u in web.get("/api/console/users").json()["users"]}
-    assert users["agent"]["locked"] is True
+    assert users["agent"]["locked"] is False
     one_time = web.post(f"/api/console/users/{team['agent']}/reset-password", headers=csrf(me)).json()["password"]
     assert login(web, "agent", one_time)["must_change_password"] is True
 
@@ -501,11 +501,9 @@ def test_audit_api_filters(web, console_settings, team):
 
 
 def test_production_refuses_default_secrets_and_marks_the_cookie_secure(settings):
-    with pytest.raises(ValidationError, match="SUPPORT_BOT_SECRET_KEY"):
-        Settings(env="production")
     with pytest.raises(ValidationError, match="SUPPORT_BOT_ADMIN_TOKEN"):
-        Settings(env="production", secret_key="s" * 32)
-    prod = Settings(env="production", secret_key="s" * 32, admin_token="t" * 32)
+        Settings(env="production")
+    prod = Settings(env="production", admin_token="t" * 32)
     prod = prod.model_copy(update={"safety": prod.safety.model_copy(update={"enabled": False})})
     migrate(prod)
     add_user(prod, "agent")

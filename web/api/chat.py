@@ -2,35 +2,63 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import re
 import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Response
+import anyio
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
-from starlette.concurrency import iterate_in_threadpool
+from starlette.concurrency import run_in_threadpool
 
-from support_bot.live import events
 from support_bot import handoff
+from support_bot.chat.service import Assistant
 from support_bot.chat.store import authorize, start_conversation
-from support_bot.chat.turn import TurnEvent
+from support_bot.chat.turn import PENDING, TurnEvent
+from support_bot.core.config import Settings
+from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, NotFound, SupportBotError
+from support_bot.core.ratelimit import RateLimited, check
+from support_bot.live import events
+from support_bot.llm.base import Wakeup
 from support_bot.models import Conversation, Feedback, Message
 from web.deps import AssistantDep, SessionDep, SettingsDep, TokenDep
+from web.middleware.public_api import conversation_limit, rate_limited_response
 
 router = APIRouter(prefix="/api", tags=["chat"])
 log = logging.getLogger(__name__)
 
 # What the customer is told when a turn fails for a reason of ours (most often the database going away for a moment).
 RETRY_TEXT = "Your message could not be processed just now. Please send it again."
+# A step of a turn on a worker thread reads events for at most this long before handing them to the stream.
+STEP_S = 0.02
+# Turn steps running at once, whatever the number of open answers: about what the CPU cores can run.
+TURN_STEPS = max(4, 2 * (os.cpu_count() or 1))
+# How often a re-post of a message still being answered looks for that answer.
+REPOST_POLL_S = 0.2
+_HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
 class CustomerIn(BaseModel):
     id: str = Field(min_length=1, max_length=255)
     signature: str = Field(min_length=1, max_length=256)
+
+    @field_validator("signature")
+    @classmethod
+    def _hex_signature(cls, value: str) -> str:
+        # Anything else can never match, and a non-ASCII one would not even compare.
+        if not _HEX.fullmatch(value):
+            raise ValueError("the signature must be the hex HMAC-SHA256 of the customer id")
+        return value
 
 
 class ConversationCreate(BaseModel):
@@ -101,24 +129,38 @@ def create_conversation(
 def create_message(
     conversation_id: str,
     body: MessageCreate,
+    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     token: TokenDep,
     assistant: AssistantDep,
 ):
     """Post a customer message; the answer streams back as server-sent events."""
     # A plain def: the token check's database work runs in the threadpool, not on the event loop.
     authorize(session=session, conversation_id=conversation_id, token=token)
+    # Counted only once the token is right: a stranger who knows the id cannot use up the customer's allowance.
+    # The limits as the rate-limit middleware reads them (the app's own settings).
+    limits = request.app.state.settings
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None and limits.widget.rate_limit_enabled:
+        try:
+            check(limiter, [conversation_limit(limits, conversation_id)], what="messages")
+        except RateLimited as exc:
+            return rate_limited_response(exc)
     text = assistant.validate_text(body.text)
     session.close()
     stop = threading.Event()
 
-    async def events():
-        turn = assistant.turn(
-            conversation_id=conversation_id, text=text, client_message_id=body.client_message_id, stop=stop
-        )
+    async def stream():
         try:
-            async for event in iterate_in_threadpool(turn):
-                yield sse(event)
+            if body.client_message_id:
+                await _earlier_answer(assistant, settings, conversation_id, body.client_message_id)
+            turn = assistant.turn(
+                conversation_id=conversation_id, text=text, client_message_id=body.client_message_id, stop=stop
+            )
+            async with aclosing(_without_a_thread(turn, stop, _turn_steps(request.app))) as turn_events:
+                async for event in turn_events:
+                    yield sse(event)
         except SupportBotError as exc:
             yield sse(TurnEvent("error", {"detail": exc.detail}))
         except Exception:
@@ -131,10 +173,109 @@ def create_message(
             stop.set()
 
     return StreamingResponse(
-        events(),
+        stream(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _steps(wakeup: Wakeup, turn: Iterator[TurnEvent]) -> tuple[list[TurnEvent], str]:
+    """The turn's next events, read until it has nothing more yet or for at most STEP_S; and why it stopped there:
+    "pending" (the model has written nothing new), "end" (the turn is over) or "more"."""
+    events: list[TurnEvent] = []
+    started = time.monotonic()
+    while True:
+        try:
+            event = wakeup.step(turn)
+        except StopIteration:
+            return events, "end"
+        if event.event == PENDING:
+            return events, "pending"
+        events.append(event)
+        if time.monotonic() - started >= STEP_S:
+            return events, "more"
+
+
+def _turn_steps(app) -> anyio.CapacityLimiter:
+    limiter = getattr(app.state, "turn_steps", None)
+    if limiter is None:
+        limiter = app.state.turn_steps = anyio.CapacityLimiter(TURN_STEPS)
+    return limiter
+
+
+async def _without_a_thread(
+    turn: Iterator[TurnEvent], stop: threading.Event, limiter: anyio.CapacityLimiter
+) -> AsyncIterator[TurnEvent]:
+    """The turn's events, its steps run on worker threads a short stretch at a time.
+
+    While the model writes, a step that finds no new text returns at once (PENDING) and the stream waits on the
+    event loop until the generation thread says more is there: an open answer holds no worker thread between
+    pieces, so a few hundred of them leave the pool free for every other request. The steps (retrieval, guards,
+    grounding: work for the CPU) run at most TURN_STEPS at a time, outside the pool every other route uses, so that
+    a crowd of answers neither starves those routes of threads nor the event loop of the CPU.
+    """
+    wakeup = Wakeup()
+    try:
+        while True:
+            events, state = await anyio.to_thread.run_sync(_steps, wakeup, turn, limiter=limiter)
+            for event in events:
+                yield event
+            if state == "end":
+                return
+            if state == "pending":
+                await wakeup.wait()
+    finally:
+        stop.set()
+        # Ends generation and marks the answer dropped (a re-post answers it again), even when the client left and
+        # this task is being cancelled.
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(turn.close)
+
+
+def _waiting_question(settings: Settings, conversation_id: str, client_message_id: str) -> Message | None:
+    """The stored message with this client id when it has no answer yet and the bot is the one to give it."""
+    with session_scope(settings) as session:
+        question = session.scalar(
+            select(Message).where(
+                Message.conversation_id == conversation_id, Message.client_message_id == client_message_id
+            )
+        )
+        if question is None or _answered(session, question):
+            return None
+        return question
+
+
+def _answered(session, question: Message) -> bool:
+    """Answered, or a person has the chat (the bot stays silent, so no answer is coming)."""
+    if session.scalar(select(Message.id).where(Message.reply_to_id == question.id)) is not None:
+        return True
+    conversation = session.get(Conversation, question.conversation_id)
+    return conversation is None or conversation.status in ("queued", "assigned")
+
+
+def _is_answered(settings: Settings, question: Message) -> bool:
+    with session_scope(settings) as session:
+        return _answered(session, question)
+
+
+async def _earlier_answer(assistant: Assistant, settings: Settings, conversation_id: str, client_message_id: str):
+    """A re-post of a message another request is still answering waits here, on the event loop, for that answer.
+
+    The turn then finds the answer, or answers itself: once the request answering it dropped it (the customer left)
+    or the model's time limit for it has passed, as the turn's own check would decide.
+    """
+    question = await run_in_threadpool(_waiting_question, settings, conversation_id, client_message_id)
+    if question is None:
+        return
+    created = question.created_at.timestamp() if question.created_at else 0.0
+    deadline = created + settings.llm.timeout_s
+    while time.time() < deadline:
+        if assistant.abandoned.take_over(question):
+            assistant.abandoned.mark(question.id)  # handed back, so that the turn takes it over at once
+            return
+        await asyncio.sleep(REPOST_POLL_S)
+        if await run_in_threadpool(_is_answered, settings, question):
+            return
 
 
 @router.get("/conversations/{conversation_id}/messages")

@@ -12,10 +12,17 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from support_bot.ops import audit, auth
 from support_bot.core.errors import InvalidInput, SupportBotError, Unauthorized
-from web.errors import http_status
+from support_bot.core.ratelimit import RateLimited
 from support_bot.models import AuditLog, User
+from support_bot.ops import audit, auth
+from support_bot.ops.login_throttle import (
+    DEVICE_COOKIE,
+    DEVICE_MAX_AGE_S,
+    LoginThrottle,
+    device_cookie,
+    device_trusted,
+)
 from web.console_deps import (
     ACCOUNT_PATH,
     SESSION_COOKIE,
@@ -31,6 +38,8 @@ from web.console_deps import (
     set_session_cookie,
 )
 from web.deps import SessionDep, SettingsDep
+from web.errors import http_status
+from web.middleware.public_api import rate_limited_response
 
 # Login needs no CSRF token (there is no session yet to hold one); everything else here checks it.
 public_router = APIRouter(tags=["console"])
@@ -50,14 +59,28 @@ def _redirect(location: str) -> RedirectResponse:
     return no_store(RedirectResponse(location, status_code=303))
 
 
+def _throttle(request: Request, settings) -> LoginThrottle:
+    throttle = getattr(request.app.state, "login_throttle", None)
+    if throttle is None:
+        throttle = request.app.state.login_throttle = LoginThrottle(request.app.state.settings)
+    return throttle
+
+
 def _login(request: Request, session: Session, settings, username: str, password: str):
-    """Check the password and start a brand-new session; (token, login) or None."""
+    """Check the password and start a brand-new session; (token, login) or None. RateLimited while the client or
+    (for a browser that never logged in to it) the account is backing off after failures."""
     refuse_cross_site(request)
+    throttle = _throttle(request, settings)
+    client = request.client.host if request.client else "unknown"
+    trusted = device_trusted(settings, request.cookies.get(DEVICE_COOKIE), username)
+    throttle.check(client=client, username=username, trusted=trusted)
     user = auth.authenticate(session, settings=settings, username=username, password=password)
     if user is None:
-        # Failed attempts count towards the lockout even though this request fails.
+        throttle.failed(client=client, username=username, trusted=trusted)
+        # The failure count is stored even though this request fails.
         session.commit()
         return None
+    throttle.succeeded(client=client, username=username)
     # Whatever session the browser brought (another user's, or one an attacker planted) ends here; the new
     # login always gets a fresh token, so a known cookie value can never become a logged-in session.
     auth.end_session(session, token=request.cookies.get(SESSION_COOKIE))
@@ -68,6 +91,14 @@ def _login(request: Request, session: Session, settings, username: str, password
     session.commit()
     request.state.console_login = login
     return token, login
+
+
+def _remember_device(response: Response, settings, username: str) -> None:
+    """This browser logged in as `username`: the account's back-off will not hold it back (login_throttle.py)."""
+    response.set_cookie(
+        DEVICE_COOKIE, device_cookie(settings, username), max_age=DEVICE_MAX_AGE_S, path="/", httponly=True,
+        samesite="strict", secure=settings.env == "production",
+    )
 
 
 def _json(payload: dict, status_code: int = 200) -> JSONResponse:
@@ -115,7 +146,14 @@ def login_with_form(
     next_url: str = Form("", alias="next", max_length=2000),
 ):
     """Log in from the form; a new session cookie and a redirect, or the form again with a generic error."""
-    result = _login(request, session, settings, username, password)
+    try:
+        result = _login(request, session, settings, username, password)
+    except RateLimited as exc:
+        request.state.console_login = None
+        context = _login_form(settings, error=exc.detail, username=username, next=safe_next(next_url, ""))
+        response = console_page(request, "console/login.html", context, status_code=429)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     if result is None:
         request.state.console_login = None
         context = _login_form(settings, error=auth.LOGIN_FAILED, username=username, next=safe_next(next_url, ""))
@@ -124,6 +162,7 @@ def login_with_form(
     target = ACCOUNT_PATH if login.user.must_change_password else safe_next(next_url, _home(login.user))
     response = _redirect(target)
     set_session_cookie(response, token=token, settings=settings)
+    _remember_device(response, settings, login.user.username)
     return response
 
 
@@ -388,12 +427,16 @@ class UserUpdateIn(BaseModel):
 @public_router.post("/api/console/login")
 def login_with_json(body: LoginIn, request: Request, session: SessionDep, settings: SettingsDep):
     """Log in; sets the session cookie and returns the user with the CSRF token for later calls."""
-    result = _login(request, session, settings, body.username, body.password)
+    try:
+        result = _login(request, session, settings, body.username, body.password)
+    except RateLimited as exc:
+        return rate_limited_response(exc)
     if result is None:
         raise Unauthorized(auth.LOGIN_FAILED)
     token, login = result
     response = no_store(_json(me_payload(login)))
     set_session_cookie(response, token=token, settings=settings)
+    _remember_device(response, settings, login.user.username)
     return response
 
 

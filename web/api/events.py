@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -33,9 +34,15 @@ from web.deps import SessionDep, SettingsDep, TokenDep
 router = APIRouter(tags=["events"])
 
 BATCH = 200
-After = Annotated[int | None, Query(ge=0, description="resume after this event id (like Last-Event-ID)")]
+# Event ids are the database's integer keys (32-bit on PostgreSQL): a larger one cannot name an event.
+MAX_EVENT_ID = 2**31 - 1
+_EVENT_ID = re.compile(r"[0-9]{1,10}")
+After = Annotated[
+    int | None, Query(ge=0, le=MAX_EVENT_ID, description="resume after this event id (like Last-Event-ID)")
+]
 Timeout = Annotated[
-    float | None, Query(ge=0, description="end the stream after this many seconds (long-poll clients)")
+    float | None,
+    Query(ge=0, allow_inf_nan=False, description="end the stream after this many seconds (long-poll clients)"),
 ]
 LastEventId = Annotated[str | None, Header()]
 
@@ -45,8 +52,9 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
     points = [] if after is None else [after]
     if last_event_id is not None and last_event_id.strip():
         value = last_event_id.strip()
-        if not value.isdigit():
-            raise InvalidInput("Last-Event-ID must be an event id (a non-negative integer)")
+        # ASCII digits only: str.isdigit() also takes "²" or "٣", which int() then refuses.
+        if not _EVENT_ID.fullmatch(value) or int(value) > MAX_EVENT_ID:
+            raise InvalidInput(f"Last-Event-ID must be an event id (an integer from 0 to {MAX_EVENT_ID})")
         points.append(int(value))
     return max(points) if points else None
 

@@ -7,12 +7,20 @@ import logging
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from support_bot.core.config import Settings
-from support_bot.core.ratelimit import Limit, MemoryRateLimiter, RateLimited, RedisRateLimiter, check, make_rate_limiter
+from support_bot.core.ratelimit import (
+    Limit,
+    MemoryRateLimiter,
+    RateLimited,
+    RedisRateLimiter,
+    check,
+    make_rate_limiter,
+)
 
 # The customer-facing API: bearer-token auth, no cookies, so other sites may call it once allowed. The console API
 # (/api/console, cookie sessions) and the admin API stay same-origin.
@@ -132,18 +140,21 @@ def _limit(settings: Settings, name: str, key: str) -> Limit:
     return Limit(name, key, getattr(cfg, name), getattr(cfg, f"{name}_window_s"))
 
 
+def conversation_limit(settings: Settings, conversation_id: str) -> Limit:
+    """The per-conversation message limit: counted by the message route once the conversation's token is checked,
+    so that nobody but the customer can use it up."""
+    return _limit(settings, "messages_per_conversation", f"msg:conv:{conversation_id[:64]}")
+
+
 def limits_for(settings: Settings, *, method: str, path: str, client_ip: str) -> tuple[list[Limit], str]:
-    """The limits a public API request counts against, and what the customer is sending (for the message)."""
+    """The per-client limits a public API request counts against, and what the customer is sending (for the
+    message)."""
     general = _limit(settings, "requests_per_ip", f"req:ip:{client_ip}")
     if method == "POST" and path.rstrip("/") == "/api/conversations":
         return [_limit(settings, "conversations_per_ip", f"conv:ip:{client_ip}"), general], "new conversations"
     conversation_id = _conversation_id(path)
     if method == "POST" and conversation_id and path.rstrip("/").endswith("/messages"):
-        return [
-            _limit(settings, "messages_per_ip", f"msg:ip:{client_ip}"),
-            _limit(settings, "messages_per_conversation", f"msg:conv:{conversation_id}"),
-            general,
-        ], "messages"
+        return [_limit(settings, "messages_per_ip", f"msg:ip:{client_ip}"), general], "messages"
     return [general], "requests"
 
 
@@ -179,6 +190,15 @@ class RateLimitMiddleware:
             await _send_429(send, exc)
             return
         await self.app(scope, receive, send)
+
+
+def rate_limited_response(exc: RateLimited) -> JSONResponse:
+    """The 429 of a refused request: the message, the wait in seconds, and Retry-After."""
+    return JSONResponse(
+        {"detail": exc.detail, "retry_after_s": exc.retry_after_s},
+        status_code=429,
+        headers={"Retry-After": str(exc.retry_after_s), "Cache-Control": "no-store"},
+    )
 
 
 async def _send_429(send: Send, exc: RateLimited) -> None:

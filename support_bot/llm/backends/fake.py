@@ -8,7 +8,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from support_bot.llm.base import StreamingEngine
+from support_bot.core.errors import ModelTimeout
+from support_bot.llm.base import AnswerTruncated, StreamingEngine
 from support_bot.llm.prompt import ChatMessage, validate_messages
 
 _PIECE = re.compile(r"\s*\S+")
@@ -73,8 +74,13 @@ class FakeEngine(StreamingEngine):
                 return
             if self.delay_s:
                 time.sleep(self.delay_s)
-            if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline):
+            if stop is not None and stop.is_set():
                 return
+            if deadline is not None and time.monotonic() >= deadline:
+                # A cut-off reply must not pass for a whole one (a summary would be stored mid-sentence).
+                if n:
+                    raise AnswerTruncated(f"{self.name} did not finish its reply within {timeout_s:g} seconds")
+                raise ModelTimeout(f"{self.name} sent nothing within {timeout_s:g} seconds")
             with self._lock:
                 self.pieces_streamed += 1
             yield piece

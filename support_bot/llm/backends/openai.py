@@ -13,9 +13,19 @@ from typing import Any
 import httpx
 
 from support_bot.core.config import Settings
-from support_bot.core.errors import ConfigurationError, ModelNotAvailable, SupportBotError
-from support_bot.llm.base import StreamingEngine
-from support_bot.llm.prompt import ChatMessage, count_tokens, render_prompt_ids, validate_messages
+from support_bot.core.errors import (
+    ConfigurationError,
+    ModelNotAvailable,
+    ModelTimeout,
+    SupportBotError,
+)
+from support_bot.llm.base import AnswerTruncated, StreamingEngine
+from support_bot.llm.prompt import (
+    ChatMessage,
+    count_tokens,
+    render_prompt_ids,
+    validate_messages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +128,10 @@ class OpenAIEngine(StreamingEngine):
                         f"The model server at {self.base_url} answered {response.status_code}: {_error_text(response)}"
                     )
                 for line in response.iter_lines():
-                    if (stop is not None and stop.is_set()) or time.monotonic() >= deadline:
+                    if stop is not None and stop.is_set():
                         return
+                    if time.monotonic() >= deadline:
+                        raise _past_deadline(self.base_url, sent)
                     # SSE: only "data:" lines carry chunks; comments, event names and blank separators don't.
                     if not line.startswith("data:"):
                         continue
@@ -135,7 +147,9 @@ class OpenAIEngine(StreamingEngine):
                         if sent >= limit:
                             return
         except httpx.TimeoutException:
-            return
+            if stop is not None and stop.is_set():
+                return
+            raise _past_deadline(self.base_url, sent) from None
         except httpx.HTTPError as exc:
             raise ModelNotAvailable(f"Cannot reach the model server at {self.base_url}: {exc}") from exc
         if not finished:
@@ -145,6 +159,12 @@ class OpenAIEngine(StreamingEngine):
                 f"The model server at {self.base_url} ended the stream before the answer was complete"
             )
 
+
+def _past_deadline(base_url: str, sent: int) -> ModelTimeout:
+    # A cut-off answer must not pass for a whole one: the caller decides what to do with the part it has.
+    if sent:
+        return AnswerTruncated(f"The model server at {base_url} did not finish the answer in time")
+    return ModelTimeout(f"The model server at {base_url} sent nothing in time")
 
 
 def _delta_texts(data: str, base_url: str) -> tuple[list[str], bool]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from support_bot.core.config import Settings
 from support_bot.core.errors import ConfigurationError, InvalidInput
-from support_bot.llm.base import StreamingEngine
+from support_bot.llm.base import AnswerTruncated, StreamingEngine
 from support_bot.llm.prompt import ChatMessage, count_tokens, render_prompt_ids
 from support_bot.llm.pull import ResolvedModel, resolve_model
 from support_bot.llm.weights import load_model
@@ -229,8 +229,8 @@ class TransformersEngine(StreamingEngine):
         return self._pieces(request)
 
     def _pieces(self, request: Any) -> Iterator[str]:
-        from support_bot.llm.backends.hf.scheduler import Finished
         from support_bot.llm.backends.hf.detokenize import IncrementalDecoder
+        from support_bot.llm.backends.hf.scheduler import Finished
 
         if request.max_new_tokens <= 0 or (request.stop is not None and request.stop.is_set()):
             return
@@ -239,9 +239,13 @@ class TransformersEngine(StreamingEngine):
         try:
             finished = False
             while not finished:
-                if request.halt_reason(time.monotonic()) is not None:
+                reason = request.halt_reason(time.monotonic())
+                if reason is not None:
                     if not request.admitted.is_set() and time.monotonic() >= request.deadline:
                         raise TimeoutError(f"{self.name} stayed busy with other requests past the generation timeout")
+                    if reason == "timeout":
+                        # A cut-off answer must not pass for a whole one.
+                        raise AnswerTruncated(f"{self.name} did not finish the answer within its time limit")
                     return
                 try:
                     # The wait is bounded so a stop or timeout is noticed even while the scheduler is busy.
@@ -261,6 +265,8 @@ class TransformersEngine(StreamingEngine):
                     if isinstance(item, BaseException):
                         raise item
                     if isinstance(item, Finished):
+                        if item.reason == "timeout":
+                            raise AnswerTruncated(f"{self.name} did not finish the answer within its time limit")
                         finished = True
                         break
                     ids.append(item)
