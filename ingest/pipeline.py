@@ -10,7 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +24,13 @@ from sqlalchemy.orm import Session
 
 from ingest.chunking import ChunkDraft, chunk_faq
 from ingest.loaders import PERSONAL_KINDS, FaqEntry, load
-from ingest.uploads import check_size, create_job, error_text
+from ingest.uploads import check_size, create_job, discard_upload, error_text
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, NotFound, SupportBotError
-from support_bot.knowledge.publish import publish_index
-from support_bot.knowledge.index import read_current_version
 from support_bot.core.logs import log_context
+from support_bot.knowledge.index import read_current_version
+from support_bot.knowledge.publish import publish_index
 from support_bot.models import Chunk, Document, IngestJob, Source, new_id, utcnow
 from support_bot.safety.pii import redact
 
@@ -61,7 +65,7 @@ def _start(job_id: str, settings: Settings) -> IngestJob:
         if job.status != "succeeded":
             job.status = "running"
             job.attempts = (job.attempts or 0) + 1
-            job.started_at = utcnow()
+            job.started_at = job.heartbeat_at = utcnow()
             job.finished_at = None
             job.error = None
             job.unchanged = False
@@ -97,13 +101,7 @@ def _discard_upload(job: IngestJob, settings: Settings) -> None:
     if not job.path:
         return
     with session_scope(settings) as session:
-        pending = session.scalar(
-            select(func.count())
-            .select_from(IngestJob)
-            .where(IngestJob.path == job.path, IngestJob.status.in_(("queued", "running", "failed")))
-        )
-    if not pending:
-        Path(job.path).unlink(missing_ok=True)
+        discard_upload(session, job.path, job.sha256)
 
 
 def _active_document(session: Session, source: Source | None) -> Document | None:
@@ -307,21 +305,24 @@ def _drop_document(session: Session, doc: Document) -> None:
 def _drop_staged(job_id: str, settings: Settings) -> None:
     """Remove a failed job's staged version (never a live one), and a source it created that never went live."""
     with session_scope(settings) as session:
-        job = session.get(IngestJob, job_id)
-        if job is None or job.document_id is None:
-            return
-        doc = session.get(Document, job.document_id)
-        if doc is None:
-            return
-        source = session.get(Source, doc.source_id)
-        if source is not None and source.active_version == doc.version:
-            return
-        _drop_document(session, doc)
-        session.flush()
-        if source is not None and not source.active_version:
-            others = session.scalar(select(func.count()).select_from(Document).where(Document.source_id == source.id))
-            if not others:
-                session.delete(source)
+        _drop_staged_in(session, session.get(IngestJob, job_id))
+
+
+def _drop_staged_in(session: Session, job: IngestJob | None) -> None:
+    if job is None or job.document_id is None:
+        return
+    doc = session.get(Document, job.document_id)
+    if doc is None:
+        return
+    source = session.get(Source, doc.source_id)
+    if source is not None and source.active_version == doc.version:
+        return
+    _drop_document(session, doc)
+    session.flush()
+    if source is not None and not source.active_version:
+        others = session.scalar(select(func.count()).select_from(Document).where(Document.source_id == source.id))
+        if not others:
+            session.delete(source)
 
 
 def redact_entries(entries: list[FaqEntry]) -> list[FaqEntry]:
@@ -374,6 +375,10 @@ def _process(job: IngestJob, settings: Settings, started: float, deadline: float
     del data
     if kind in PERSONAL_KINDS:
         entries = redact_entries(entries)
+    # Entries carrying instructions for the model are stored as uploaded, with a warning naming each one.
+    from support_bot.safety.poisoning import flag_poisoned_entries
+
+    flag_poisoned_entries(entries, settings=settings, job_id=job.id, source_name=job.source_name, filename=job.filename)
     from support_bot.knowledge.embedder import get_embedder
 
     embedder = get_embedder(settings)
@@ -414,7 +419,8 @@ def _execute(
         return job
     deadline = started + settings.ingest.job_time_limit_s
     try:
-        return _process(job, settings, started, deadline)
+        with _heartbeat(job_id, settings):
+            return _process(job, settings, started, deadline)
     except Exception as exc:
         if timeout_errors and isinstance(exc, timeout_errors):
             exc = _time_limit_error(job.filename, settings)
@@ -456,6 +462,71 @@ def run_job(
     """
     with log_context(job_id=job_id):  # every line the job writes names it
         return _execute(job_id, settings, raise_all=False, will_retry=will_retry, timeout_errors=timeout_errors)
+
+
+@contextmanager
+def _heartbeat(job_id: str, settings: Settings) -> Iterator[None]:
+    """While the body runs, a thread stamps the job's heartbeat every ingest.heartbeat_interval_s (a thread, so a long
+    parse or batch does not hold it up); the workers' sweep takes a running job whose stamps stopped as lost."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(settings.ingest.heartbeat_interval_s):
+            try:
+                with session_scope(settings) as session:
+                    session.execute(
+                        update(IngestJob)
+                        .where(IngestJob.id == job_id, IngestJob.status == "running")
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again; the sweep's timeout allows for misses
+                log.warning("ingest job %s: heartbeat not recorded: %s", job_id, error_text(exc))
+
+    thread = threading.Thread(target=beat, name=f"ingest-heartbeat-{job_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(settings.ingest.heartbeat_interval_s)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def recover_lost_job(job_id: str, settings: Settings, *, stale_before: datetime) -> str | None:
+    """Re-queue or fail a running job whose last heartbeat is older than `stale_before` -> "queued", "failed" or None.
+
+    Its worker was cut off without recording anything (killed at Celery's hard time limit, out of memory, machine
+    gone). Past its time limit or its retries the job fails and its staged version goes; otherwise it is queued
+    again and keeps its staged batches for the next run to resume from. None when the job moved on meanwhile (it beat
+    again, finished, or another worker's sweep got to it first): the job's row lock makes the check and the change one.
+    """
+    with session_scope(settings) as session:
+        job = _lock_job(session, job_id)
+        if job is None or job.status != "running":
+            return None
+        if _utc(job.heartbeat_at or job.started_at or job.created_at) >= stale_before:
+            return None
+        ran_s = (utcnow() - _utc(job.started_at)).total_seconds() if job.started_at else 0.0
+        if ran_s >= settings.ingest.job_time_limit_s:
+            error = error_text(_time_limit_error(job.filename, settings))
+        elif job.attempts > settings.ingest.max_retries:
+            error = (
+                f"{job.filename}: the worker running the job stopped without finishing it, {job.attempts} times; "
+                "the live version of the source is unchanged"
+            )
+        else:
+            job.status = "queued"
+            job.dispatched_at = None
+            job.error = f"{job.filename}: the worker running the job stopped (attempt {job.attempts}; will be retried)"
+            return "queued"
+        _drop_staged_in(session, job)
+        job.status = "failed"
+        job.error = error
+        job.finished_at = utcnow()
+        return "failed"
 
 
 def fail_timed_out_job(job_id: str, settings: Settings) -> IngestJob | None:

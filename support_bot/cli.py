@@ -12,13 +12,13 @@ import logging
 import sys
 from pathlib import Path
 
+from support_bot.adapt.commands import add_commands, tune_for_eval
 from support_bot.core.config import get_settings
 from support_bot.core.errors import SupportBotError
 from support_bot.core.logs import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FAQ = REPO_ROOT / "examples" / "demo-faq.csv"
-# Names the `worker` command's receiver of Celery's setup_logging signal (connected once, removable by name).
 
 
 def _ingest_fn(settings, path: Path) -> None:
@@ -38,6 +38,7 @@ def cmd_serve(args) -> int:
     configure_logging(settings, verbose=args.verbose)
     migrate(settings)
     announce_first_admin(settings)
+    settings = with_own_admin_token(settings)
     if args.seed:
         seed(settings)
     if settings.llm.backend == "transformers":
@@ -94,6 +95,29 @@ def announce_first_admin(settings) -> None:
     else:
         print("It is shown only now.")
     print("Log in at /console/login and choose your own password.", flush=True)
+
+
+def with_own_admin_token(settings):
+    """A development server is never left on the published default admin token: it gets its own, printed once."""
+    from support_bot.core.security import (
+        admin_token_path,
+        own_admin_token,
+        uses_default_admin_token,
+    )
+
+    if not uses_default_admin_token(settings):
+        return settings
+    token, made = own_admin_token(settings)
+    if made:
+        print("The admin token of this server, for scripts (Authorization: Bearer <token>):")
+        print(f"    {token}")
+        saved = admin_token_path(settings)
+        if saved.is_file():
+            print(f"It is kept in {saved} (readable only by you); SUPPORT_BOT_ADMIN_TOKEN sets your own.")
+        else:
+            print("It is shown only now and serves until the server stops; SUPPORT_BOT_ADMIN_TOKEN sets one.")
+        sys.stdout.flush()
+    return settings.model_copy(update={"admin_token": token})
 
 
 def cmd_models_pull(args) -> int:
@@ -172,7 +196,7 @@ def cmd_eval_retrieval(args) -> int:
 
     settings = get_settings()
     paths = {"faq_path": Path(args.faq), "queries_path": Path(args.queries), "k": args.k, "settings": settings}
-    result = eval_retrieval(**paths, ingest=_ingest_fn)
+    result = eval_retrieval(**paths, ingest=_ingest_fn, tune=tune_for_eval if args.tune else None)
     if args.baseline:
         # The reference measured in the same run, so the comparison holds on a noisy machine.
         result["baseline"] = eval_baseline(**paths)
@@ -213,6 +237,13 @@ def cmd_eval_safety(args) -> int:
 
     print(json.dumps(eval_safety(messages_path=Path(args.messages), settings=get_settings())))
     return 0
+
+
+def cmd_redteam(args) -> int:
+    from support_bot.chat.prompt import system_prompt
+    from support_bot.safety.redteam import command
+
+    return command(args, settings=get_settings(), system_prompt=system_prompt)
 
 
 def _jsonable(record) -> dict:
@@ -498,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="at most this many conversations (oldest first)")
     p.set_defaults(func=cmd_learn_backfill)
 
+    add_commands(sub, _command)
     p = _command(sub, "worker", help="run a Celery ingest worker (needs SUPPORT_BOT_REDIS_URL)")
     p.add_argument("--concurrency", type=int, default=1, help="ingest jobs run at once (default: 1)")
     p.set_defaults(func=cmd_worker)
@@ -514,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help='also score plain MiniLM + exact FAISS over the FAQ questions (a "baseline" field, same keys)',
     )
+    p.add_argument("--tune", action="store_true", help="first tune the embedder on the FAQ alone (a \"tune\" field)")
     p.set_defaults(func=cmd_eval_retrieval)
     p = _command(ev, "answers", help="whole answers through the chat turn with the configured model")
     p.add_argument("--faq", required=True, help="the FAQ file to ingest into a scratch knowledge base")
@@ -527,6 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(ev, "safety", help="input-guard detection and false-positive rates on labelled messages")
     p.add_argument("--messages", required=True, help='JSONL of {"text", "label": "attack" | "benign"}')
     p.set_defaults(func=cmd_eval_safety)
+    p = _command(sub, "redteam", help="send the red-team corpus to a running server's chat API; report leaks")
+    p.add_argument("--url", help="the server's base URL (default: SUPPORT_BOT_HOST and SUPPORT_BOT_PORT)")
+    p.add_argument("--corpus", default=str(REPO_ROOT / "bench/data/redteam/corpus.jsonl"), help="attacks (JSONL)")
+    p.add_argument("--style", action="append", help="only this attack style (repeatable)")
+    p.add_argument("--per-style", type=int, help="a seeded sample of at most this many attacks per style")
+    p.set_defaults(func=cmd_redteam)
     return parser
 
 
