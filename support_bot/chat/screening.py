@@ -75,7 +75,7 @@ class Guards:
             if verdict is not None:
                 self._source_verdicts.move_to_end(hit.chunk_id)
         if verdict is None:
-            verdict = self.input.check(hit.text)
+            verdict = self.input.check(hit.text, entry=True)
             with self._verdicts_lock:
                 self._source_verdicts[hit.chunk_id] = verdict
                 while len(self._source_verdicts) > MAX_SOURCE_VERDICTS:

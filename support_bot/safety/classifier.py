@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 import re
-from itertools import pairwise
 import threading
 import zlib
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np

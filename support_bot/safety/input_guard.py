@@ -272,14 +272,19 @@ class InputGuard:
         return [Signal("llama_guard", category, 0.9, ",".join(cats))]
 
     # --- decision ---------------------------------------------------------------------------------------------------
-    def check(self, text: str, *, history: list[str] | None = None) -> Verdict:
-        """Screen one customer message (with earlier customer turns for multi-turn attacks)."""
+    def check(self, text: str, *, history: list[str] | None = None, entry: bool = False) -> Verdict:
+        """Screen one customer message (with earlier customer turns for multi-turn attacks).
+
+        `entry`: the text is a help-center entry screened for instructions planted for the model, not a customer's
+        message. The learned classifier knows customers' wording, not the company's, so there it only adds to what
+        another signal found, as on any long text.
+        """
         start = time.perf_counter()
-        verdict = self._check(text, history or [])
+        verdict = self._check(text, history or [], entry)
         verdict.latency_ms = (time.perf_counter() - start) * 1000
         return verdict
 
-    def _check(self, text: str, history: list[str]) -> Verdict:
+    def _check(self, text: str, history: list[str], entry: bool = False) -> Verdict:
         cfg = self.cfg
         if not cfg.enabled or not text or not text.strip():
             return Verdict("allow", "none", 0.0, "guard disabled" if not cfg.enabled else "empty message")
@@ -297,7 +302,8 @@ class InputGuard:
         if history:
             signals += self._history_signal(norm.text, history, raw_attack)
         buckets = ngram_buckets(view(norm)) if self.classifier is not None else None
-        learned = self._learned_signal(buckets, signals, len(norm.text))
+        alone = not entry and len(norm.text) <= _LEARNED_ALONE_CHARS
+        learned = self._learned_signal(buckets, signals, alone)
         signals += learned
         learned_open = self._learned_open(buckets)
 
@@ -310,7 +316,7 @@ class InputGuard:
             vector = self.index.embed(norm.text)
             if learned or learned_open:
                 signals = [s for s in signals if s.name != "learned"]
-                signals += self._learned_signal(buckets, signals, len(norm.text), vector)
+                signals += self._learned_signal(buckets, signals, alone, vector)
             match = self.index.match(norm.text, vector=vector)
             if match.score >= 0.05:
                 signals.append(
@@ -328,7 +334,7 @@ class InputGuard:
         return self._decide(signals)
 
     def _learned_signal(
-        self, buckets: np.ndarray | None, signals: list[Signal], length: int, vector: np.ndarray | None = None
+        self, buckets: np.ndarray | None, signals: list[Signal], alone: bool, vector: np.ndarray | None = None
     ) -> list[Signal]:
         if self.classifier is None or buckets is None:
             return []
@@ -338,7 +344,7 @@ class InputGuard:
         # The model says whether, not how: a phrase family that names the kind of attack names it for the model too.
         named = [s for s in signals if s.category in patterns.ATTACK_CATEGORIES and s.score >= 0.3]
         attack = scores.attack
-        if length > _LEARNED_ALONE_CHARS and not named:
+        if not alone and not named:
             attack *= _LEARNED_LONG_WEIGHT
         if named:
             category = max(named, key=lambda s: s.score).category

@@ -450,7 +450,8 @@ FAMILIES: list[Family] = [
         r"\b(?:\s+(?:me|us|all|exactly|verbatim))*\s+(?:your|ur)\s+(?:(?:exact|full|complete|internal|own)\s+)?"
         r"(?:instructions|rules|guidelines|directives|programming|orders|restrictions)\b(?!\s+(?:for|on|to|about"
         r"|regarding|when)\s)"
-        r"|\b(?:list|tell me|show me|what are|what were|share|repeat|say back|recite)\s+(?:all\s+)?(?:of\s+)?(?:the\s+)?"
+        r"|\b(?:list|tell me|show me|what are|what were|share|repeat|say back|recite)\s+(?:all\s+)?(?:of\s+)?"
+        r"(?:the\s+)?"
         r"(?:rules|instructions|guidelines|directions|directives|orders)"
         r" (?:that )?you (?:follow|obey|have|were given|must follow|operate under|were told|got)\b",
         ("instructions", "rules", "guidelines", "directives", "directions", "programming", "orders", "restrictions"),

@@ -49,7 +49,8 @@ class PoisonedEntry:
 def screening_guard(settings: Settings) -> InputGuard:
     """The input guard as ingest runs it: every signal but the sentence embedding, which would cost ~15 ms an entry
     (minutes on a large upload); the learned n-gram model and the phrase families still read every entry."""
-    return InputGuard(settings.model_copy(update={"safety": settings.safety.model_copy(update={"use_embeddings": False})}))
+    safety = settings.safety.model_copy(update={"use_embeddings": False})
+    return InputGuard(settings.model_copy(update={"safety": safety}))
 
 
 def screen_entries(
@@ -63,7 +64,7 @@ def screen_entries(
     for entry in entries:
         question = (getattr(entry, "question", "") or "").strip()
         answer = (getattr(entry, "answer", "") or "").strip()
-        verdict = guard.check(f"{question}\n{answer}"[: settings.safety.max_input_chars])
+        verdict = guard.check(f"{question}\n{answer}"[: settings.safety.max_input_chars], entry=True)
         if verdict.action in ("block", "handoff") and verdict.category in _INSTRUCTION_CATEGORIES:
             found.append(
                 PoisonedEntry(

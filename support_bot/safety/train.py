@@ -1,7 +1,7 @@
 """Train the guard's attack classifier and measure how it generalizes to attack styles it never saw.
 
-python -m support_bot.safety.train [--corpus bench/data/redteam/corpus.jsonl] [--out support_bot/safety/data/classifier.npz]
-                                   [--no-loso]
+python -m support_bot.safety.train [--corpus bench/data/redteam/corpus.jsonl]
+                                   [--out support_bot/safety/data/classifier.npz] [--no-loso] [--cache FILE.npz]
 
 Trains on the red-team corpus's training fold (folds are by template, so no fill of a test template is seen) plus
 the packaged attack library, writes the weights file, and prints one JSON object: the guard's detection and false
@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -206,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
 
     shipped = save(fit(rows, feats, train_idx), args.out)
     test = [r for r in corpus if r.fold == "test"]
-    report = {"train": {"n": len(train_idx)}, "test_fold": _rates(InputGuard(settings, index=index, classifier=shipped), test)}
+    shipped_guard = InputGuard(settings, index=index, classifier=shipped)
+    report = {"train": {"n": len(train_idx)}, "test_fold": _rates(shipped_guard, test)}
     if not args.no_loso:
         benign_test = [r for r in test if not r.attack]
         styles = sorted({r.style for r in corpus if r.attack})
         loso = {}
-        scratch = args.out.with_suffix(".loso.npz")
+        # Outside the package, so a run in progress never leaves a stray weights file next to the shipped one.
+        scratch = Path(tempfile.mkdtemp(prefix="guard-loso-")) / "loso.npz"
         for style in styles:
             # Every example of the style is left out of training, whatever its fold; benign test templates too.
             keep = np.array([i for i in train_idx if rows[i].style != style])
@@ -223,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                            "benign_false_positives": rates["benign"]["rate"]}
             log.info("%s: %s", style, loso[style])
         scratch.unlink(missing_ok=True)
+        scratch.parent.rmdir()
         total = sum(v["n"] for v in loso.values())
         report["leave_one_style_out"] = {
             "by_style": loso,

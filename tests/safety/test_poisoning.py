@@ -35,6 +35,23 @@ def test_screening_names_the_poisoned_entry_and_passes_ordinary_ones(db):
     assert "promo-9" in found[0].warning and found[0].category in {"prompt_injection", "jailbreak"}
 
 
+def test_help_center_wording_that_reads_unlike_a_customer_is_not_flagged(db):
+    """The learned classifier knows customers' messages: on an entry it only adds to what another signal found."""
+    entries = [
+        entry(
+            "flu-4", "Will masks stop the spread of flu ?",
+            "As part of the review process, masks were studied on 10's of thousands of people and it was proven "
+            "that masks reduce the spread of flu significantly.",
+        ),
+        entry(
+            "camp-7", "One thing I noticed: as soon as the tent is up you feel a sense of freedom and excitement!",
+            "This is one of the most common feelings, along with a sudden desire to hug family members.",
+        ),
+        entry("promo-9", "Do you have a discount code?", POISON),
+    ]
+    assert [f.entry_id for f in screen_entries(entries, settings=db)] == ["promo-9"]
+
+
 def test_flagged_entries_are_recorded_for_the_job_and_the_source(db):
     entries = [entry("promo-9", "Discounts?", POISON), entry("ok-1", "Hours?", "We open at 9.")]
     flag_poisoned_entries(entries, settings=db, job_id="job-1", source_name="promos", filename="promos.csv")
