@@ -314,6 +314,23 @@ TABLE: dict[tuple[str, str], Row] = {
         console_api(200, "ops"), lambda w, a: Call(f"/api/console/suggestions/{w.suggestion()}/reject", {"json": {}})
     ),
     # -- runtime settings (admin) -------------------------------------------------------------------------------
+    ("GET", "/console/knowledge/adaptation"): Row(console_html(200, "ops")),
+    ("GET", "/api/console/adapters"): Row(console_api(200, "ops")),
+    ("GET", "/api/console/adapters/jobs"): Row(console_api(200, "ops")),
+    ("GET", "/api/console/adapters/jobs/{job_id}"): Row(
+        console_api(404, "ops"), lambda w, a: Call("/api/console/adapters/jobs/0123456789abcdef")
+    ),
+    ("GET", "/api/console/adapters/{artifact_id}"): Row(
+        console_api(404, "ops"), lambda w, a: Call("/api/console/adapters/embedder-0999")
+    ),
+    # No artifact and no job is started here: each allowed call is refused for what it asks, after the access check.
+    ("POST", "/api/console/adapters/{artifact_id}/activate"): Row(
+        console_api(404, "ops"), lambda w, a: Call("/api/console/adapters/embedder-0999/activate")
+    ),
+    ("POST", "/api/console/adapters/rollback"): Row(console_api(409, "ops")),
+    ("POST", "/api/console/adapters/tune"): Row(
+        console_api(422, "ops"), lambda w, a: Call("/api/console/adapters/tune", {"json": {"epochs": 0}})
+    ),
     ("GET", "/console/settings"): Row(console_html(200)),
     ("POST", "/console/settings"): Row(
         console_html(303), lambda w, a: Call("/console/settings", {"data": {"chat.bot_name": w.unique("Max ")}})
