@@ -18,7 +18,7 @@ MIB = 2**20
 # bag-of-words vectors (the real tokenizer still sizes the chunks): embedding 200k texts with the model takes many
 # minutes on a CPU, and what is measured here is the pipeline around it.
 SCRIPT = r'''
-import json, os, resource, sys, zlib
+import json, os, sys, zlib
 import numpy as np
 from ingest.uploads import create_job
 from ingest.pipeline import run_job
@@ -35,7 +35,10 @@ def rss_mib():
 
 
 def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM is this program's own peak. Not ru_maxrss: Linux carries that over exec from the process that forked
+    # this one, so inside a big test run it reports the test runner's size.
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
 
 
 class HashingEmbedder:
@@ -109,8 +112,7 @@ def test_100k_row_csv_ingests_within_the_limits_and_bounded_memory(tmp_path):
     assert "r73421" in got["hits"]
     # Two float32 vectors per row: the index itself must hold this much.
     vectors_mib = ROWS * 2 * got["dim"] * 4 / MIB
-    # The growth up to the publish step (parsing, chunking, embedding batch by batch) measured 113 MiB in a process
-    # of its own but 913 MiB once inside the full suite, for reasons not yet found, so it is reported, not asserted.
-    print(f"growth before publish: {got['before_publish'] - got['base']:.0f} MiB (vectors: {vectors_mib:.0f} MiB)")
+    # Parsing, chunking and embedding batch by batch hold far less than the index will (measured: 112 MiB).
+    assert got["before_publish"] - got["base"] < 2 * vectors_mib, got
     # Building the index needs the vectors a few times over, not without bound.
     assert got["peak"] - got["base"] < 6 * vectors_mib, got

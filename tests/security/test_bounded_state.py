@@ -24,7 +24,7 @@ class _CountingGuard:
     def __init__(self) -> None:
         self.checked: list[str] = []
 
-    def check(self, text: str) -> _Verdict:
+    def check(self, text: str, *, entry: bool = False) -> _Verdict:
         self.checked.append(text)
         return _Verdict()
 
