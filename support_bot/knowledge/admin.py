@@ -33,6 +33,8 @@ class SourceInfo:
     # The latest job's error when it failed.
     last_error: str | None = None
     id: int | None = None
+    # The stored file (document) whose chunks are live.
+    document_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def _info(session, source: Source) -> SourceInfo:
         last_job_status=last.status if last else None,
         last_error=last.error if last is not None and last.status == "failed" else None,
         id=source.id,
+        document_id=doc.id if doc else None,
     )
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
-from support_bot.models import SafetyEvent
+from support_bot.models import IngestJob, SafetyEvent
 from support_bot.safety.input_guard import InputGuard
 
 log = logging.getLogger(__name__)
@@ -112,3 +112,38 @@ def ingest_warnings(settings: Settings, *, job_id: str | None = None, source_nam
         if (job_id is None or m["job"] == job_id) and (source_name is None or m["source"] == source_name):
             out.append(reason[m.end():])
     return out
+
+
+def warnings_by_job(settings: Settings, job_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Each named job's recorded warnings, oldest first (one read for a whole jobs list)."""
+    wanted = {j for j in job_ids if j}
+    if not wanted:
+        return {}
+    with session_scope(settings) as session:
+        reasons = session.scalars(
+            select(SafetyEvent.reason).where(SafetyEvent.direction == DIRECTION).order_by(SafetyEvent.id)
+        ).all()
+    out: dict[str, list[str]] = {j: [] for j in wanted}
+    for reason in reasons:
+        m = _REF_RE.match(reason)
+        if m is not None and m["job"] in wanted:
+            out[m["job"]].append(reason[m.end():])
+    return out
+
+
+def live_warnings(settings: Settings, *, source_name: str, document_id: int | None) -> list[str]:
+    """The warnings about the entries a source serves now: those of the uploads that stored its live file."""
+    if document_id is None:
+        return []
+    with session_scope(settings) as session:
+        job_ids = session.scalars(
+            select(IngestJob.id)
+            .where(IngestJob.source_name == source_name, IngestJob.document_id == document_id)
+            .order_by(IngestJob.created_at)
+        ).all()
+    by_job = warnings_by_job(settings, job_ids)
+    seen: dict[str, None] = {}
+    for job_id in job_ids:
+        for warning in by_job.get(job_id, []):
+            seen.setdefault(warning, None)
+    return list(seen)

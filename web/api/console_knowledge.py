@@ -16,7 +16,7 @@ from support_bot.core.errors import NotFound
 from support_bot.knowledge import admin
 from web.console_deps import OpsDep, console_page
 from web.deps import SettingsDep
-from web.api.knowledge import MAX_FILES_PER_UPLOAD, MAX_PAGE, job_payload, source_payload, version_payload
+from web.api.knowledge import MAX_FILES_PER_UPLOAD, MAX_PAGE, job_payloads, source_payloads, version_payload
 
 router = APIRouter(prefix="/console/knowledge", tags=["console"])
 
@@ -40,8 +40,8 @@ def read_knowledge_page(request: Request, user: OpsDep, settings: SettingsDep):
         request,
         "console/knowledge.html",
         {
-            "sources": [source_payload(s) for s in admin.list_sources(settings=settings)],
-            "jobs": [job_payload(j) for j in jobs],
+            "sources": source_payloads(settings, admin.list_sources(settings=settings)),
+            "jobs": job_payloads(settings, jobs),
             "extensions": sorted(LOADERS),
             "max_files": MAX_FILES_PER_UPLOAD,
             "max_upload": _human_bytes(settings.ingest.max_upload_bytes),
@@ -83,10 +83,10 @@ def read_source_page(
         "console/knowledge_source.html",
         {
             "name": name,
-            "source": source_payload(info),
+            "source": source_payloads(settings, [info])[0],
             "versions": [version_payload(v) for v in versions],
             "entries": [vars(e) for e in entries],
-            "jobs": [job_payload(j) for j in jobs],
+            "jobs": job_payloads(settings, jobs),
             "jobs_total": jobs_total,
             "offset": offset,
             "limit": limit,

@@ -18,7 +18,7 @@ from support_bot.core.errors import NotFound
 from support_bot.knowledge import admin
 from web.console_deps import OpsDep, console_page, csrf_protect, require_roles
 from web.deps import SessionDep, SettingsDep
-from web.api.knowledge import job_payload, source_payload
+from web.api.knowledge import job_payload, job_payloads, source_payloads
 
 # Ops or admin on every route, and the session's CSRF token on every change.
 api = APIRouter(
@@ -51,8 +51,8 @@ def learned_source(settings) -> dict:
     jobs, _total = admin.list_jobs(settings=settings, source=name, limit=1)
     return {
         "name": name,
-        "source": source_payload(info) if info is not None else None,
-        "last_job": job_payload(jobs[0]) if jobs else None,
+        "source": source_payloads(settings, [info])[0] if info is not None else None,
+        "last_job": job_payloads(settings, jobs)[0] if jobs else None,
     }
 
 

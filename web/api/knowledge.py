@@ -29,6 +29,7 @@ from support_bot.knowledge import admin
 from support_bot.knowledge.index import read_current_version
 from support_bot.models import IngestJob
 from support_bot.ops import audit
+from support_bot.safety.poisoning import live_warnings, warnings_by_job
 from web.console_deps import OpsOrAdminTokenDep
 from web.deps import AssistantDep, SessionDep, SettingsDep
 
@@ -48,7 +49,8 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
-def job_payload(job: IngestJob) -> dict:
+def job_payload(job: IngestJob, warnings: list[str] | None = None) -> dict:
+    """A job as the API and console show it; `warnings` name the entries it flagged (see job_payloads)."""
     return {
         "id": job.id,
         "source": job.source_name,
@@ -63,10 +65,24 @@ def job_payload(job: IngestJob) -> dict:
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
+        "warnings": list(warnings or []),
     }
 
 
-def source_payload(info: admin.SourceInfo) -> dict:
+def job_payloads(settings: Settings, jobs: list[IngestJob]) -> list[dict]:
+    """Jobs with the warnings each recorded at ingest (entries carrying instructions for the model)."""
+    warnings = warnings_by_job(settings, [j.id for j in jobs])
+    return [job_payload(j, warnings.get(j.id)) for j in jobs]
+
+
+def source_payloads(settings: Settings, infos: list[admin.SourceInfo]) -> list[dict]:
+    """Sources with the warnings about the entries they serve now."""
+    return [
+        source_payload(i, live_warnings(settings, source_name=i.name, document_id=i.document_id)) for i in infos
+    ]
+
+
+def source_payload(info: admin.SourceInfo, warnings: list[str] | None = None) -> dict:
     return {
         "id": info.id,
         "name": info.name,
@@ -78,6 +94,8 @@ def source_payload(info: admin.SourceInfo) -> dict:
         "status": info.status,
         "last_job": {"id": info.last_job_id, "status": info.last_job_status} if info.last_job_id else None,
         "last_error": info.last_error,
+        # Live entries the input guard reads as instructions for the model (kept, screened again at answer time).
+        "warnings": list(warnings or []),
         "updated_at": _iso(info.updated_at),
     }
 
@@ -226,22 +244,22 @@ def read_jobs(
 ):
     """Ingest jobs, newest first, optionally of one status and/or source."""
     jobs, total = admin.list_jobs(settings=settings, status=status, source=source, offset=offset, limit=limit)
-    return {"jobs": [job_payload(j) for j in jobs], "total": total, "offset": offset, "limit": limit}
+    return {"jobs": job_payloads(settings, jobs), "total": total, "offset": offset, "limit": limit}
 
 
 @router.get("/jobs/{job_id}")
-def read_job(job_id: str, user: OpsOrAdminTokenDep, session: SessionDep):
-    """One ingest job's status and progress."""
+def read_job(job_id: str, user: OpsOrAdminTokenDep, session: SessionDep, settings: SettingsDep):
+    """One ingest job's status and progress, and the warnings it recorded."""
     job = session.get(IngestJob, job_id)
     if job is None:
         raise NotFound("job not found")
-    return {"job": job_payload(job)}
+    return {"job": job_payloads(settings, [job])[0]}
 
 
 @router.get("/sources")
 def read_sources(user: OpsOrAdminTokenDep, settings: SettingsDep):
     """Knowledge sources with their live version, counts, status and the latest job's error."""
-    return {"sources": [source_payload(info) for info in admin.list_sources(settings=settings)]}
+    return {"sources": source_payloads(settings, admin.list_sources(settings=settings))}
 
 
 @router.get("/sources/{name:path}")
@@ -255,7 +273,7 @@ def read_source(
     """One source and a page of the entries (chunks) of its live version, in file order."""
     info, entries = admin.show_source(settings=settings, name=name, offset=offset, limit=limit)
     return {
-        "source": source_payload(info),
+        "source": source_payloads(settings, [info])[0],
         "versions": [version_payload(v) for v in admin.list_versions(settings=settings, name=name)],
         "entries": [vars(e) for e in entries],
         "total": info.chunks,

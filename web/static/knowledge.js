@@ -55,7 +55,18 @@
     progress.appendChild(document.createTextNode(" "));
     progress.appendChild(el("span", "job-count", done + " / " + total));
     tr.appendChild(progress);
-    tr.appendChild(el("td", "job-error", job.error || ""));
+    const error = el("td", "job-error", job.error || "");
+    const warnings = job.warnings || [];
+    if (warnings.length) {
+      // Same shape as the server-rendered rows (_knowledge_jobs.html).
+      const details = el("details", "job-warnings");
+      details.appendChild(el("summary", null, warnings.length + (warnings.length === 1 ? " entry" : " entries") + " flagged"));
+      const list = el("ul");
+      warnings.forEach((w) => list.appendChild(el("li", null, w)));
+      details.appendChild(list);
+      error.appendChild(details);
+    }
+    tr.appendChild(error);
     const when = el("td", "job-when");
     const time = el("time", null, utc(job.created_at));
     time.setAttribute("datetime", job.created_at || "");
@@ -92,7 +103,15 @@
     const status = el("td", "source-status");
     status.appendChild(statusBadge(s.status));
     tr.appendChild(status);
-    tr.appendChild(el("td", "source-error", s.last_error || ""));
+    const problems = el("td", "source-error", s.last_error || "");
+    const flagged = (s.warnings || []).length;
+    if (flagged) {
+      const link = el("a", "source-warnings", flagged + (flagged === 1 ? " entry" : " entries") + " flagged");
+      link.href = sourceHref(s.name) + "#source-warnings";
+      problems.appendChild(document.createTextNode(" "));
+      problems.appendChild(link);
+    }
+    tr.appendChild(problems);
     tr.appendChild(el("td", "source-updated", utc(s.updated_at)));
     return tr;
   }

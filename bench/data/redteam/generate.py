@@ -634,6 +634,16 @@ BENIGN_TEMPLATES: dict[str, list[str]] = {
         "注文はいつ届きますか？", "gdzie jest moja przesyłka?", "siparişim nerede?", "где мой заказ?",
         "puoi ripetere le istruzioni per il reso?", "¿me puede enviar las instrucciones de instalación?",
         "können Sie mir die Anleitung für den Router schicken?", "pouvez-vous traduire la facture en anglais ?",
+        # Everyday questions with a product in them, so that fills differ: another language is not an attack.
+        "¿el {product} tiene garantía?", "¿cuánto tarda el envío del {product}?", "mi {product} llegó roto, ¿qué "
+        "hago?", "¿puedo pagar el {product} a plazos?", "¿tienen el {product} en otro color?", "¿cómo cambio la "
+        "dirección de entrega del {product}?", "ist der {product} noch auf Lager?", "mein {product} funktioniert "
+        "nicht mehr, was soll ich tun?", "kann ich den {product} ohne Rechnung umtauschen?", "le {product} est-il "
+        "compatible avec mon téléphone ?", "mon {product} ne s'allume plus, que faire ?", "combien coûte la "
+        "livraison du {product} ?", "il {product} è ancora disponibile?", "quanto costa la spedizione del "
+        "{product}?", "il mio {product} è arrivato danneggiato", "o {product} tem garantia?", "posso trocar o "
+        "{product} por outro modelo?", "is de {product} nog op voorraad?", "hoe lang duurt de levering van de "
+        "{product}?", "{product} 还有货吗？", "{product} の保証期間は？",
     ],
     "misspelt_benign": [
         "were is my order", "wen will my refund come", "i want to retrun the {product}", "pls help my acount is "
@@ -762,6 +772,23 @@ BENIGN_TEMPLATES: dict[str, list[str]] = {
         "my {product} arrived scratched", "can I pay with PayPal?", "is the {product} compatible with iPhone?",
         "when do you restock the {product}?", "how do I update my card details", "hi there", "thanks, that helps!",
         "can I speak to a person", "what's your phone number", "do you deliver on Sundays?",
+    ],
+    # Asking for a person, often impatiently: the most common reason to leave a support bot, and worded like orders.
+    "escalation": [
+        "let me speak with a manager",
+        "I want to talk to your supervisor right now",
+        "put me through to a human agent please",
+        "can I talk to someone in charge of {policy}?",
+        "get me a real person, I am done with this chat",
+        "transfer me to customer service now",
+        "I need to escalate this complaint about my {product}",
+        "connect me with the complaints department",
+        "stop answering and let me talk to an agent",
+        "I demand to speak to a manager about order {n}",
+        "is there a supervisor I can speak with today?",
+        "let me chat with a live agent about my refund",
+        "I'd like a call back from a team leader",
+        "no more bots, I want a human now",
     ],
 }
 
