@@ -55,8 +55,7 @@ def _embed(embedder, rows: list[tuple], progress: Progress | None, phase: str) -
         where = {t: i for i, t in enumerate(distinct)}
         vectors = embedder.encode(distinct)
         for (chunk_id, *_), vs in zip(part, views):
-            rows = vectors[[where[v] for v in vs]]
-            out[chunk_id] = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
+            out[chunk_id] = np.ascontiguousarray(vectors[[where[v] for v in vs]], dtype=np.float32).tobytes()
         if progress:
             progress(phase, min(start + _BATCH, len(rows)), len(rows))
     return out

@@ -1,9 +1,10 @@
 """The artifact store: <data_dir>/adapters/<kind>/<kind>-NNNN/ (artifact.json + model/), and the state file.
 
 An artifact's files never change once it is ready, except its artifact.json record (figures, status). The state
-file (knowledge.embedder reads it on every search, by stat) is changed under a lock and replaced atomically:
-    ingest   the artifact new chunks are embedded with (None: the configured model)
-    serving  [[first index version, artifact], ...]: which model each index version's vectors came from
+file (knowledge.embedder reads the embedder's on every search, the chat engine the chat model's before every answer,
+both by stat) is changed under a lock and replaced atomically:
+    ingest   (embedder) the artifact new chunks are embedded with (None: the configured model)
+    serving  (embedder) [[first index version, artifact], ...]: which model each index version's vectors came from
     history  artifacts activated in order, the live one last; rollback returns to the one before it
 """
 
@@ -23,16 +24,16 @@ from pathlib import Path
 from support_bot.core.config import Settings
 from support_bot.core.errors import InvalidInput, NotFound
 from support_bot.knowledge.embedder import (
-    ADAPTERS_DIR,
     ARTIFACT_FILE,
     EMBEDDER_KIND,
     STATE_FILE,
     embedder_adapters_dir,
     read_embedder_state,
 )
+from support_bot.llm.adapters import CHAT_KIND, chat_adapters_dir, read_chat_state
 
-# Kinds of adapter; each has its own directory, numbering and state file. Chat-model adapters join this tuple.
-KINDS = (EMBEDDER_KIND,)
+# Kinds of adapter; each has its own directory, numbering and state file.
+KINDS = (EMBEDDER_KIND, CHAT_KIND)
 ARTIFACT_ID = re.compile(r"(?P<kind>[a-z]+)-(?P<number>\d{4,})")
 MODEL_DIR = "model"
 # Switches kept in the state file: readers only ever need the last few (a reader lags one version behind at most).
@@ -46,14 +47,14 @@ def now_iso() -> str:
 def kind_dir(settings: Settings, kind: str) -> Path:
     if kind not in KINDS:
         raise InvalidInput(f"unknown adapter kind {kind!r}; one of: {', '.join(KINDS)}")
-    return embedder_adapters_dir(settings) if kind == EMBEDDER_KIND else (settings.data_dir / ADAPTERS_DIR / kind)
+    return embedder_adapters_dir(settings) if kind == EMBEDDER_KIND else chat_adapters_dir(settings)
 
 
 def parse_id(artifact_id: str) -> str:
     """The kind of a well-formed artifact id; InvalidInput for anything else (ids become paths)."""
     m = ARTIFACT_ID.fullmatch(artifact_id or "")
     if m is None or m["kind"] not in KINDS:
-        raise InvalidInput(f"{artifact_id!r} is not an adapter id such as {EMBEDDER_KIND}-0001")
+        raise InvalidInput(f"{artifact_id!r} is not an adapter id such as {EMBEDDER_KIND}-0001 or {CHAT_KIND}-0001")
     return m["kind"]
 
 
@@ -125,8 +126,8 @@ def size_bytes(settings: Settings, artifact_id: str) -> int:
 def read_state(settings: Settings, kind: str = EMBEDDER_KIND) -> dict:
     if kind == EMBEDDER_KIND:
         return dict(read_embedder_state(settings))
-    path = kind_dir(settings, kind) / STATE_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    kind_dir(settings, kind)  # refuses an unknown kind
+    return dict(read_chat_state(settings))
 
 
 def active(state: dict) -> str | None:

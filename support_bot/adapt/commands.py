@@ -15,6 +15,13 @@ from support_bot.core.errors import SupportBotError
 
 # support_bot.adapt.artifacts.KINDS, spelled out so that building the CLI's parser loads nothing of knowledge.
 EMBEDDER_KIND = "embedder"
+CHAT_KIND = "chat"
+KINDS = [EMBEDDER_KIND, CHAT_KIND]
+# The held-out figures `adapters list` shows, tuned/live, per kind: (column, figure).
+_COLUMNS = {
+    EMBEDDER_KIND: [("R@1", "recall@1"), ("R@5", "recall@5"), ("DECISIONS", "decision_accuracy")],
+    CHAT_KIND: [("CORRECT", "correct_rate"), ("WRONG", "wrong_rate"), ("WRITTEN", "model_written_rate")],
+}
 
 
 class _Echo:
@@ -98,6 +105,24 @@ def cmd_tune_embedder(args) -> int:
     return 0
 
 
+def cmd_tune_chat(args) -> int:
+    pairs = (("epochs", args.epochs), ("max_steps", args.max_steps), ("max_examples", args.max_examples))
+    params = {k: v for k, v in pairs if v is not None}
+    settings = get_settings()
+    record = run_action(settings, "tune", params=params, kind=CHAT_KIND)
+    from support_bot.adapt.chat_gate import describe
+
+    print(f"{record['id']}: {describe(record['evaluation']['verdict'])}", file=sys.stderr)
+    if args.activate:
+        try:
+            record["activation"] = run_action(settings, "activate", target=record["id"])
+        except JobFailed as exc:
+            return _refused(exc)
+        print(f"{record['id']} is live: the chat model answers with it from the next message", file=sys.stderr)
+    print(json.dumps(record))
+    return 0
+
+
 def cmd_adapters_list(args) -> int:
     from support_bot.adapt.service import list_adapters
     from support_bot.core.db import migrate
@@ -110,9 +135,10 @@ def cmd_adapters_list(args) -> int:
         return 0
     print(f"{args.kind}s (live: {listing['live'] or listing['base_model'] + ' as configured'})", file=sys.stderr)
     if not listing["artifacts"]:
-        print("no tuned artifacts; make one with `support-bot tune embedder`", file=sys.stderr)
+        print(f"no tuned artifacts; make one with `support-bot tune {args.kind}`", file=sys.stderr)
         return 0
-    print(f"{'ID':<14}  {'STATUS':<8}  {'LIVE':<4}  {'R@1':>11}  {'R@5':>11}  {'DECISIONS':>11}  CREATED (UTC)")
+    columns = _COLUMNS[args.kind]
+    print(f"{'ID':<14}  {'STATUS':<8}  {'LIVE':<4}  " + "".join(f"{c:>11}  " for c, _ in columns) + "CREATED (UTC)")
     for r in listing["artifacts"]:
         ev = r.get("evaluation") or {}
         live, cand = ev.get("live") or {}, ev.get("candidate") or {}
@@ -121,8 +147,8 @@ def cmd_adapters_list(args) -> int:
             return f"{cand[metric]:.2f}/{live[metric]:.2f}" if metric in cand and metric in live else "-"
 
         mark = "yes" if r.get("live") else ""
-        print(f"{r['id']:<14}  {r.get('status', '?'):<8}  {mark:<4}  {pair('recall@1'):>11}  {pair('recall@5'):>11}  "
-              f"{pair('decision_accuracy'):>11}  {r.get('created_at', '')[:16].replace('T', ' ')}")
+        print(f"{r['id']:<14}  {r.get('status', '?'):<8}  {mark:<4}  " + "".join(f"{pair(m):>11}  " for _, m in columns)
+              + r.get("created_at", "")[:16].replace("T", " "))
     print("figures: tuned/live on the held-out slice, measured in the same run", file=sys.stderr)
     return 0
 
@@ -132,8 +158,11 @@ def cmd_adapters_activate(args) -> int:
         result = run_action(get_settings(), "activate", target=args.id)
     except JobFailed as exc:
         return _refused(exc)
-    print(f"{args.id} is live from index v{result['index_version']} ({result['chunks']} chunks re-embedded)",
-          file=sys.stderr)
+    if result.get("kind") == CHAT_KIND:
+        print(f"{args.id} is live: the chat model answers with it from the next message", file=sys.stderr)
+    else:
+        print(f"{args.id} is live from index v{result['index_version']} ({result['chunks']} chunks re-embedded)",
+              file=sys.stderr)
     print(json.dumps(result))
     return 0
 
@@ -141,7 +170,10 @@ def cmd_adapters_activate(args) -> int:
 def cmd_adapters_rollback(args) -> int:
     result = run_action(get_settings(), "rollback", kind=args.kind)
     back = result["artifact"] or "the configured model"
-    print(f"{back} is live again from index v{result['index_version']}", file=sys.stderr)
+    if args.kind == CHAT_KIND:
+        print(f"{back} is live again: the chat model answers with it from the next message", file=sys.stderr)
+    else:
+        print(f"{back} is live again from index v{result['index_version']}", file=sys.stderr)
     print(json.dumps(result))
     return 0
 
@@ -156,17 +188,23 @@ def add_commands(sub, command) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many training steps")
     p.add_argument("--activate", action="store_true", help="then make it live if the gate lets it")
     p.set_defaults(func=cmd_tune_embedder)
+    p = command(tune, "chat", help="LoRA-tune the chat model on retrieval-augmented examples in its own prompt format")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the examples (default: settings)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--max-examples", type=int, default=None, help="train on at most this many questions (0: all)")
+    p.add_argument("--activate", action="store_true", help="then make it live if the gate lets it")
+    p.set_defaults(func=cmd_tune_chat)
 
     adapters = command(sub, "adapters", help="list, activate and roll back tuned models").add_subparsers(
         dest="adapters_cmd", required=True, metavar="ACTION", help="one of:"
     )
     p = command(adapters, "list", help="tuned artifacts with their held-out figures against the live model")
-    p.add_argument("--kind", choices=[EMBEDDER_KIND], default=EMBEDDER_KIND, help="which adapters (default: embedder)")
+    p.add_argument("--kind", choices=KINDS, default=EMBEDDER_KIND, help="which adapters (default: embedder)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_adapters_list)
-    p = command(adapters, "activate", help="make an artifact live if it is not worse (re-embeds the knowledge base)")
+    p = command(adapters, "activate", help="make an artifact live if it is not worse (an embedder re-embeds the KB)")
     p.add_argument("id", help="the artifact, as `support-bot adapters list` shows it")
     p.set_defaults(func=cmd_adapters_activate)
     p = command(adapters, "rollback", help="return to the model live before the current one")
-    p.add_argument("--kind", choices=[EMBEDDER_KIND], default=EMBEDDER_KIND, help="which adapters (default: embedder)")
+    p.add_argument("--kind", choices=KINDS, default=EMBEDDER_KIND, help="which adapters (default: embedder)")
     p.set_defaults(func=cmd_adapters_rollback)

@@ -25,10 +25,12 @@ from support_bot.adapt import artifacts, service
 from support_bot.core.config import Settings
 from support_bot.core.errors import Conflict, InvalidInput, NotFound, SupportBotError
 from support_bot.knowledge.embedder import ADAPTERS_DIR, EMBEDDER_KIND
+from support_bot.llm.adapters import CHAT_KIND
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("tune", "activate", "rollback")
+KEEP_JOBS = 200
 # Progress is written at most this often, and a heartbeat at least this often.
 _WRITE_EVERY_S = 0.5
 _JOB_ID = set("0123456789abcdef")
@@ -110,12 +112,13 @@ def list_jobs(settings: Settings, *, limit: int = 20) -> list[dict]:
 def create_job(
     settings: Settings, action: str, *, target: str | None = None, params: dict | None = None, kind: str = EMBEDDER_KIND
 ) -> dict:
-    """A queued job record; Conflict while another job runs."""
+    """A queued job record; Conflict while another job runs. An activation's kind is its target's."""
     artifacts.kind_dir(settings, kind)  # refuses an unknown kind
     if action not in ACTIONS:
         raise InvalidInput(f"unknown adaptation action {action!r}; one of: {', '.join(ACTIONS)}")
     if action == "activate":
         artifacts.load(settings, target or "")  # a clear 404/422 now rather than a failed job later
+        kind = artifacts.parse_id(target)
     if busy(settings):
         raise Conflict("another adaptation job is running; wait for it to finish")
     jobs_dir(settings).mkdir(parents=True, exist_ok=True)
@@ -125,11 +128,21 @@ def create_job(
         "created_at": artifacts.now_iso(), "created_ts": time.time(), "started_at": None, "finished_at": None,
     }
     _write(settings, job)
+    _prune(settings)
     return job
+
+
+def _prune(settings: Settings) -> None:
+    """Keep the newest KEEP_JOBS job records (finished ones are only history)."""
+    records = sorted(jobs_dir(settings).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in records[KEEP_JOBS:]:
+        path.unlink(missing_ok=True)
 
 
 def _perform(settings: Settings, job: dict, progress) -> dict:
     if job["action"] == "tune":
+        if job.get("kind") == CHAT_KIND:
+            return service.tune_chat(settings, progress=progress, overrides=job["params"])
         return service.tune_embedder(settings, progress=progress, overrides=job["params"])
     if job["action"] == "activate":
         return service.activate(settings, job["target"], progress=progress)

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from support_bot.core.chat_tuning import ChatTuningSettings
+
 # The published default admin token: production refuses to start with it, and in development it is accepted only
 # from this machine (`support-bot serve` replaces it with a random token of its own).
 DEV_SECRET = "dev-insecure-secret-change-me"
@@ -498,9 +500,9 @@ class AdaptSettings(BaseModel):
     abstain_fraction: float = Field(default=0.1, ge=0, le=0.5)
     abstain_max: int = Field(default=200, ge=0)
     seed: int = 0
-    # An artifact whose held-out recall@1, recall@5 or decision accuracy is below the live embedder's by more than
-    # this is refused at activation.
+    # An artifact worse than the live one by more than this in a gated held-out figure is refused (adapt.gate).
     gate_tolerance: float = Field(default=0.0, ge=0, le=1)
+    chat: ChatTuningSettings = Field(default_factory=ChatTuningSettings)
 
 
 class Settings(BaseSettings):

@@ -51,8 +51,9 @@ def test_the_views_ingest_embedded_are_recovered_from_stored_chunks(db, embedder
     assert_vectors(settings, get_embedder(settings, None))
 
 
-def test_activation_reembeds_into_a_new_index_version_that_search_follows(small_kb, tuned_model):
+def test_activation_reembeds_into_a_new_index_version_that_search_follows(small_kb, tuned_model, monkeypatch):
     settings = small_kb
+    monkeypatch.setattr(activation, "_BATCH", 4)  # several batches, as a real knowledge base has
     retriever = get_retriever(settings)
     assert retriever.search("Do you ship abroad?").index_version == 1
     assert retriever.embedder.artifact is None
@@ -148,8 +149,42 @@ def test_artifact_ids_are_numbered_and_checked(settings):
     second, _ = artifacts.create(settings, "embedder", {"status": "ready"})
     assert (first, second) == ("embedder-0001", "embedder-0002")
     assert [r["id"] for r in artifacts.list_records(settings, "embedder")] == [second, first]
-    for bad in ("../etc", "embedder-1", "chat-0001", ""):
+    for bad in ("../etc", "embedder-1", "lora-0001", ""):
         with pytest.raises(InvalidInput):
             artifacts.load(settings, bad)
     with pytest.raises(NotFound):
         artifacts.load(settings, "embedder-0042")
+
+
+def test_a_switch_waits_for_running_uploads_and_embeds_what_arrived_meanwhile(small_kb, tuned_model):
+    import threading
+    import time
+
+    from support_bot.models import IngestJob
+
+    artifact = install(small_kb, tuned_model)
+    with session_scope(small_kb) as session:
+        # An upload already embedding with the previous model when the switch starts.
+        session.add(IngestJob(id="running-upload", source_name="x", filename="x.csv", path="", sha256="0" * 64,
+                              status="running"))
+    phases: list[str] = []
+    done: dict = {}
+    worker = threading.Thread(
+        target=lambda: done.update(activation.switch(small_kb, artifact, history=[None, artifact],
+                                                     progress=lambda phase, *_: phases.append(phase)))
+    )
+    worker.start()
+    deadline = time.monotonic() + 600
+    while "waiting for running uploads" not in phases and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "waiting for running uploads" in phases and worker.is_alive()
+    # New uploads already use the new model, and go live while the switch waits.
+    assert get_embedder(small_kb).artifact == artifact
+    assert ingest_path(settings=small_kb, path=DEMO_FAQ).status == "succeeded"
+    with session_scope(small_kb) as session:
+        session.get(IngestJob, "running-upload").status = "failed"
+    worker.join(timeout=600)
+    assert done["index_version"] == read_current_version(small_kb.index_dir) == 3
+    # Every chunk, those stored while it waited included, holds the new model's vectors.
+    assert_vectors(small_kb, get_embedder(small_kb, artifact))
+    assert get_retriever(small_kb).embedder.artifact == artifact

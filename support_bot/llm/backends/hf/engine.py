@@ -1,5 +1,5 @@
 """Local generation with transformers: GGUF or Hugging Face weights, CPU (fp32) or GPU (bf16), streamed, with
-concurrent requests continuously batched (see scheduler.py)."""
+concurrent requests continuously batched (see scheduler.py) and the live tuned chat adapter merged in (lora.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from support_bot.core.config import Settings
-from support_bot.core.errors import ConfigurationError, InvalidInput
+from support_bot.core.errors import ConfigurationError, InvalidInput, ModelNotAvailable
+from support_bot.llm.adapters import adapter_weights_dir, live_chat_adapter
 from support_bot.llm.base import AnswerTruncated, StreamingEngine
 from support_bot.llm.prompt import ChatMessage, count_tokens, render_prompt_ids
 from support_bot.llm.pull import ResolvedModel, resolve_model
@@ -29,6 +30,9 @@ _DTYPES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "float16": "float16", "fp16": "float16", "half": "float16",
 }  # fmt: skip
+# adapter=FOLLOW: serve whichever tuned chat adapter is live (llm.adapters), switching between requests; None: the
+# configured model as shipped; an artifact id: that adapter and no other (the gate compares two engines so).
+FOLLOW = "follow"
 
 
 def pick_device(requested: str) -> str:
@@ -96,17 +100,25 @@ def _limit_cpu_threads() -> None:
 
 
 class TransformersEngine(StreamingEngine):
-    """One local model served by a continuous-batching scheduler: concurrent requests share decode steps."""
+    """One local model served by a continuous-batching scheduler: concurrent requests share decode steps.
+
+    Following the live chat adapter (the default), the engine stats the adapters' state file before each request.
+    When the live adapter changed, the request that noticed it waits for the scheduler to finish the requests it is
+    running (however fast their readers read), holds new ones back meanwhile, merges the new adapter into the weights
+    in place (or restores the model as shipped), and goes on; the held-back requests then run on the new weights.
+    No restart, no second copy of the model, and no answer written partly by each.
+    """
 
     def __init__(
-        self, settings: Settings, *, resolved: ResolvedModel | None = None, max_batch_size: int = 32
+        self, settings: Settings, *, resolved: ResolvedModel | None = None, max_batch_size: int = 32,
+        adapter: str | None = FOLLOW,
     ) -> None:
         self.settings = settings
         self.resolved = resolved or resolve_model(settings)
         self.device = pick_device(settings.llm.device)
         self.dtype = pick_dtype(settings.llm.dtype, self.device)
         tokenizer, model = load_model(settings, self.resolved, device=self.device, dtype=self.dtype)
-        self._start(tokenizer, model, max_batch_size=max_batch_size)
+        self._start(tokenizer, model, max_batch_size=max_batch_size, adapter=adapter)
 
     @classmethod
     def from_model(
@@ -118,22 +130,37 @@ class TransformersEngine(StreamingEngine):
         resolved: ResolvedModel,
         max_batch_size: int = 32,
         cuda_graphs: bool | None = None,
+        adapter: str | None = None,
     ) -> TransformersEngine:
-        """An engine around an already loaded model (benchmarks with random weights, tests)."""
+        """An engine around an already loaded model (benchmarks with random weights, tests); an adapter is merged
+        into that model's own weights."""
         engine = cls.__new__(cls)
         engine.settings = settings
         engine.resolved = resolved
         engine.device = str(model.get_input_embeddings().weight.device)
         engine.dtype = model.get_input_embeddings().weight.dtype
-        engine._start(tokenizer, model, max_batch_size=max_batch_size, cuda_graphs=cuda_graphs)
+        engine._start(tokenizer, model, max_batch_size=max_batch_size, cuda_graphs=cuda_graphs, adapter=adapter)
         return engine
 
-    def _start(self, tokenizer: Any, model: Any, *, max_batch_size: int, cuda_graphs: bool | None = None) -> None:
+    def _start(
+        self, tokenizer: Any, model: Any, *, max_batch_size: int, cuda_graphs: bool | None = None,
+        adapter: str | None = FOLLOW,
+    ) -> None:
+        from support_bot.llm.backends.hf.lora import MergedAdapter
         from support_bot.llm.backends.hf.scheduler import ContinuousBatcher
 
         self.tokenizer, self.model = tokenizer, model
         self.name = f"transformers:{self.resolved.name}"
         self.context_window = self.resolved.context_window
+        self._follow = adapter == FOLLOW
+        self._merged = MergedAdapter(model)
+        # Requests handed to the scheduler and not over yet; none are handed over while adapters are switched.
+        self._requests = threading.Condition()
+        self._submitted: set[Any] = set()
+        self._switching = False
+        # The live adapter last noticed, served or not: one that cannot be served is not retried on every request.
+        self._noticed = live_chat_adapter(self.settings) if self._follow else adapter
+        self._put_adapter(self._noticed, strict=not self._follow)
         if not self.device.startswith("cuda"):
             _limit_cpu_threads()
         _usable_attention(model)
@@ -150,6 +177,73 @@ class TransformersEngine(StreamingEngine):
             cuda_graphs=cuda_graphs,
             name=self.name,
         )
+
+    @property
+    def adapter(self) -> str | None:
+        """The tuned chat adapter merged into the weights now (None: the configured model as shipped)."""
+        return self._merged.adapter
+
+    def _put_adapter(self, artifact: str | None, *, strict: bool) -> None:
+        """Merge `artifact` (None: none) into the weights; with no request running. Not strict: failing that, log
+        it and serve the model as shipped (customers keep getting answers)."""
+        weights = adapter_weights_dir(self.settings, artifact) if artifact is not None else None
+        if artifact is not None and weights is None:
+            if strict:
+                raise ModelNotAvailable(f"the chat adapter {artifact} cannot be served (the log says why)")
+            artifact = None
+        started, started_with = time.monotonic(), self._merged.adapter
+        try:
+            self._merged.apply(artifact, weights)
+        except Exception:
+            if strict:
+                raise
+            log.exception("%s: could not merge the chat adapter %s; serving the model as shipped", self.name, artifact)
+            self._merged.apply(None, None)
+            return
+        if artifact is not None or started_with is not None:
+            log.info("%s: serving %s (%.1f s to switch)", self.name, artifact or "the model as shipped",
+                     time.monotonic() - started)
+
+    def _running(self) -> bool:
+        """Whether the scheduler may still decode a token for any submitted request (called holding _requests)."""
+        now = time.monotonic()
+        self._submitted = {
+            r for r in self._submitted if r.finish_reason is None and not r.cancelled.is_set() and now < r.deadline
+        }
+        return bool(self._submitted)
+
+    def sync_adapter(self) -> None:
+        """Serve the live chat adapter: a stat of its state file, and when it changed, the switch (once).
+
+        The switch waits until the scheduler has finished the requests it was given (at most their time limit),
+        with new ones held back, so that no answer is written by two sets of weights; the request that noticed it
+        is answered by the new ones.
+        """
+        if not self._follow:
+            return
+        wanted = live_chat_adapter(self.settings)
+        with self._requests:
+            while self._switching:
+                self._requests.wait()
+            if wanted == self._noticed:
+                return
+            self._switching = True
+            deadline = time.monotonic() + self.settings.llm.timeout_s + 5
+            # The scheduler does not say when a request ends; a short poll costs nothing next to a switch.
+            while self._running() and time.monotonic() < deadline:
+                self._requests.wait(timeout=0.02)
+            drained = not self._running()
+        try:
+            if drained:
+                self._put_adapter(wanted, strict=False)
+                self._noticed = wanted
+            else:
+                log.warning("%s: requests still run past their time limit; switching adapters on a later request",
+                            self.name)
+        finally:
+            with self._requests:
+                self._switching = False
+                self._requests.notify_all()
 
     def close(self) -> None:
         """Stop the scheduler thread (requests still running end with an error)."""
@@ -210,6 +304,7 @@ class TransformersEngine(StreamingEngine):
         """Like `stream`, from a ready token-id prompt; `ignore_eos` decodes the full length (benchmarks)."""
         from support_bot.llm.backends.hf.scheduler import GenerationRequest
 
+        self.sync_adapter()
         room = self.context_window - len(prompt_ids)
         if room <= 0:
             raise InvalidInput(
@@ -235,8 +330,12 @@ class TransformersEngine(StreamingEngine):
         if request.max_new_tokens <= 0 or (request.stop is not None and request.stop.is_set()):
             return
         decoder = IncrementalDecoder(self.tokenizer)
-        self.batcher.submit(request)
+        with self._requests:
+            while self._switching:
+                self._requests.wait()
+            self._submitted.add(request)
         try:
+            self.batcher.submit(request)
             finished = False
             while not finished:
                 reason = request.halt_reason(time.monotonic())
