@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 # The CPU build of PyTorch; GPU users can pass another spec, e.g. make install TORCH_SPEC="torch==2.13.0+cu128 --extra-index-url <their index>".
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core by default; each test file runs whole in one of them, so a file's
+# servers and browsers start once. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 # make run PORT=8080 DATA_DIR=/srv/support-bot serves on another port and keeps its data elsewhere; left empty, the
 # settings (SUPPORT_BOT_* env, .env) decide, as with a plain make run.
 PORT ?=
@@ -31,7 +35,7 @@ run: install
 	$(RUN_ENV)$(BIN)/support-bot serve --seed$(if $(PORT), --port $(PORT))
 
 test: install $(AXE)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 $(AXE): tests/e2e/package.json tests/e2e/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the browser tests' axe-core (apt-get install npm)" >&2; exit 1; }
@@ -40,7 +44,7 @@ $(AXE): tests/e2e/package.json tests/e2e/package-lock.json
 
 # The fast unit layer only (no real models, no browser).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not browser" $(PYTEST_ARGS)
 
 # The layering contracts alone (make test runs them too, in tests/test_architecture.py).
 lint: install
