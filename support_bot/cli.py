@@ -205,17 +205,15 @@ def cmd_eval_retrieval(args) -> int:
 
 
 def cmd_eval_answers(args) -> int:
+    from support_bot.adapt.commands import eval_chat_model
     from support_bot.chat.evaluation import eval_answers
 
     settings = get_settings()
-    if settings.llm.backend == "transformers":
-        from support_bot.llm.pull import resolve_model
-
-        resolve_model(settings)  # fail now, with the command to run, rather than after ingesting the FAQ
+    adapter = eval_chat_model(settings, args.adapter)  # fails now, with the reason, not after ingesting the FAQ
     result = eval_answers(
         faq_path=Path(args.faq), queries_path=Path(args.queries), limit=args.limit, seed=args.seed,
         dialogues_path=Path(args.dialogues) if args.dialogues else None, settings=settings, ingest=_ingest_fn,
-        progress=True,
+        progress=True, adapter=adapter,
     )
     print(json.dumps(result))
     return 0
@@ -556,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dialogues", default=None, help='JSONL of {"turns": [..], "relevant": [..]}; each last answer is judged'
     )
+    p.add_argument("--adapter", help="answer with this tuned chat adapter (chat-NNNN, or live: the one live now)")
     p.set_defaults(func=cmd_eval_answers)
     p = _command(ev, "safety", help="input-guard detection and false-positive rates on labelled messages")
     p.add_argument("--messages", required=True, help='JSONL of {"text", "label": "attack" | "benign"}')

@@ -11,7 +11,7 @@ import sys
 import time
 
 from support_bot.core.config import get_settings
-from support_bot.core.errors import SupportBotError
+from support_bot.core.errors import ConfigurationError, Conflict, InvalidInput, SupportBotError
 
 # support_bot.adapt.artifacts.KINDS, spelled out so that building the CLI's parser loads nothing of knowledge.
 EMBEDDER_KIND = "embedder"
@@ -85,6 +85,45 @@ def tune_for_eval(settings) -> dict:
         summary.update(activated=False, refused=exc.detail)
     summary["seconds"] = round(time.monotonic() - started, 1)
     return summary
+
+
+def eval_chat_model(settings, adapter: str | None) -> str | None:
+    """`eval answers [--adapter ID|live]`: what answers, checked before the FAQ is ingested rather than after.
+
+    The configured model must be pulled; with --adapter, a ready chat adapter tuned from it, read from the data
+    dir's adapter store (the eval answers from a throw-away data dir, which has none), or "live": the one customers
+    are answered with now. -> the adapter's id (None: the configured model as shipped); the choice goes to stderr,
+    so that the JSON line stays what EVAL.md says.
+    """
+    from support_bot.adapt import artifacts
+    from support_bot.llm.adapters import live_chat_adapter
+
+    if settings.llm.backend == "transformers":
+        from support_bot.llm.pull import resolve_model
+
+        resolve_model(settings)
+    if adapter is None:
+        return None
+    if settings.llm.backend != "transformers":
+        raise ConfigurationError(
+            f"tuned chat adapters are served by the transformers backend; llm.backend is {settings.llm.backend!r}"
+        )
+    if adapter == "live":
+        adapter = live_chat_adapter(settings)
+        if adapter is None:
+            print(f"no chat adapter is live: answering with {settings.llm.model} as shipped", file=sys.stderr)
+            return None
+    elif artifacts.parse_id(adapter) != CHAT_KIND:
+        raise InvalidInput(f"--adapter takes a chat adapter ({CHAT_KIND}-NNNN) or live, not {adapter}")
+    record = artifacts.load(settings, adapter)
+    if record.get("status") != "ready":
+        raise Conflict(f"{adapter} is {record.get('status')}, not ready: only a tuned adapter can answer")
+    if record.get("base_model") != settings.llm.model:
+        raise Conflict(
+            f"{adapter} is a tuning of {record.get('base_model')!r}, not of the configured {settings.llm.model!r}"
+        )
+    print(f"answering with the chat adapter {adapter} (a tuning of {settings.llm.model})", file=sys.stderr)
+    return adapter
 
 
 def cmd_tune_embedder(args) -> int:

@@ -275,9 +275,14 @@ def eval_answers(
     dialogues_path: Path | None = None,
     settings: Settings | None = None,
     progress: bool = False,
+    adapter: str | None = None,
 ) -> dict:
     """Ingest the FAQ with the real pipeline into a throw-away data dir, ask each query in a new conversation (each
-    dialogue turn by turn in one) through the assistant's turn with the configured model, and score the answers."""
+    dialogue turn by turn in one) through the assistant's turn with the configured model, and score the answers.
+
+    `adapter`: a tuned chat adapter of the configured model to answer with (support_bot.adapt.commands.eval_chat_model
+    checks it), read from the adapter store of `settings`' data dir; None: the model as shipped, whichever is live.
+    """
     from tqdm import tqdm
 
     from support_bot.chat.service import Assistant
@@ -290,10 +295,12 @@ def eval_answers(
     with tempfile.TemporaryDirectory(prefix="support-bot-eval-") as tmp:
         s = _throwaway_settings(base, Path(tmp))
         migrate(s)
+        engine = None
         try:
             ingest(s, Path(faq_path))
+            engine = _adapter_engine(base, adapter) if adapter is not None else None
             # Its own retriever, not the process-wide one for this index dir, which would outlive the dir.
-            assistant = Assistant(s, retriever=Retriever(s))
+            assistant = Assistant(s, engine=engine, retriever=Retriever(s))
             # As the server does at start-up: loading the model is not part of any answer's time.
             assistant.warm_up()
             entries = EntryTexts.load(s)
@@ -308,5 +315,15 @@ def eval_answers(
                     talks.append(_conversation(assistant, s, d["turns"], d["relevant"], entries))
                     bar.update()
         finally:
+            if engine is not None:
+                engine.close()
             get_engine(s).dispose()
     return score_answers(answers, talks)
+
+
+def _adapter_engine(settings: Settings, adapter: str) -> Any:
+    """The configured model with `adapter` merged in, and no other. Made here, not by the engine registry: the
+    registry's engine follows the live adapter of the data dir it was made for, and the throw-away one has none."""
+    from support_bot.llm.backends.hf.engine import TransformersEngine
+
+    return TransformersEngine(settings, adapter=adapter)

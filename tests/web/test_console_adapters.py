@@ -1,22 +1,29 @@
-"""The console's Adaptation page and its API: ops train, compare, activate and roll back; agents are refused."""
+"""The console's Adaptation page and its API: ops train, compare, activate and roll back the embedder and (on a tiny
+random Llama) the chat model; agents, requests without the CSRF token and unknown kinds are refused."""
 
 from __future__ import annotations
+
+from typing import get_args
 
 import pytest
 from fastapi.testclient import TestClient
 
 from ingest.pipeline import ingest_path
-from support_bot.adapt import jobs
+from support_bot.adapt import artifacts, jobs
 from support_bot.core.db import migrate, session_scope
+from support_bot.llm.adapters import live_chat_adapter
 from support_bot.ops import audit
+from tests.adapt.chat_support import chat_settings, tiny_chatml_llama  # noqa: F401 - a fixture
 from tests.adapt.conftest import DEMO_FAQ, build_broken_model, install, tiny
 from tests.conftest import add_user
 from tests.web.console_html import ConsolePage
 from tests.web.helpers import csrf, login
+from web.api import console_adapters
 from web.app import create_app
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 API = "/api/console/adapters"
+PAGE = "/console/knowledge/adaptation"
 
 
 @pytest.fixture
@@ -105,3 +112,127 @@ def test_agents_and_requests_without_the_csrf_token_are_refused(web):
     assert web.post(API + "/..%2Fx/activate", headers=headers).status_code in (404, 422)
     assert web.get(API + "/jobs/nope").status_code == 404
     assert web.get(API + "/jobs").json()["jobs"] == []
+
+
+def test_tuning_the_chat_model_is_refused_at_once_without_the_backend_that_serves_adapters(web):
+    headers = csrf(login(web, "olga"))
+    res = web.post(API + "/tune", json={"kind": "chat"}, headers=headers)
+    assert res.status_code == 409 and "transformers backend" in res.text and "'fake'" in res.text
+    assert web.get(API + "/jobs").json()["jobs"] == []
+    page = ConsolePage(web.get(PAGE).text)
+    assert "fake backend" in page.text("chat-tune-unavailable")
+    assert page.by_id["chat-tune-submit"].attrs.get("disabled") == ""
+    # The embedder's half is unchanged.
+    assert page.by_id["tune-submit"].attrs.get("disabled") is None
+
+
+@pytest.fixture
+def chat_adapt_settings(adapt_settings, tiny_chatml_llama):  # noqa: F811 - the fixture imported above
+    """The demo knowledge base answered by the tiny random Llama, which tunes in two steps; any figures pass."""
+    return chat_settings(adapt_settings, tiny_chatml_llama)
+
+
+@pytest.fixture
+def chat_web(chat_adapt_settings):
+    with TestClient(create_app(chat_adapt_settings), follow_redirects=False) as client:
+        yield client
+
+
+def chat_row(web, artifact_id: str):
+    page = ConsolePage(web.get(PAGE).text)
+    return next(r for r in page.rows if r.attrs.get("data-artifact") == artifact_id)
+
+
+def test_ops_tune_the_chat_model_compare_activate_and_roll_back(chat_web, chat_adapt_settings):
+    web, settings = chat_web, chat_adapt_settings
+    headers = csrf(login(web, "olga"))
+    page = ConsolePage(web.get(PAGE).text)
+    assert "configured model" in page.text("live-chat") and page.by_id["chat-rollback-btn"].attrs.get("disabled") == ""
+    assert page.by_id["chat-tune-form"] and page.by_id["chat-artifacts-empty"]
+    assert "chat-tune-unavailable" not in page.by_id and page.by_id["chat-tune-submit"].attrs.get("disabled") is None
+
+    job = start(web, headers, "/tune", {"kind": "chat", "max_examples": 6})
+    assert job["status"] == "succeeded", job["error"]
+    assert job["kind"] == "chat" and job["params"] == {"max_examples": 6}
+    # Progress to the end of the gate, the last phase of a chat tuning.
+    assert job["phase"] == "answering held-out questions with the tuned model" and job["done"] == job["total"] > 0
+    record = job["result"]
+    assert record["id"] == "chat-0001" and record["status"] == "ready" and record["base_model"] == settings.llm.model
+    assert record["params"]["chat"]["max_examples"] == 6 and record["data"]["chat_examples"]["answer"] == 6
+
+    listing = web.get(API, params={"kind": "chat"}).json()
+    assert listing["kind"] == "chat" and listing["live"] is None and listing["base_model"] == settings.llm.model
+    (artifact,) = listing["artifacts"]
+    assert artifact["id"] == "chat-0001" and not artifact["live"] and artifact["size_bytes"] > 0
+    evaluation = artifact["evaluation"]
+    for side in ("live", "candidate"):
+        assert {"correct_rate", "wrong_rate", "model_written_rate"} <= set(evaluation[side])
+    # The kinds are kept apart: the embedder has no artifact, and the listing without a kind is the embedder's.
+    assert web.get(API).json()["kind"] == "embedder" and web.get(API).json()["artifacts"] == []
+    assert web.get(f"{API}/chat-0001").json()["params"]["chat"]["max_examples"] == 6
+    row = chat_row(web, "chat-0001")
+    assert "Activate" in row.text
+    # Each figure of the tuned model beside the live model's, measured in the same run.
+    for metric in ("correct_rate", "wrong_rate", "model_written_rate"):
+        shown = f"{evaluation['candidate'][metric]:.3f} (live {evaluation['live'][metric]:.3f})"
+        assert shown in " ".join(row.text.split())
+
+    job = start(web, headers, "/chat-0001/activate")
+    assert job["status"] == "succeeded", job["error"]
+    assert job["kind"] == "chat" and job["result"]["artifact"] == "chat-0001" and job["result"]["previous"] is None
+    assert live_chat_adapter(settings) == "chat-0001"
+    assert web.get(API, params={"kind": "chat"}).json()["live"] == "chat-0001"
+    assert web.get(API).json()["live"] is None
+    page = ConsolePage(web.get(PAGE).text)
+    assert "chat-0001" in page.text("live-chat") and page.by_id["chat-rollback-btn"].attrs.get("disabled") is None
+    assert "Activate" not in chat_row(web, "chat-0001").text
+    assert web.post(API + "/rollback", headers=headers).status_code == 409  # the embedder has nothing to go back to
+
+    job = start(web, headers, "/rollback", {"kind": "chat"})
+    assert job["status"] == "succeeded", job["error"]
+    assert job["kind"] == "chat"
+    assert job["result"] == {"artifact": None, "kind": "chat", "rolled_back_from": "chat-0001"}
+    assert live_chat_adapter(settings) is None
+    res = web.post(API + "/rollback", json={"kind": "chat"}, headers=headers)
+    assert res.status_code == 409 and "chat model" in res.text
+    jobs_text = [r.text for r in ConsolePage(web.get(PAGE).text).rows if "ad-job" in r.attrs.get("class", "")]
+    assert [" ".join(t.split()[:2]) for t in jobs_text] == ["rollback chat", "activate chat-0001", "tune chat"]
+    with session_scope(settings) as session:
+        logged = {e.action: e.detail for e in audit.entries(session) if e.action.startswith("adapters.")}
+    assert set(logged) == {"adapters.tune", "adapters.activate", "adapters.rollback"}
+    assert all(detail["kind"] == "chat" for detail in logged.values()) and logged["adapters.tune"]["max_examples"] == 6
+
+    # Worse figures on the held-out questions (the stored comparison is still current) and no tolerance: refused.
+    live = {**evaluation["live"], "correct_rate": 0.75, "wrong_rate": 0.0}
+    artifacts.update(settings, "chat-0001", evaluation={
+        **evaluation, "live": live, "candidate": {**live, "correct_rate": 0.5, "wrong_rate": 0.25},
+    })
+    strict = settings.model_copy(update={"adapt": settings.adapt.model_copy(update={"gate_tolerance": 0.0})})
+    with TestClient(create_app(strict), follow_redirects=False) as client:
+        job = start(client, csrf(login(client, "olga")), "/chat-0001/activate")
+    assert job["status"] == "failed" and "was not activated" in job["error"]
+    assert "correct_rate 0.500 < live 0.750" in job["error"] and "wrong_rate 0.250 > live 0.000" in job["error"]
+    assert {w["metric"] for w in job["result"]["evaluation"]["verdict"]["worse"]} == {"correct_rate", "wrong_rate"}
+    assert live_chat_adapter(settings) is None
+
+
+def test_chat_requests_with_an_unknown_kind_or_parameters_are_refused(chat_web):
+    assert set(get_args(console_adapters.Kind)) == set(artifacts.KINDS)  # the API's kinds are the store's
+    login(chat_web, "ann")
+    assert chat_web.get(API, params={"kind": "chat"}).status_code == 403
+    assert chat_web.post(API + "/tune", json={"kind": "chat"}).status_code == 403
+    headers = csrf(login(chat_web, "olga"))
+    assert chat_web.post(API + "/rollback", json={"kind": "chat"}).status_code == 403  # no CSRF token
+    assert chat_web.get(API, params={"kind": "nope"}).status_code == 422
+    for body in (
+        {"kind": "nope"},
+        {"kind": "chat", "epochs": 21},  # a chat run allows at most 20 (settings.adapt.chat.epochs)
+        {"kind": "chat", "max_examples": -1},
+        {"max_examples": 5},  # a setting of the chat model's tuning only
+    ):
+        assert chat_web.post(API + "/tune", json=body, headers=headers).status_code == 422, body
+    assert chat_web.post(API + "/rollback", json={"kind": "nope"}, headers=headers).status_code == 422
+    assert chat_web.post(API + "/rollback", json={"kind": "chat"}, headers=headers).status_code == 409
+    assert chat_web.post(API + "/chat-0042/activate", headers=headers).status_code == 404
+    assert chat_web.get(API + "/chat-0042").status_code == 404
+    assert chat_web.get(API + "/jobs").json()["jobs"] == []

@@ -19,7 +19,8 @@
     const tr = el("tr", "ad-job");
     tr.dataset.jobId = job.id;
     tr.dataset.status = job.status;
-    tr.appendChild(el("td", "job-action", job.action + (job.target ? " " + job.target : "")));
+    // An activation names its artifact; tuning and rollback their kind (records from before kinds: the embedder).
+    tr.appendChild(el("td", "job-action", job.action + " " + (job.target || job.kind || "embedder")));
     const status = el("td", "job-status");
     status.appendChild(el("span", "status status-" + job.status, job.status));
     tr.appendChild(status);
@@ -44,9 +45,13 @@
     $("ad-jobs-empty").hidden = jobs.length > 0;
   }
 
+  // Buttons the server rendered disabled (nothing to roll back, no backend to tune the chat model with) stay so
+  // when a start fails and the others come back.
+  const renderedDisabled = new Set(Array.from(app.querySelectorAll("button")).filter((button) => button.disabled));
+
   function setBusy(busy) {
     app.dataset.busy = busy ? "true" : "false";
-    for (const button of app.querySelectorAll("button")) button.disabled = busy;
+    for (const button of app.querySelectorAll("button")) button.disabled = busy || renderedDisabled.has(button);
   }
 
   async function poll() {
@@ -86,6 +91,18 @@
     start("/tune", epochs ? { epochs: Number(epochs) } : {}, "Tuning");
   });
   $("rollback-btn").addEventListener("click", () => start("/rollback", undefined, "Rollback"));
+  $("chat-tune-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = { kind: "chat" };
+    const epochs = $("chat-tune-epochs").value;
+    const maxExamples = $("chat-tune-max-examples").value;
+    if (epochs) body.epochs = Number(epochs);
+    if (maxExamples) body.max_examples = Number(maxExamples);
+    start("/tune", body, "Tuning the chat model");
+  });
+  $("chat-rollback-btn").addEventListener("click", () => {
+    start("/rollback", { kind: "chat" }, "Rollback of the chat model");
+  });
   for (const button of app.querySelectorAll(".activate-btn")) {
     button.addEventListener("click", () => {
       const id = button.dataset.artifact;
