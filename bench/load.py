@@ -7,7 +7,7 @@ python bench/load.py [--sessions 500] [--messages 5] [--tokens-per-s 30] [--thin
       "chat": {"requests", "p50_ms", "p99_ms", "first_token_p50_ms", "first_token_p99_ms", "req_s", "errors"},
       "healthz": {"idle_p50_ms", "idle_p99_ms", "loaded_p50_ms", "loaded_p99_ms", "idle_n", "loaded_n",
                   "p99_ratio"},
-      "lost", "duplicated", "server": {"threads_max", "rss_mb_start", "rss_mb_end", "fds_start", "fds_end"},
+      "lost", "duplicated", "resent", "server": {"threads_max", "rss_mb_start", "rss_mb_end", "fds_start", "fds_end"},
       "load_avg_1m"}   (+ "bare" and "bare_p99_ratio" with --bare)
 python bench/load.py --soak-seconds 600 --sessions 100 [--warmup-s 120] [--messages 5] [--tokens-per-s 30]
   -> {"mode": "soak", ..., "turns", "rss_mb_after_warmup", "rss_mb_end", "rss_growth_mb", "rss_growth_mb_per_h",
@@ -52,6 +52,8 @@ sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolv
 
 log = logging.getLogger("bench.load")
 PROBE_INTERVAL_S = 0.05
+# As the widget does after a dropped connection: the same message again, with the same client message id.
+RESENDS = 2
 
 
 def _free_port() -> int:
@@ -250,6 +252,8 @@ def _fail(out: dict, detail: str) -> None:
 
 async def _conversation(client, base: str, n: int, think_s: float, questions: list[str], out: dict) -> None:
     """Open one conversation and send it `n` messages, each read to its `done` event."""
+    import httpx
+
     try:
         r = await client.post(f"{base}/api/conversations", json={})
     except Exception as exc:  # noqa: BLE001 - a saturated server: counted, the run goes on
@@ -267,19 +271,30 @@ async def _conversation(client, base: str, n: int, think_s: float, questions: li
         cid = uuid.uuid4().hex
         started = time.perf_counter()
         timing: dict = {}
-        try:
-            async with client.stream(
-                "POST",
-                f"{base}/api/conversations/{conv['id']}/messages",
-                json={"text": text, "client_message_id": cid},
-                headers=headers,
-            ) as resp:
-                if resp.status_code == 200:
-                    done = await _read_stream(resp, started, timing)
-                else:
-                    done = {"error": f"HTTP {resp.status_code}: {(await resp.aread()).decode(errors='replace')[:200]}"}
-        except Exception as exc:  # noqa: BLE001 - counted as an error; a client would retry with the same id
-            done = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+        for attempt in range(RESENDS + 1):
+            try:
+                async with client.stream(
+                    "POST",
+                    f"{base}/api/conversations/{conv['id']}/messages",
+                    json={"text": text, "client_message_id": cid},
+                    headers=headers,
+                ) as resp:
+                    if resp.status_code == 200:
+                        done = await _read_stream(resp, started, timing)
+                    else:
+                        body = (await resp.aread()).decode(errors="replace")[:200]
+                        done = {"error": f"HTTP {resp.status_code}: {body}"}
+                break
+            except httpx.TransportError as exc:
+                # The connection dropped (e.g. a kept-alive one the server closed as it was reused): the widget sends
+                # the same message again with the same client message id, and the server stores and answers it once.
+                done = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+                if attempt < RESENDS:
+                    out["resent"] = out.get("resent", 0) + 1
+                    timing.clear()
+            except Exception as exc:  # noqa: BLE001 - counted as an error
+                done = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+                break
         acknowledged = done is not None and "error" not in done
         # A done without a message id: a person has the chat, so the bot stored no answer (nor should it).
         sent.append((cid, text, done.get("message_id") if acknowledged else None))
@@ -420,6 +435,7 @@ async def _drive(args, chat_base: str, probe_out: Path, sampler: Sampler, bare_b
         "lost": lost,
         "duplicated": duplicated,
         "error_samples": sorted(set(chat.get("error_details", [])))[:5],
+        "resent": chat.get("resent", 0),
         "conversations": len(chat["conversations"]),
         "turns": chat["turns"],
         "handed_off": chat["handoffs"],
