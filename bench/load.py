@@ -340,10 +340,19 @@ async def _verify(client, base: str, conversations: list) -> tuple[int, int]:
     gate = asyncio.Semaphore(50)
 
     async def one(conv_id: str, token: str, sent: list) -> tuple[int, int]:
+        import httpx
+
         async with gate:
-            r = await client.get(
-                f"{base}/api/conversations/{conv_id}/messages", headers={"Authorization": f"Bearer {token}"}
-            )
+            for attempt in range(RESENDS + 1):
+                try:
+                    r = await client.get(
+                        f"{base}/api/conversations/{conv_id}/messages", headers={"Authorization": f"Bearer {token}"}
+                    )
+                    break
+                except httpx.TransportError:
+                    # A kept-alive connection closed as it was reused: reading the history again is harmless.
+                    if attempt == RESENDS:
+                        raise
         messages = r.json()["messages"]
         customer = [m["text"] for m in messages if m["role"] == "customer"]
         answers = [m["id"] for m in messages if m["role"] in ("bot", "system")]
