@@ -191,8 +191,9 @@ def test_generation_stops_once_the_model_repeats_itself(client, fake_engine):
     conv_id, headers = new_conversation(client)
     before = fake_engine.pieces_streamed
     events = ask(client, conv_id, headers, "Do gift cards expire?")
-    # The model is stopped at the first repeated sentence instead of running through the whole loop.
-    assert fake_engine.pieces_streamed - before <= 30 < total_words
+    # The model is stopped at the first repeated sentence (word 29) instead of running through the whole loop (409
+    # words); the stop reaches the engine's thread a few pieces later on a busy machine, so allow two sentences more.
+    assert fake_engine.pieces_streamed - before <= 50 < total_words
     assert events[-1][1]["text"] == (
         "Acme gift cards never expire and have no fees. You can check the balance on our gift card page. [1]"
     )
