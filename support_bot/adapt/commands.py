@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 from support_bot.core.config import get_settings
 from support_bot.core.errors import ConfigurationError, Conflict, InvalidInput, SupportBotError
@@ -126,40 +127,33 @@ def eval_chat_model(settings, adapter: str | None) -> str | None:
     return adapter
 
 
-def cmd_tune_embedder(args) -> int:
-    params = {k: v for k, v in (("epochs", args.epochs), ("max_steps", args.max_steps)) if v is not None}
+def _tune(args, params: dict, kind: str, describe, live: Callable[[dict], str]) -> int:
+    """Tune one kind of artifact, say the gate's verdict, and with --activate make it live."""
     settings = get_settings()
-    record = run_action(settings, "tune", params=params)
-    verdict = record["evaluation"]["verdict"]
-    from support_bot.adapt.gate import describe
-
-    print(f"{record['id']}: {describe(verdict)}", file=sys.stderr)
-    if args.activate:
-        try:
-            record["activation"] = run_action(settings, "activate", target=record["id"])
-        except JobFailed as exc:
-            return _refused(exc)
-        print(f"{record['id']} is live (index v{record['activation']['index_version']})", file=sys.stderr)
-    print(json.dumps(record))
-    return 0
-
-
-def cmd_tune_chat(args) -> int:
-    pairs = (("epochs", args.epochs), ("max_steps", args.max_steps), ("max_examples", args.max_examples))
-    params = {k: v for k, v in pairs if v is not None}
-    settings = get_settings()
-    record = run_action(settings, "tune", params=params, kind=CHAT_KIND)
-    from support_bot.adapt.chat_gate import describe
-
+    record = run_action(settings, "tune", params={k: v for k, v in params.items() if v is not None}, kind=kind)
     print(f"{record['id']}: {describe(record['evaluation']['verdict'])}", file=sys.stderr)
     if args.activate:
         try:
             record["activation"] = run_action(settings, "activate", target=record["id"])
         except JobFailed as exc:
             return _refused(exc)
-        print(f"{record['id']} is live: the chat model answers with it from the next message", file=sys.stderr)
+        print(f"{record['id']} is live{live(record['activation'])}", file=sys.stderr)
     print(json.dumps(record))
     return 0
+
+
+def cmd_tune_embedder(args) -> int:
+    from support_bot.adapt.gate import describe
+
+    params = {"epochs": args.epochs, "max_steps": args.max_steps}
+    return _tune(args, params, EMBEDDER_KIND, describe, lambda a: f" (index v{a['index_version']})")
+
+
+def cmd_tune_chat(args) -> int:
+    from support_bot.adapt.chat_gate import describe
+
+    params = {"epochs": args.epochs, "max_steps": args.max_steps, "max_examples": args.max_examples}
+    return _tune(args, params, CHAT_KIND, describe, lambda _a: ": the chat model answers with it from the next message")
 
 
 def cmd_adapters_list(args) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 
 from support_bot.core.config import Settings
 from support_bot.core.errors import ModelNotAvailable
+from support_bot.core.statefile import read_state
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ ACTIVE = "active"
 
 _cache: dict[tuple[str, str, str], "Embedder"] = {}
 _cache_lock = threading.Lock()
-_states: dict[Path, tuple[tuple[int, int, int], dict]] = {}
 _artifact_dirs: dict[tuple[Path, str], Path] = {}
 
 
@@ -230,19 +229,7 @@ def embedder_adapters_dir(settings: Settings) -> Path:
 
 def read_embedder_state(settings: Settings) -> dict:
     """The adapters state file ({"ingest", "serving", "history"}); a stat per call, a read only when it changed."""
-    path = embedder_adapters_dir(settings) / STATE_FILE
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return {}
-    # Written by os.replace, so a new inode on every change, and never seen half-written.
-    seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-    cached = _states.get(path)
-    if cached is not None and cached[0] == seen:
-        return cached[1]
-    state = json.loads(path.read_text(encoding="utf-8"))
-    _states[path] = (seen, state)
-    return state
+    return read_state(embedder_adapters_dir(settings) / STATE_FILE)
 
 
 def serving_artifact(state: dict, version: int) -> str | None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 from pathlib import Path
 
 from support_bot.core.config import Settings
+from support_bot.core.statefile import read_state
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +25,6 @@ ARTIFACT_FILE = "artifact.json"
 MODEL_DIR = "model"
 CHAT_KIND = "chat"
 
-_states: dict[Path, tuple[tuple[int, int, int], dict]] = {}
-_states_lock = threading.Lock()
 
 
 def chat_adapters_dir(settings: Settings) -> Path:
@@ -37,21 +34,7 @@ def chat_adapters_dir(settings: Settings) -> Path:
 
 def read_chat_state(settings: Settings) -> dict:
     """The chat adapters' state file ({"history": [...]}); a stat per call, a read only when it changed."""
-    path = chat_adapters_dir(settings) / STATE_FILE
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return {}
-    # Written by os.replace: a new inode on every change, never seen half-written.
-    seen = (st.st_ino, st.st_mtime_ns, st.st_size)
-    with _states_lock:
-        cached = _states.get(path)
-    if cached is not None and cached[0] == seen:
-        return cached[1]
-    state = json.loads(path.read_text(encoding="utf-8"))
-    with _states_lock:
-        _states[path] = (seen, state)
-    return state
+    return read_state(chat_adapters_dir(settings) / STATE_FILE)
 
 
 def live_chat_adapter(settings: Settings) -> str | None:

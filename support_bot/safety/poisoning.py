@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
@@ -119,9 +119,11 @@ def warnings_by_job(settings: Settings, job_ids: Iterable[str]) -> dict[str, lis
     wanted = {j for j in job_ids if j}
     if not wanted:
         return {}
+    # The console's jobs list asks this on every refresh: read only these jobs' events.
+    mine = or_(*(SafetyEvent.reason.startswith(f"[job {j}] ", autoescape=True) for j in wanted))
     with session_scope(settings) as session:
         reasons = session.scalars(
-            select(SafetyEvent.reason).where(SafetyEvent.direction == DIRECTION).order_by(SafetyEvent.id)
+            select(SafetyEvent.reason).where(SafetyEvent.direction == DIRECTION, mine).order_by(SafetyEvent.id)
         ).all()
     out: dict[str, list[str]] = {j: [] for j in wanted}
     for reason in reasons:

@@ -13,7 +13,7 @@ from support_bot.adapt import artifacts
 from support_bot.core.config import Settings
 from support_bot.llm.adapters import CHAT_KIND
 from tests.adapt.conftest import DEMO_FAQ, tiny
-from tests.llm.conftest import build_tokenizer
+from tests.llm.conftest import _build_tiny_model, build_tokenizer
 
 # A couple of optimizer steps over a handful of questions, and a gate of a few questions: what these tests need.
 TINY_CHAT = {
@@ -23,26 +23,8 @@ TINY_CHAT = {
 
 
 def build_tiny_llama(directory: Path, tokenizer) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 32) saved as a local HF dir, as tests/llm builds them, with room
-    for a whole prompt of sources in its context window."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        # Zero logits for the special tokens, so that greedy decoding writes text instead of ending at once.
-        for token_id in tokenizer.all_special_ids:
-            model.lm_head.weight[token_id].zero_()
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    """The tiny random Llama tests/llm builds, with room for a whole prompt of sources in its context window."""
+    return _build_tiny_model(directory, tokenizer, max_positions=8192)
 
 
 @pytest.fixture(scope="session")

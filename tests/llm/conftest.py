@@ -54,14 +54,14 @@ def chatml_tokenizer():
     return build_tokenizer(chatml=True)
 
 
-def _build_tiny_model(directory: Path, tokenizer) -> Path:
+def _build_tiny_model(directory: Path, tokenizer, max_positions: int = 512) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
     )  # fmt: skip
