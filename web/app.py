@@ -25,6 +25,7 @@ from support_bot.core.db import migrate
 from support_bot.core.errors import ConfigurationError, SupportBotError
 from support_bot.core.security import is_loopback, uses_default_admin_token
 from web.errors import http_status
+from web.server import freeze_heap
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -43,6 +44,8 @@ def _warm_up(app: FastAPI) -> None:
     try:
         app.state.assistant.warm_up()
         app.state.model_status = "ok"
+        if getattr(app.state, "freeze_heap_after_warm_up", False):
+            freeze_heap()
     except SupportBotError as exc:
         app.state.model_status = exc.detail
     except Exception as exc:  # the reason is shown on /readyz; the server keeps serving pages and history

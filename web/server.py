@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import sys
+import time
 
 import uvicorn
 from fastapi import FastAPI
@@ -10,6 +13,24 @@ from fastapi import FastAPI
 from web.api.events import close_streams
 
 SWITCH_INTERVAL_S = 0.001
+
+log = logging.getLogger(__name__)
+
+
+def freeze_heap() -> None:
+    """Move everything alive after start-up (modules, models, settings) out of the collector's sight.
+
+    A full collection walks every tracked object; with the models and libraries loaded that took 0.5-0.65 s, with
+    every thread stopped, about every 15 s under 500 open chats. The objects alive once the model has warmed up live
+    as long as the process, so the collector never needs to look at them again (`gc.freeze`).
+    """
+    started = time.monotonic()
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "%d start-up objects frozen out of garbage collection in %.2f s",
+        gc.get_freeze_count(), time.monotonic() - started,
+    )  # fmt: skip
 
 
 class _Server(uvicorn.Server):
@@ -33,5 +54,6 @@ def serve(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> Non
     # Worker threads (turn steps, generation threads) hand the interpreter back to the event loop after at most this
     # long, instead of the default 5 ms: under a crowd of answers every request waits on the loop.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    app.state.freeze_heap_after_warm_up = True
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None, access_log=False)
     _Server(config, app).run()
