@@ -242,8 +242,10 @@ class RedisBus(_Hub):
         return self._healthy.is_set()
 
     def subscribe(self, channels: Iterable[str]) -> Subscription:
+        # Registered before the listener starts: the listener's first connection tells it to read the database.
+        subscription = super().subscribe(channels)
         self._ensure_listener()
-        return super().subscribe(channels)
+        return subscription
 
     def wait_ready(self, timeout: float = 0.0) -> bool:
         """True once the listener is subscribed on Redis (waiting up to `timeout` seconds)."""
