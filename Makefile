@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist): one per core by default; each test file runs whole in one of them, so a file's
-# servers and browsers start once. TEST_WORKERS=0 runs everything in this process.
+# servers and browsers start once; the dearest files go first (tests/conftest.py orders them). TEST_WORKERS=0 runs
+# everything in this process.
 TEST_WORKERS ?= auto
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # make run PORT=8080 DATA_DIR=/srv/support-bot serves on another port and keeps its data elsewhere; left empty, the
 # settings (SUPPORT_BOT_* env, .env) decide, as with a plain make run.
 PORT ?=

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections import defaultdict
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,6 +22,40 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 # The password of every console user the tests make (strong enough for the password rules).
 PASSWORD = "correct horse battery"
+
+
+# Seconds a test of each kind takes, roughly, for files not in _FILE_SECONDS.
+_MARK_SECONDS = {"browser": 20.0, "slow": 10.0, "faults": 10.0, "postgres": 2.0, "redis": 2.0}
+# The dearest files, measured (seconds, setups included; a full parallel run on this 2-core machine under other load):
+# one of them starting last would run alone at the end while the other processes sit idle.
+_FILE_SECONDS = {
+    "tests/ingest/test_large_upload.py": 260,
+    "tests/e2e/test_adapted_answers_browser.py": 210,
+    "tests/e2e/test_handoff_story.py": 185,
+    "tests/adapt/test_activation.py": 165,
+    "tests/e2e/test_browser_chat.py": 165,
+    "tests/faults/test_worker_sigkill.py": 145,
+    "tests/ingest/test_pipeline.py": 105,
+    "tests/security/test_schemathesis.py": 80,
+    "tests/e2e/test_learning_browser.py": 75,
+    "tests/e2e/test_real_model_api.py": 70,
+    "tests/knowledge/test_retriever.py": 65,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Dearest files first (make test runs a file per process with --no-loadscope-reorder): the last files to start
+    are then short ones, so the processes finish close together."""
+    estimate: dict[Path, float] = defaultdict(float)
+    for item in items:
+        estimate[item.path] += max((c for m, c in _MARK_SECONDS.items() if item.get_closest_marker(m)), default=0.5)
+    root = Path(config.rootpath)
+
+    def seconds(path: Path) -> float:
+        known = _FILE_SECONDS.get(path.relative_to(root).as_posix()) if path.is_relative_to(root) else None
+        return known if known is not None else estimate[path]
+
+    items.sort(key=lambda item: -seconds(item.path))  # stable: each file's own tests keep their order
 
 
 def free_port() -> int:
