@@ -1,5 +1,5 @@
 """CUDA graphs for the decode step: one captured graph per (batch bucket, attention span bucket) over the static
-cache buffers, replayed instead of launching every kernel again."""
+paged cache, all captured at warm-up and replayed instead of launching every kernel again."""
 
 from __future__ import annotations
 
@@ -39,11 +39,12 @@ def _capture_cuda_graph(step: Callable[[], Any], *, device: Any, pool: Any) -> t
 
 
 class _CudaGraphDecoder:
-    """Decode steps replayed from CUDA graphs, one per (batch bucket, span bucket), captured on first use.
+    """Decode steps replayed from CUDA graphs, one per (batch bucket, span bucket), captured at warm-up.
 
-    A graph replays fixed kernels on fixed addresses: the KV cache is allocated once, and each graph owns static
-    token/position inputs that are refilled before every replay. Rows of a bucket beyond the live batch are padding:
-    they write into the cache's spare last column and their logits are ignored.
+    A graph replays fixed kernels on fixed addresses: the KV pool is allocated once, and the graphs share static
+    inputs (tokens, positions, block tables) refilled on the device before every replay from the scheduler's row
+    state. Rows of a bucket beyond the live batch are padding: their block tables point at the scratch block 0,
+    they write there at position 0, and their logits are ignored.
     """
 
     def __init__(self, batcher: Any) -> None:  # the scheduler's ContinuousBatcher, which owns this decoder
@@ -52,60 +53,80 @@ class _CudaGraphDecoder:
         self.batcher = batcher
         rows = batcher.max_rows
         self.buckets = tuple(b for b in BATCH_BUCKETS if b < rows) + (rows,)
-        self.scratch = batcher.max_columns - 1
+        self.max_span = batcher.table_width * batcher.cache.block_size
+        spans, span = [], MIN_SPAN
+        while span < self.max_span:
+            spans.append(span)
+            span *= 2
+        self.spans = (*spans, self.max_span)
+        device = batcher.input_device
+        self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
+        self.positions = torch.zeros(rows, dtype=torch.long, device=device)
+        self.tables = torch.zeros((rows, batcher.table_width), dtype=torch.long, device=device)
         # One memory pool for all graphs: they never run at once, so their temporaries can share memory.
         self.pool = torch.cuda.graph_pool_handle() if torch.cuda.is_available() else None
-        self.graphs: dict[tuple[int, int], tuple[Callable[[], None], Any, Any, Any]] = {}
+        self.graphs: dict[tuple[int, int], tuple[Callable[[], None], Any]] = {}
 
     def span(self, needed: int) -> int:
-        """The attention span bucket for `needed` columns: a power of two, at least MIN_SPAN, at most the cache."""
-        return min(max(MIN_SPAN, 1 << math.ceil(math.log2(needed))), self.batcher.max_columns)
+        """The attention span bucket for `needed` columns: the smallest captured span that holds them."""
+        return next(s for s in self.spans if s >= needed)
 
-    def run(self, tokens: list[int], lengths: list[int]) -> Any:
-        import torch
-
-        n = len(tokens)
-        bucket = next(b for b in self.buckets if b >= n)
-        key = (bucket, self.span(max(lengths) + 1))
-        entry = self.graphs.get(key)
-        if entry is None:
-            entry = self._capture(*key)
-            self.graphs[key] = entry
-        replay, static_tokens, static_positions, logits = entry
-        pad = bucket - n
-        static_tokens.copy_(torch.tensor(tokens + [0] * pad, dtype=torch.long), non_blocking=True)
-        static_positions.copy_(torch.tensor(lengths + [self.scratch] * pad, dtype=torch.long), non_blocking=True)
-        replay()
-        return logits[:n]
-
-    def _capture(self, bucket: int, span: int) -> tuple[Callable[[], None], Any, Any, Any]:
+    def warm_up(self) -> bool:
+        """Allocate the cache and capture every decode graph before serving; False if a capture failed."""
         import torch
 
         batcher = self.batcher
+        # One token into the scratch block: the layers allocate their pools on their own devices.
+        batcher._forward_chunk(torch.zeros(batcher.table_width, dtype=torch.long, device=batcher.input_device), [0], 0)
+        started = time.monotonic()
+        try:
+            for bucket in self.buckets:
+                for span in self.spans:
+                    self.graphs[(bucket, span)] = self._capture(bucket, span)
+        except _CaptureFailed:
+            # Some models do things a graph cannot hold (host syncs, dynamic shapes): serve them eagerly.
+            log.exception("%s: CUDA graph capture failed; decoding without graphs", batcher.name)
+            self.graphs.clear()
+            return False
+        log.info("%s: captured %d decode graphs in %.1f s", batcher.name, len(self.graphs), time.monotonic() - started)
+        return True
+
+    def run(self, index: Any, needed: int) -> Any:
+        """Logits of the rows at slots `index` (a device tensor), whose attention needs `needed` columns."""
+        n = index.shape[0]
+        bucket = next(b for b in self.buckets if b >= n)
+        replay, logits = self.graphs[(bucket, self.span(needed))]
+        rows = self.batcher.rows
+        # Device-to-device refills; padding rows stay on the scratch block at position 0.
+        self.tokens[:n] = rows.last[index]
+        self.positions[:n] = rows.lengths[index]
+        self.tables[:n] = rows.tables[index]
+        self.tokens[n:bucket] = 0
+        self.positions[n:bucket] = 0
+        self.tables[n:bucket] = 0
+        replay()
+        return logits[:n]
+
+    def _capture(self, bucket: int, span: int) -> tuple[Callable[[], None], Any]:
+        batcher = self.batcher
         if not batcher.cache.allocated():
-            raise RuntimeError("the KV cache must be allocated (by a prefill) before a decode step is captured")
-        device = batcher.input_device
-        static_tokens = torch.zeros(bucket, dtype=torch.long, device=device)
-        # Warm-up and capture write into the spare column only, never into a live row.
-        static_positions = torch.full((bucket,), self.scratch, dtype=torch.long, device=device)
+            raise RuntimeError("the KV cache must be allocated before a decode step is captured")
+        tokens, positions, tables = self.tokens[:bucket], self.positions[:bucket], self.tables[:bucket]
+        # Warm-up and capture run on zeroed inputs: they write only into the scratch block, never a live row.
+        tokens.zero_(), positions.zero_(), tables.zero_()
 
         def step() -> Any:
-            batcher.cache.plan.decode(bucket, static_positions, span)
+            batcher.cache.plan.decode(tables, positions, span)
             out = batcher._forward(
-                input_ids=static_tokens[:, None],
-                position_ids=static_positions[:, None],
-                attention_mask=batcher.decode_mask(static_positions, span),
+                input_ids=tokens[:, None],
+                position_ids=positions[:, None],
+                attention_mask=batcher.decode_mask(positions, span),
                 cache=batcher.cache,
             )
             return out.logits[:, -1]
 
-        started = time.monotonic()
         try:
-            replay, logits = _capture_cuda_graph(step, device=device, pool=self.pool)
+            replay, logits = _capture_cuda_graph(step, device=batcher.input_device, pool=self.pool)
         except Exception as exc:
             raise _CaptureFailed(f"batch {bucket}, span {span}") from exc
-        log.info(
-            "%s: captured decode step for batch %d, span %d in %.2f s",
-            batcher.name, bucket, span, time.monotonic() - started,
-        )  # fmt: skip
-        return replay, static_tokens, static_positions, logits
+        return replay, logits

@@ -1,76 +1,146 @@
-"""The slot KV cache: one preallocated buffer per layer, [rows, kv_heads, columns, head_dim], one request per row.
+"""The paged KV cache: one pool of fixed-size blocks per layer, shared by every request through its block table.
 
-Each row holds its request's keys/values from column 0 on, so rows of different lengths never shift; `_Plan` tells
-every layer where the next forward pass writes (one row when prefilling, each row's own length when decoding).
+Storage per layer is [blocks * BLOCK_SIZE, kv_heads, head_dim]: slot `b * BLOCK_SIZE + i` holds token i of block b.
+A request is admitted only when the pool has the blocks its budget (prompt + max_new_tokens, at most the context)
+needs; it gets them for its whole life and gives them back when it ends, so no keys/values ever move and capacity
+follows what requests need instead of the full context per request. Block 0 is scratch, never handed out: padding
+rows of a captured batch bucket and the unused tail of a block table point at it.
+
+`_Plan` tells every layer what the next forward pass does:
+- "prefill": one request's chunk of prompt tokens [start, start + n). Its keys/values are written to the request's
+  slots; the first chunk attends over its own fresh states (exactly as plain `generate` prefills), a later chunk over
+  the request's slots [0, start + n) gathered from the pool, under a causal mask shifted by `start`.
+- "decode": one new token per row; each row writes at its own length and reads its slots [0, span) gathered through
+  its block table (an explicit mask hides each row's tail; see scheduler.py for what the GPU path reads).
+On a CPU the pool grows (doubling its block count; block ids stay valid); on a GPU it is one allocation sized to
+free memory, so captured CUDA graphs keep valid addresses.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 # Share of free GPU memory the KV cache may take; the rest is left for activations and captured graphs.
 GPU_CACHE_SHARE = 0.9
+# Tokens per KV block: small enough that a request wastes little of its last block, large enough for cheap tables.
+BLOCK_SIZE = 16
+# Blocks a CPU pool starts with (block 0 included); it doubles as requests need more.
+MIN_CPU_BLOCKS = 64
+
+
+def blocks_for(tokens: int, block_size: int = BLOCK_SIZE) -> int:
+    return max(1, math.ceil(tokens / block_size))
+
+
+class BlockPool:
+    """Which blocks are free; block 0 is scratch and never handed out."""
+
+    def __init__(self, blocks: int, *, max_blocks: int) -> None:
+        if blocks < 2 or max_blocks < blocks:
+            raise ValueError(f"a pool needs at least 2 blocks and room to hold them ({blocks}, {max_blocks})")
+        self.total = blocks
+        self.max_blocks = max_blocks
+        # Popped from the end: the lowest ids go first, so a quiet server keeps reusing the same memory.
+        self._free = list(range(blocks - 1, 0, -1))
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def can_take(self, n: int) -> bool:
+        return len(self._free) + self.max_blocks - self.total >= n
+
+    def growth_for(self, n: int) -> int:
+        """The pool size after making `n` blocks free (doubling, so growth costs are amortized)."""
+        if len(self._free) >= n:
+            return self.total
+        wanted = self.total + n - len(self._free)
+        return min(max(wanted, 2 * self.total), self.max_blocks)
+
+    def grow(self, total: int) -> None:
+        self._free[:0] = range(total - 1, self.total - 1, -1)
+        self.total = total
+
+    def take(self, n: int) -> list[int]:
+        if len(self._free) < n:
+            raise RuntimeError(f"KV cache has {len(self._free)} free blocks, {n} needed")
+        taken = self._free[-n:][::-1]
+        del self._free[-n:]
+        return taken
+
+    def give_back(self, blocks: list[int]) -> None:
+        self._free.extend(sorted(blocks, reverse=True))
 
 
 class _Plan:
     """What the next forward pass does with the cache; set by the scheduler, read by every layer."""
 
-    def __init__(self) -> None:
+    def __init__(self, block_size: int) -> None:
+        self.block_size = block_size
         self.mode = "prefill"
-        self.row = 0
-        self.batch = 0
+        self.start = 0
         self.span = 0
-        self.positions: Any = None
+        self.table: Any = None  # prefill: the request's block ids [W]; decode: block tables [batch, W]
+        self.positions: Any = None  # prefill: the chunk's positions [n]; decode: each row's write position [batch]
         self._per_device: dict[Any, tuple[Any, Any]] = {}
 
-    def decode(self, batch: int, positions: Any, span: int) -> None:
-        self.mode, self.batch, self.positions, self.span = "decode", batch, positions, span
+    def prefill(self, table: Any, start: int, positions: Any) -> None:
+        self.mode, self.table, self.start, self.positions = "prefill", table, start, positions
+        self.span = start + positions.shape[0]
         self._per_device = {}
 
-    def prefill(self, row: int) -> None:
-        self.mode, self.row = "prefill", row
+    def decode(self, tables: Any, positions: Any, span: int) -> None:
+        self.mode, self.table, self.positions, self.span = "decode", tables, positions, span
+        self._per_device = {}
 
     def indices(self, device: Any) -> tuple[Any, Any]:
-        """(row indices, write columns) on `device`; layers of a model split over GPUs each get their own copy."""
+        """(slots written, slots read [rows, span]) on `device`; layers of a model split over GPUs get their own."""
         import torch
 
         cached = self._per_device.get(device)
         if cached is None:
-            positions = self.positions.to(device)
-            cached = (torch.arange(self.batch, device=device), positions)
+            size = self.block_size
+            table, positions = self.table.to(device), self.positions.to(device)
+            columns = torch.arange(self.span, device=device)
+            if self.mode == "prefill":
+                write = table[positions // size] * size + positions % size
+                read = (table[columns // size] * size + columns % size)[None]
+            else:
+                write = table.gather(1, (positions // size)[:, None])[:, 0] * size + positions % size
+                read = table[:, columns // size] * size + columns % size
+            cached = (write, read)
             self._per_device[device] = cached
         return cached
 
 
 @functools.cache
-def _slot_cache_class() -> type:
+def _paged_cache_class() -> type:
     """The Cache subclass, built on first use so that importing this module never loads transformers."""
     from transformers.cache_utils import Cache, CacheLayerMixin
 
-    class SlotLayer(CacheLayerMixin):
+    class PagedLayer(CacheLayerMixin):
         is_compileable = False
         is_sliding = False
         is_croppable = False
 
-        def __init__(self, store: SlotCache) -> None:
+        def __init__(self, store: PagedCache) -> None:
             super().__init__()
             self.store = store
 
         def lazy_initialization(self, key_states: Any, value_states: Any) -> None:
             import torch
 
-            rows, columns = self.store.rows, self.store.columns
+            slots = self.store.pool.total * self.store.block_size
             self.device = key_states.device
             heads = key_states.shape[1]
-            self.keys = torch.zeros(
-                (rows, heads, columns, key_states.shape[-1]), dtype=key_states.dtype, device=self.device
-            )
+            self.keys = torch.zeros((slots, heads, key_states.shape[-1]), dtype=key_states.dtype, device=self.device)
             self.values = torch.zeros(
-                (rows, heads, columns, value_states.shape[-1]), dtype=value_states.dtype, device=self.device
+                (slots, heads, value_states.shape[-1]), dtype=value_states.dtype, device=self.device
             )
             self.is_initialized = True
 
@@ -78,81 +148,72 @@ def _slot_cache_class() -> type:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             plan = self.store.plan
+            write, read = plan.indices(self.device)
             if plan.mode == "prefill":
-                n = key_states.shape[-2]
-                self.keys[plan.row, :, :n] = key_states[0]
-                self.values[plan.row, :, :n] = value_states[0]
-                # Attention during prefill uses the fresh states, exactly as a plain DynamicCache prefill does.
-                return key_states, value_states
-            rows, columns = plan.indices(self.device)
-            self.keys[rows, :, columns] = key_states[:, :, 0]
-            self.values[rows, :, columns] = value_states[:, :, 0]
-            return self.keys[: plan.batch, :, : plan.span], self.values[: plan.batch, :, : plan.span]
+                self.keys[write] = key_states[0].transpose(0, 1)
+                self.values[write] = value_states[0].transpose(0, 1)
+                if plan.start == 0:
+                    # A first chunk attends over its fresh states, exactly as a plain DynamicCache prefill does.
+                    return key_states, value_states
+            else:
+                self.keys[write] = key_states[:, :, 0]
+                self.values[write] = value_states[:, :, 0]
+            # [rows, span, heads, dim] gathered through the block tables, viewed as attention wants it.
+            return self.keys[read].transpose(1, 2), self.values[read].transpose(1, 2)
 
         def get_mask_sizes(self, query: Any = None, *args: Any) -> tuple[int, int]:
             plan = self.store.plan
-            if plan.mode == "decode":
+            if plan.mode == "decode" or plan.start > 0:
                 return plan.span, 0
             # transformers versions differ: some pass the query length, older ones the cache positions.
             return (query if isinstance(query, int) else int(query.shape[-1])), 0
 
         def get_seq_length(self, *args: Any) -> int:
-            # Prefill always starts a row at column 0; decode steps pass their own 4D mask and positions.
+            # Later chunks and decode steps pass their own 4D mask and positions; a first chunk starts at 0.
             return 0
 
         def get_max_length(self) -> int:
-            return self.store.columns
+            return self.store.pool.max_blocks * self.store.block_size
 
-        def grow(self, rows: int, columns: int) -> None:
+        def grow(self, slots: int) -> None:
             import torch
 
             if not self.is_initialized:
                 return
-            old_rows, _, old_columns, _ = self.keys.shape
             for name in ("keys", "values"):
                 old = getattr(self, name)
-                new = torch.zeros((rows, old.shape[1], columns, old.shape[3]), dtype=old.dtype, device=old.device)
-                new[:old_rows, :, :old_columns] = old
+                new = torch.zeros((slots, *old.shape[1:]), dtype=old.dtype, device=old.device)
+                new[: old.shape[0]] = old
                 setattr(self, name, new)
 
-        def move_row(self, src: int, dst: int, length: int) -> None:
-            if self.is_initialized:
-                self.keys[dst, :, :length] = self.keys[src, :, :length]
-                self.values[dst, :, :length] = self.values[src, :, :length]
+    class PagedCache(Cache):
+        """Per-layer block pools; requests own blocks through their tables, rows of a batch never share one."""
 
-    class SlotCache(Cache):
-        """Per-row KV storage; rows are requests, each row's columns start at the request's first token."""
+        def __init__(self, num_layers: int, blocks: int, *, max_blocks: int, block_size: int = BLOCK_SIZE) -> None:
+            self.block_size = block_size
+            self.plan = _Plan(block_size)
+            self.pool = BlockPool(blocks, max_blocks=max_blocks)
+            super().__init__(layers=[PagedLayer(self) for _ in range(num_layers)])
 
-        def __init__(self, num_layers: int, rows: int, columns: int) -> None:
-            self.plan = _Plan()
-            self.rows = rows
-            self.columns = columns
-            super().__init__(layers=[SlotLayer(self) for _ in range(num_layers)])
+        def can_take(self, n: int) -> bool:
+            return self.pool.can_take(n)
 
-        def reserve(self, rows: int, columns: int, *, max_rows: int, max_columns: int) -> None:
-            """Make room for `rows` x `columns`, doubling capacity (the copy cost is amortized over many steps)."""
-            if rows <= self.rows and columns <= self.columns:
-                return
-            new_rows, new_columns = self.rows, self.columns
-            while new_rows < rows:
-                new_rows *= 2
-            while new_columns < columns:
-                new_columns *= 2
-            new_rows, new_columns = min(max(new_rows, rows), max_rows), min(max(new_columns, columns), max_columns)
-            if new_rows < rows or new_columns < columns:
-                raise RuntimeError(f"KV cache cannot grow to {rows} rows x {columns} columns")
-            for layer in self.layers:
-                layer.grow(new_rows, new_columns)
-            self.rows, self.columns = new_rows, new_columns
+        def take(self, n: int) -> list[int]:
+            """`n` free blocks, growing the pool first where it may (a CPU cache)."""
+            total = self.pool.growth_for(n)
+            if total != self.pool.total:
+                for layer in self.layers:
+                    layer.grow(total * self.block_size)
+                self.pool.grow(total)
+            return self.pool.take(n)
 
-        def move_row(self, src: int, dst: int, length: int) -> None:
-            for layer in self.layers:
-                layer.move_row(src, dst, length)
+        def give_back(self, blocks: list[int]) -> None:
+            self.pool.give_back(blocks)
 
         def allocated(self) -> bool:
             return all(layer.is_initialized for layer in self.layers)
 
-    return SlotCache
+    return PagedCache
 
 
 def _accepts(model: Any, name: str) -> bool:
@@ -187,19 +248,22 @@ def _static_cache(device: Any) -> bool:
     return device.type == "cuda"
 
 
-def _gpu_rows_that_fit(model: Any, dtype: Any, columns: int, wanted: int) -> int:
-    """Rows of `columns` tokens the GPUs holding the model can cache, at most `wanted`."""
+def _gpu_blocks_that_fit(model: Any, dtype: Any, block_size: int, rows: int, span: int) -> int:
+    """KV blocks of `block_size` tokens the GPUs holding the model can cache, leaving room for a batch of `rows`
+    reading `span` columns each."""
     import torch
 
     devices = {p.device for p in model.parameters() if p.device.type == "cuda"}
     free = sum(torch.cuda.mem_get_info(d)[0] for d in devices)
-    per_row = _kv_bytes_per_token(model, dtype) * columns
-    # Leave room for activations: the logits of a full batch plus a fixed margin per device.
-    vocab = _text_config(model).vocab_size
-    reserve = (1 << 30) * len(devices) + wanted * vocab * 4 * 4
-    rows = int(max(0, free * GPU_CACHE_SHARE - reserve) // per_row)
-    if rows < 1:
-        raise RuntimeError(
-            f"Not enough free GPU memory for one {columns}-token KV cache row ({per_row / 2**30:.1f} GiB needed)"
-        )
-    return min(rows, wanted)
+    per_token = _kv_bytes_per_token(model, dtype)
+    per_block = per_token * block_size
+    config = _text_config(model)
+    # Leave room for activations: the logits of a full batch, one layer's keys/values gathered for the whole batch
+    # (and repeated to every query head, as attention may do), and a fixed margin per device.
+    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or 1
+    gathered = rows * span * per_token // config.num_hidden_layers * (1 + max(1, heads // kv_heads))
+    reserve = (1 << 30) * len(devices) + rows * config.vocab_size * 4 * 4 + gathered
+    blocks = int(max(0, free * GPU_CACHE_SHARE - reserve) // per_block)
+    if blocks < 2:
+        raise RuntimeError(f"Not enough free GPU memory for a KV cache ({per_block / 2**20:.1f} MiB per block)")
+    return blocks

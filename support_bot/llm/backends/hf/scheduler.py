@@ -1,16 +1,27 @@
 """Continuous batching for local transformers models: one scheduler thread owns the model and runs every active
-request in shared decode steps; requests join at the next step and leave the moment they finish.
+request in shared steps; requests join at the next step and leave the moment they finish.
 
-Layout of the KV cache ("slots"): one preallocated buffer per layer, [rows, kv_heads, columns, head_dim]. Row i holds
-request i's keys/values from column 0 on, so requests of different lengths never need shifting or re-padding: a
-new request is prefilled alone (batch 1, exactly as plain `generate` would) straight into a free row, each decode step
-writes every row's new key/value at that row's own length, and attention reads columns [0, longest + 1) under a mask
-that hides each row's unused tail. A finished row is refilled by moving the last row into it. transformers'
-StaticCache keeps one shared write position for the whole batch, which cannot express rows of different lengths
-joining mid-flight, hence this small Cache subclass.
+KV cache (kv_cache.py): a pool of 16-token blocks. A request is admitted when a row and the blocks of its budget
+(prompt + max_new_tokens, at most the context) are free, keeps them for its life and frees them when it ends: no
+keys/values are copied when rows leave, and memory follows what requests need rather than the full context each.
 
-On a single GPU the decode step is captured in CUDA graphs, one per (batch bucket, attention span bucket), over the
-static buffers; on a CPU (or a model spread over several GPUs) it runs eagerly with the cache grown on demand.
+One scheduler step:
+1. Prefill, chunked: prompts of admitted requests are fed in chunks, oldest request first, until the step's token
+   budget (`prefill_token_budget`) is spent, so a long prompt delays the decoding streams by at most one budget's
+   worth of work per step. A prompt that fits in one chunk is prefilled exactly as plain `generate` does; later
+   chunks attend over the request's cached blocks under a causal mask shifted to their offset.
+2. Decode: one token for every decoding row. Per-row state lives on the model's device, indexed by row slot: block
+   tables, lengths and the newest token. A step gathers the live rows' entries there and scatters the sampled
+   tokens back, so the only host transfers are the live-row index (when the batch changes) and one copy of the
+   sampled tokens per step; stop checks run on that copy, with no further syncs. (The next step is launched after
+   that copy, not overlapped with it: a finished row would otherwise run one wasted step.)
+
+Attention: each row writes at its own length and reads its own blocks over the batch's span under a mask that
+hides its tail. On a CPU the span is the longest row + 1 (eager, no padding to a bucket). On a single GPU the decode
+step is replayed from CUDA graphs, one per (batch bucket, span bucket), all captured at warm-up before the first
+request is served (graphs.py); padding rows of a bucket point at the scratch block. A mask-free per-row-length
+kernel (flash/varlen or FlexAttention over the block tables) is not used: steps pass the dense additive mask that
+transformers' sdpa and eager attention take, so a captured step still reads its span bucket for every row.
 """
 
 from __future__ import annotations
@@ -23,15 +34,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from support_bot.llm.backends.hf.graphs import _CaptureFailed, _CudaGraphDecoder
+from support_bot.llm.backends.hf.graphs import _CudaGraphDecoder
 from support_bot.llm.backends.hf.kv_cache import (
-    _accepts, _cache_kwarg, _gpu_rows_that_fit, _slot_cache_class, _static_cache, _text_config,
+    BLOCK_SIZE, MIN_CPU_BLOCKS, _accepts, _cache_kwarg, _gpu_blocks_that_fit, _paged_cache_class, _static_cache,
+    _text_config, blocks_for,
 )
 
 log = logging.getLogger(__name__)
 
-# Columns a CPU cache starts with; it doubles as rows grow longer.
-MIN_COLUMNS = 256
+# Prompt tokens prefilled per scheduler step: bounds how long one step (and so every decoding stream) can stall.
+PREFILL_TOKEN_BUDGET = 512
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ class GenerationRequest:
     finish_reason: str | None = None
 
     def cancel(self) -> None:
-        """The consumer is gone: free the request's slot at the next step."""
+        """The consumer is gone: free the request's row and blocks at the next step."""
         self.cancelled.set()
 
     def halt_reason(self, now: float) -> str | None:
@@ -79,23 +91,150 @@ class BatcherStats:
     requests: int = 0
     tokens: int = 0
     prefills: int = 0
+    prefill_chunks: int = 0
     decode_steps: int = 0
     largest_batch: int = 0
     # Requests currently holding a row / waiting for one.
     active: int = 0
     waiting: int = 0
+    # KV blocks held by requests now / in the pool (block 0, the scratch block, excluded).
+    blocks_used: int = 0
+    blocks_total: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class _Row:
     request: GenerationRequest
-    length: int  # tokens whose keys/values are in the cache
-    last: int  # the newest token, fed to the next decode step at position `length`
-    done: bool = False
+    slot: int  # index into the device-side row state
+    blocks: list[int]
+    capacity: int  # tokens the blocks hold for this request
+    length: int = 0  # tokens whose keys/values are in the cache
+    last: int = -1  # the newest token, fed to the next decode step at position `length`
+    # What the consumer hears once the row's blocks are freed: a Finished marker or the error that ended it.
+    end: Any = None
+
+    @property
+    def done(self) -> bool:
+        return self.end is not None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.length < len(self.request.prompt_ids)
+
+
+class _RowState:
+    """Per-slot block tables, lengths and newest tokens on the model's device, so a decode step reads them there."""
+
+    def __init__(self, rows: int, width: int, device: Any) -> None:
+        import torch
+
+        self.device = device
+        self.tables = torch.zeros((rows, width), dtype=torch.long, device=device)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
+        self.last = torch.zeros(rows, dtype=torch.long, device=device)
+        self._free = list(range(rows - 1, -1, -1))
+        self._live: tuple[int, ...] = ()
+        self._index: Any = None
+
+    def take(self, blocks: list[int]) -> int:
+        import torch
+
+        slot = self._free.pop()
+        self.tables[slot].zero_()
+        self.tables[slot, : len(blocks)] = torch.tensor(blocks, dtype=torch.long)
+        return slot
+
+    def give_back(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def index(self, slots: tuple[int, ...]) -> Any:
+        """The live slots as a device tensor, copied over only when the batch changed."""
+        import torch
+
+        if slots != self._live:
+            self._live = slots
+            self._index = torch.tensor(slots, dtype=torch.long).to(self.device, non_blocking=True)
+        return self._index
+
+    def started(self, slot: int, length: int, token: Any) -> None:
+        """A prefill finished: the row decodes `token` at `length` next."""
+        self.lengths[slot] = length
+        self.last[slot : slot + 1] = token
+
+    def advanced(self, index: Any, chosen: Any) -> None:
+        self.last[index] = chosen
+        self.lengths[index] += 1
+
+
+def _to_host(chosen: Any) -> list[int]:
+    """The step's one device-to-host copy: sampled token ids."""
+    import torch
+
+    if chosen.device.type != "cuda":
+        return chosen.tolist()
+    host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
+    host.copy_(chosen, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    done.synchronize()
+    return host.tolist()
+
+
+def _additive(visible: Any, dtype: Any) -> Any:
+    """0 where `visible`, the dtype's most negative value elsewhere (what attention adds to its scores)."""
+    import torch
+
+    zero = torch.zeros((), dtype=dtype, device=visible.device)
+    return torch.where(visible, zero, torch.full((), torch.finfo(dtype).min, dtype=dtype, device=visible.device))
+
+
+def decode_mask(positions: Any, span: int, dtype: Any) -> Any:
+    """Additive [batch, 1, 1, span] mask: row i sees its columns 0..positions[i] (the new token included)."""
+    import torch
+
+    columns = torch.arange(span, device=positions.device)
+    return _additive(columns[None, :] <= positions[:, None], dtype)[:, None, None, :]
+
+
+def chunk_mask(start: int, n: int, dtype: Any, device: Any) -> Any:
+    """Additive [1, 1, n, start + n] mask: query i of a prompt chunk at `start` sees columns 0..start + i."""
+    import torch
+
+    columns = torch.arange(start + n, device=device)
+    queries = torch.arange(start, start + n, device=device)
+    return _additive(columns[None, :] <= queries[:, None], dtype)[None, None]
+
+
+def sample(logits: Any, temperature: float, top_p: float) -> Any:
+    """The next token of every row, on the logits' device: greedy at temperature 0, else top-p sampling."""
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest set of tokens whose mass reaches top_p (always at least the most likely one).
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1)[:, 0]
+
+
+def _build_cache(model: Any, dtype: Any, *, static: bool, rows: int, width: int, block_size: int, name: str) -> Any:
+    """The paged cache: on a GPU one pool sized to free memory, on a CPU a small pool that grows as needed."""
+    num_layers = _text_config(model).num_hidden_layers
+    most = width * rows + 1  # every row at the full context, plus the scratch block
+    if static:
+        # One allocation: graphs capture buffer addresses, so the cache never moves.
+        blocks = min(_gpu_blocks_that_fit(model, dtype, block_size, rows, width * block_size), most)
+        log.info("%s: KV cache of %d blocks x %d tokens", name, blocks - 1, block_size)
+        return _paged_cache_class()(num_layers, blocks, max_blocks=blocks, block_size=block_size)
+    return _paged_cache_class()(num_layers, min(MIN_CPU_BLOCKS, most), max_blocks=most, block_size=block_size)
 
 
 class ContinuousBatcher:
-    """Owns a causal LM on a scheduler thread and continues many prompts at once in shared decode steps."""
+    """Owns a causal LM on a scheduler thread and continues many prompts at once in shared steps."""
 
     def __init__(
         self,
@@ -106,9 +245,10 @@ class ContinuousBatcher:
         max_batch_size: int = 32,
         temperature: float = 0.0,
         top_p: float = 1.0,
-        prefill_token_budget: int = 4096,
+        prefill_token_budget: int = PREFILL_TOKEN_BUDGET,
         cuda_graphs: bool | None = None,
         name: str = "llm",
+        block_size: int = BLOCK_SIZE,
     ) -> None:
         import torch
 
@@ -117,16 +257,12 @@ class ContinuousBatcher:
         self.eos_token_ids = frozenset(eos_token_ids)
         self.temperature = temperature
         self.top_p = top_p
-        # Prompt tokens prefilled before the running batch gets its next decode step: bounds how long a burst of
-        # new arrivals stalls the customers already being answered.
-        self.prefill_token_budget = prefill_token_budget
+        self.prefill_token_budget = max(1, prefill_token_budget)
         self.stats = BatcherStats()
         self.input_device = model.get_input_embeddings().weight.device
         self.dtype = model.get_input_embeddings().weight.dtype
         self._cache_kw = _cache_kwarg(model)
         self._keep_last = _accepts(model, "logits_to_keep")
-        self._mask_min = torch.finfo(self.dtype).min
-        num_layers = _text_config(model).num_hidden_layers
         static = _static_cache(self.input_device)
         single_device = len({p.device for p in model.parameters()}) == 1
         if cuda_graphs is None:
@@ -134,17 +270,15 @@ class ContinuousBatcher:
         if cuda_graphs and not (static and single_device):
             raise ValueError("CUDA graphs need the whole model on one GPU")
         self.cuda_graphs = cuda_graphs
-        if static:
-            # One allocation sized to GPU memory: graphs capture buffer addresses, so the cache never moves.
-            # A spare last column takes the writes of padding rows in a captured batch bucket.
-            columns = max_seq_len + 1
-            rows = _gpu_rows_that_fit(model, self.dtype, columns, max_batch_size)
-            self.max_rows, self.max_columns = rows, columns
-            self.cache = _slot_cache_class()(num_layers, rows, columns)
-            log.info("%s: KV cache of %d rows x %d tokens", name, rows, columns)
-        else:
-            self.max_rows, self.max_columns = max_batch_size, max_seq_len
-            self.cache = _slot_cache_class()(num_layers, 1, min(MIN_COLUMNS, max_seq_len))
+        self.max_seq_len = max_seq_len
+        self.max_rows = max_batch_size
+        # Block-table width: a row never holds more than the context.
+        self.table_width = blocks_for(max_seq_len, block_size)
+        self.cache = _build_cache(
+            model, self.dtype, static=static, rows=max_batch_size, width=self.table_width, block_size=block_size,
+            name=name,
+        )  # fmt: skip
+        self.rows = _RowState(max_batch_size, self.table_width, self.input_device)
         self._graphs = _CudaGraphDecoder(self) if cuda_graphs else None
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[GenerationRequest] = deque()
@@ -160,7 +294,7 @@ class ContinuousBatcher:
         return self._thread.is_alive()
 
     def submit(self, request: GenerationRequest) -> None:
-        """Queue a request; it joins the running batch at the next step when a row is free."""
+        """Queue a request; it joins the running batch at the next step when a row and its blocks are free."""
         if self._closed.is_set() or not self.alive:
             raise RuntimeError(f"{self.name} is shut down")
         self._inbox.put(request)
@@ -181,9 +315,11 @@ class ContinuousBatcher:
 
         try:
             with torch.inference_mode():
+                if self._graphs is not None and not self._graphs.warm_up():
+                    self._graphs = None
                 while self._admit():
                     if self._rows:
-                        self._decode_step()
+                        self._step()
         except BaseException as exc:  # noqa: BLE001 - every waiting consumer must hear about it
             log.exception("%s scheduler stopped", self.name)
             self._fail_everything(exc)
@@ -206,7 +342,7 @@ class ContinuousBatcher:
                 item.output.put(exc)
 
     def _admit(self) -> bool:
-        """Take new requests in and prefill as many as fit; False once closed."""
+        """Take new requests in and give rows and blocks to as many as fit, oldest first; False once closed."""
         block = not self._rows and not self._waiting
         while True:
             try:
@@ -219,7 +355,6 @@ class ContinuousBatcher:
             self._waiting.append(item)
             block = False
         now = time.monotonic()
-        self.stats.waiting = len(self._waiting)
         for request in list(self._waiting):
             reason = request.halt_reason(now)
             if reason is not None:
@@ -229,100 +364,128 @@ class ContinuousBatcher:
                 else:
                     request.finish_reason = reason
                     request.output.put(Finished(reason))
-        budget = self.prefill_token_budget
-        admitted = 0
         while self._waiting and len(self._rows) < self.max_rows:
             request = self._waiting[0]
-            if admitted and len(request.prompt_ids) > budget:
-                break
+            capacity = min(len(request.prompt_ids) + request.max_new_tokens, self.max_seq_len)
+            needed = blocks_for(capacity, self.cache.block_size)
+            if not request.prompt_ids or len(request.prompt_ids) >= self.max_seq_len:
+                self._waiting.popleft()
+                request.output.put(ValueError(f"a prompt of {len(request.prompt_ids)} tokens does not fit the context"))
+                continue
+            if not self.cache.can_take(needed):
+                if not self._rows:
+                    self._waiting.popleft()
+                    request.output.put(RuntimeError(f"the KV cache cannot hold a {capacity}-token request"))
+                    continue
+                break  # first come, first served: later requests wait behind it for blocks to be freed
             self._waiting.popleft()
-            self._prefill(request)
-            budget -= len(request.prompt_ids)
-            admitted += 1
-        self.stats.active, self.stats.waiting = len(self._rows), len(self._waiting)
+            blocks = self.cache.take(needed)
+            self._rows.append(_Row(request, self.rows.take(blocks), blocks, capacity))
+            request.admitted.set()
+        self._count()
         return True
+
+    def _count(self) -> None:
+        self.stats.active, self.stats.waiting = len(self._rows), len(self._waiting)
+        self.stats.blocks_total = self.cache.pool.total - 1
+        self.stats.blocks_used = self.stats.blocks_total - self.cache.pool.free
 
     def _forward(self, **kwargs: Any) -> Any:
         cache = kwargs.pop("cache")
         return self.model(**kwargs, **{self._cache_kw: cache}, use_cache=True)
 
-    def _prefill(self, request: GenerationRequest) -> None:
-        import torch
-
-        row = len(self._rows)
-        n = len(request.prompt_ids)
-        try:
-            self.cache.reserve(row + 1, n + 1, max_rows=self.max_rows, max_columns=self.max_columns)
-            ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.input_device)
-            self.cache.plan.prefill(row)
-            out = self._forward(
-                input_ids=ids,
-                position_ids=torch.arange(n, device=self.input_device)[None],
-                cache=self.cache,
-                # Only the last position's logits are needed; the full [prompt, vocab] matrix is a sizeable cost.
-                **({"logits_to_keep": 1} if self._keep_last else {}),
-            )
-            token = self._select(out.logits[:, -1])[0]
-        except Exception as exc:  # noqa: BLE001 - the caller gets the error, other requests go on
-            log.warning("%s: prefill of a %d-token prompt failed: %s", self.name, n, exc)
-            request.output.put(exc)
-            return
-        self.stats.prefills += 1
-        request.admitted.set()
-        entry = _Row(request, length=n, last=token)
-        self._rows.append(entry)
-        self._emit(entry, token)
-        self._compact()
-
-    def _decode_step(self) -> None:
+    def _step(self) -> None:
         now = time.monotonic()
         for row in self._rows:
             reason = row.request.halt_reason(now)
             if reason is not None:
                 self._finish(row, reason)
-        self._compact()
-        if not self._rows:
-            return
-        tokens = [row.last for row in self._rows]
-        lengths = [row.length for row in self._rows]
+        self._release()
+        decoding = [row for row in self._rows if not row.prefilling]
+        budget = self.prefill_token_budget
+        for row in [row for row in self._rows if row.prefilling]:
+            if budget <= 0:
+                break
+            budget -= self._prefill_chunk(row, budget)
+        if decoding:
+            self._decode_step(decoding)
+        self._release()
+
+    def _forward_chunk(self, table: Any, ids: list[int], start: int) -> Any:
+        """Run prompt tokens `ids` at positions start.. of the request whose block ids are `table`; last logits."""
+        import torch
+
+        device, n = self.input_device, len(ids)
+        positions = torch.arange(start, start + n, device=device)
+        self.cache.plan.prefill(table, start, positions)
+        # A first chunk gets transformers' own causal mask; later ones see every cached column before their own.
+        mask = {} if start == 0 else {"attention_mask": chunk_mask(start, n, self.dtype, device)}
+        out = self._forward(
+            input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+            position_ids=positions[None],
+            cache=self.cache,
+            # Only the last position's logits are needed; the full [prompt, vocab] matrix is a sizeable cost.
+            **({"logits_to_keep": 1} if self._keep_last else {}),
+            **mask,
+        )
+        return out.logits[:, -1]
+
+    def _prefill_chunk(self, row: _Row, budget: int) -> int:
+        """Prefill up to `budget` more prompt tokens of `row`; the tokens used."""
+        prompt = row.request.prompt_ids
+        start = row.length
+        ids = prompt[start : start + budget]
         try:
-            self.cache.reserve(
-                len(tokens), max(lengths) + 1, max_rows=self.max_rows, max_columns=self.max_columns
-            )
+            logits = self._forward_chunk(self.rows.tables[row.slot], ids, start)
+            row.length += len(ids)
+            self.stats.prefill_chunks += 1
+            if row.prefilling:
+                return len(ids)
+            chosen = sample(logits, self.temperature, self.top_p)
+            token = _to_host(chosen)[0]
+        except Exception as exc:  # noqa: BLE001 - the caller gets the error, other requests go on
+            log.warning("%s: prefill of a %d-token prompt failed: %s", self.name, len(prompt), exc)
+            row.end = exc
+            return len(ids)
+        self.stats.prefills += 1
+        self.rows.started(row.slot, row.length, chosen)
+        row.last = token
+        self._emit(row, token)
+        return len(ids)
+
+    def _decode_step(self, decoding: list[_Row]) -> None:
+        decoding = [row for row in decoding if not row.done]
+        if not decoding:
+            return
+        lengths = [row.length for row in decoding]
+        try:
+            index = self.rows.index(tuple(row.slot for row in decoding))
             logits = None
             if self._graphs is not None:
-                try:
-                    logits = self._graphs.run(tokens, lengths)
-                except _CaptureFailed:
-                    # Some models do things a graph cannot hold (host syncs, dynamic shapes): serve them eagerly.
-                    log.exception("%s: CUDA graph capture failed; decoding without graphs from now on", self.name)
-                    self._graphs = None
+                logits = self._graphs.run(index, max(lengths) + 1)
             if logits is None:
-                logits = self._eager_step(tokens, lengths)
-            chosen = self._select(logits)
+                logits = self._eager_step(index, max(lengths) + 1)
+            chosen = sample(logits, self.temperature, self.top_p)
+            self.rows.advanced(index, chosen)
+            tokens = _to_host(chosen)
         except Exception as exc:  # noqa: BLE001 - the batch's requests fail; the scheduler keeps serving
             log.exception("%s: decode step failed", self.name)
-            for row in self._rows:
-                row.request.output.put(exc)
-            self._rows.clear()
+            for row in decoding:
+                row.end = exc
             return
         self.stats.decode_steps += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(tokens))
-        for row, token in zip(self._rows, chosen, strict=True):
+        self.stats.largest_batch = max(self.stats.largest_batch, len(decoding))
+        for row, token in zip(decoding, tokens, strict=True):
             row.length += 1
             row.last = token
             self._emit(row, token)
-        self._compact()
 
-    def _eager_step(self, tokens: list[int], lengths: list[int]) -> Any:
-        import torch
-
-        device = self.input_device
-        positions = torch.tensor(lengths, dtype=torch.long, device=device)
-        span = max(lengths) + 1
-        self.cache.plan.decode(len(tokens), positions, span)
+    def _eager_step(self, index: Any, span: int) -> Any:
+        rows = self.rows
+        positions = rows.lengths[index]
+        self.cache.plan.decode(rows.tables[index], positions, span)
         out = self._forward(
-            input_ids=torch.tensor(tokens, dtype=torch.long, device=device)[:, None],
+            input_ids=rows.last[index][:, None],
             position_ids=positions[:, None],
             attention_mask=self.decode_mask(positions, span),
             cache=self.cache,
@@ -330,28 +493,7 @@ class ContinuousBatcher:
         return out.logits[:, -1]
 
     def decode_mask(self, positions: Any, span: int) -> Any:
-        """Additive [batch, 1, 1, span] mask: row i sees its columns 0..positions[i] (the new token included)."""
-        import torch
-
-        columns = torch.arange(span, device=positions.device)
-        visible = columns[None, :] <= positions[:, None]
-        zero = torch.zeros((), dtype=self.dtype, device=positions.device)
-        mask = torch.where(visible, zero, torch.full((), self._mask_min, dtype=self.dtype, device=positions.device))
-        return mask[:, None, None, :]
-
-    def _select(self, logits: Any) -> list[int]:
-        import torch
-
-        if self.temperature <= 0:
-            return logits.argmax(dim=-1).tolist()
-        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            # Keep the smallest set of tokens whose mass reaches top_p (always at least the most likely one).
-            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-        return torch.multinomial(probs, 1)[:, 0].tolist()
+        return decode_mask(positions, span, self.dtype)
 
     def _emit(self, row: _Row, token: int) -> None:
         request = row.request
@@ -363,23 +505,25 @@ class ContinuousBatcher:
         request.output.put(token)
         if request.generated >= request.max_new_tokens:
             self._finish(row, "length")
+        elif row.length + 1 >= row.capacity:
+            # The request's budget is spent: prompt and answer fill the context.
+            self._finish(row, "length")
 
     def _finish(self, row: _Row, reason: str) -> None:
         if row.done:
             return
-        row.done = True
         row.request.finish_reason = reason
-        row.request.output.put(Finished(reason))
+        row.end = Finished(reason)
 
-    def _compact(self) -> None:
-        """Drop finished rows, moving the last row into each hole (one row copy instead of shifting the batch)."""
-        for index in range(len(self._rows) - 1, -1, -1):
-            if not self._rows[index].done:
-                continue
-            last = len(self._rows) - 1
-            if index != last:
-                moved = self._rows[last]
-                self.cache.move_row(last, index, moved.length)
-                self._rows[index] = moved
-            self._rows.pop()
-        self.stats.active = len(self._rows)
+    def _release(self) -> None:
+        """Drop finished rows: their blocks and slot go back to the pools, nothing is copied; then tell consumers."""
+        ended = [row for row in self._rows if row.done]
+        if not ended:
+            return
+        self._rows = [row for row in self._rows if not row.done]
+        for row in ended:
+            self.cache.give_back(row.blocks)
+            self.rows.give_back(row.slot)
+        self._count()
+        for row in ended:
+            row.request.output.put(row.end)
