@@ -12,6 +12,22 @@ _engines: dict[tuple[str, ...], Engine] = {}
 _engines_lock = threading.Lock()
 
 
+class _Retired:
+    """An engine replaced by another model, waiting out its last answers before it is closed (once)."""
+
+    def __init__(self, engine: Engine, after_s: float) -> None:
+        self.engine = engine
+        self.closed = False
+        # Held while closing: whoever comes second waits until the memory is actually given back.
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(after_s, _close_retired, args=(self,))
+        self.timer.daemon = True
+
+
+_retiring: list[_Retired] = []
+_retiring_lock = threading.Lock()
+
+
 def _cache_key(settings: Settings) -> tuple[str, ...]:
     llm = settings.llm
     if llm.backend == "openai":
@@ -36,6 +52,9 @@ def _create_engine(settings: Settings) -> Engine:
         case "transformers":
             from support_bot.llm.backends.hf.engine import TransformersEngine
 
+            # A new engine sizes its KV cache from the GPU memory free when it starts: a replaced model still on
+            # the GPU would leave it too little (or none), so it goes first, once its running answers are over.
+            _close_retiring(on_gpu_only=True)
             return TransformersEngine(settings)
         case "openai":
             from support_bot.llm.backends.openai import OpenAIEngine
@@ -57,11 +76,35 @@ def retire_engine(settings: Settings, *, after_s: float) -> None:
     """
     with _engines_lock:
         engine = _engines.pop(_cache_key(settings), None)
-    close = getattr(engine, "close", None)
-    if callable(close):
-        timer = threading.Timer(after_s, close)
-        timer.daemon = True
-        timer.start()
+    if engine is None or not callable(getattr(engine, "close", None)):
+        return
+    retired = _Retired(engine, after_s)
+    with _retiring_lock:
+        _retiring.append(retired)
+    retired.timer.start()
+
+
+def _close_retired(retired: _Retired) -> None:
+    """Close a retired engine once (by its timer, or earlier when its GPU memory is needed)."""
+    with retired.lock:
+        if not retired.closed:
+            retired.engine.close()  # type: ignore[attr-defined]
+            retired.closed = True
+    with _retiring_lock:
+        if retired in _retiring:
+            _retiring.remove(retired)
+
+
+def _close_retiring(*, on_gpu_only: bool) -> None:
+    """Close retired engines now rather than at their timers; each waits for the answers it is giving first."""
+    with _retiring_lock:
+        due = [r for r in _retiring if not on_gpu_only or str(getattr(r.engine, "device", "")).startswith("cuda")]
+    for retired in due:
+        retired.timer.cancel()
+        drain = getattr(retired.engine, "drain", None)
+        if callable(drain):
+            drain()
+        _close_retired(retired)
 
 
 def reset_engines() -> None:
@@ -69,6 +112,11 @@ def reset_engines() -> None:
     with _engines_lock:
         engines = list(_engines.values())
         _engines.clear()
+    with _retiring_lock:
+        retired, _retiring[:] = list(_retiring), []
+    for item in retired:
+        item.timer.cancel()
+        _close_retired(item)
     for engine in engines:
         close = getattr(engine, "close", None)
         if callable(close):

@@ -86,15 +86,16 @@ def load_tokenizer(settings: Settings, resolved: ResolvedModel) -> Any:
     return AutoTokenizer.from_pretrained(resolved.path)
 
 
-def load_model(settings: Settings, resolved: ResolvedModel, *, device: str, dtype: Any) -> tuple[Any, Any]:
-    """(tokenizer, model) ready for generation on `device`."""
+def load_model(
+    settings: Settings, resolved: ResolvedModel, *, device: str, dtype: Any, placement: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """(tokenizer, model) ready for generation on `device`; `placement`: `from_pretrained`'s device_map arguments
+    for a model split over several GPUs (the transformers backend decides when to split)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    placement: dict[str, Any] = {}
-    if device.startswith("cuda"):
-        # Plain "cuda" lets accelerate spread a model that needs several GPUs (Llama-2-70B) across them.
-        placement = {"device_map": "auto" if device == "cuda" else {"": device}}
+    if placement is None:
+        placement = {"device_map": {"": device}} if device.startswith("cuda") else {}
     source: Path = resolved.path
     if resolved.gguf_file:
         cached = converted_dir(settings, resolved)

@@ -99,6 +99,32 @@ def _limit_cpu_threads() -> None:
         torch.set_num_threads(usable)
 
 
+def _load_placed(settings: Settings, resolved: ResolvedModel, device: str, dtype: Any) -> tuple[str, Any, Any]:
+    """(device, tokenizer, model); plain "cuda" (any card) becomes one card when the model fits one, else the fewest
+    cards that hold it (placement.py)."""
+    placement = None
+    if device == "cuda":
+        from support_bot.llm.backends.hf.placement import place
+
+        chosen = place(resolved.path, dtype, gguf_file=resolved.gguf_file)
+        device, placement = chosen.device, (chosen.load_kwargs() if chosen.split else None)
+    tokenizer, model = load_model(settings, resolved, device=device, dtype=dtype, placement=placement)
+    return device, tokenizer, model
+
+
+def free_gpu_memory() -> None:
+    """Collect what no longer has an owner and hand the CUDA allocator's cached blocks back to the driver: freed
+    tensors otherwise stay reserved by this process and free memory, as the next KV cache sizes it, looks short."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
 class TransformersEngine(StreamingEngine):
     """One local model served by a continuous-batching scheduler: concurrent requests share decode steps.
 
@@ -110,14 +136,14 @@ class TransformersEngine(StreamingEngine):
     """
 
     def __init__(
-        self, settings: Settings, *, resolved: ResolvedModel | None = None, max_batch_size: int = 32,
+        self, settings: Settings, *, resolved: ResolvedModel | None = None, max_batch_size: int = 64,
         adapter: str | None = FOLLOW,
     ) -> None:
         self.settings = settings
         self.resolved = resolved or resolve_model(settings)
         self.device = pick_device(settings.llm.device)
         self.dtype = pick_dtype(settings.llm.dtype, self.device)
-        tokenizer, model = load_model(settings, self.resolved, device=self.device, dtype=self.dtype)
+        self.device, tokenizer, model = _load_placed(settings, self.resolved, self.device, self.dtype)
         self._start(tokenizer, model, max_batch_size=max_batch_size, adapter=adapter)
 
     @classmethod
@@ -128,7 +154,7 @@ class TransformersEngine(StreamingEngine):
         model: Any,
         tokenizer: Any,
         resolved: ResolvedModel,
-        max_batch_size: int = 32,
+        max_batch_size: int = 64,
         cuda_graphs: bool | None = None,
         adapter: str | None = None,
     ) -> TransformersEngine:
@@ -181,7 +207,7 @@ class TransformersEngine(StreamingEngine):
     @property
     def adapter(self) -> str | None:
         """The tuned chat adapter merged into the weights now (None: the configured model as shipped)."""
-        return self._merged.adapter
+        return self._merged.adapter if self._merged is not None else None
 
     def _put_adapter(self, artifact: str | None, *, strict: bool) -> None:
         """Merge `artifact` (None: none) into the weights; with no request running. Not strict: failing that, log
@@ -245,9 +271,24 @@ class TransformersEngine(StreamingEngine):
                 self._switching = False
                 self._requests.notify_all()
 
+    def drain(self) -> None:
+        """Wait until the requests already handed to the scheduler are over (each for at most its time limit)."""
+        with self._requests:
+            while self._running():
+                self._requests.wait(timeout=0.02)
+
     def close(self) -> None:
-        """Stop the scheduler thread (requests still running end with an error)."""
-        self.batcher.close()
+        """Stop the scheduler thread (requests still running end with an error) and give back the memory held by
+        the weights, the KV cache and the captured graphs, so that a model loaded next finds it free."""
+        batcher = self.batcher
+        if batcher is None:
+            return
+        batcher.close()
+        # Something may keep the closed engine itself alive (a stream object, a timer): drop what holds memory.
+        self.batcher = self.model = self._merged = None
+        del batcher
+        if self.device.startswith("cuda"):
+            free_gpu_memory()
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes as message content, by the model's own tokenizer."""
@@ -304,6 +345,8 @@ class TransformersEngine(StreamingEngine):
         """Like `stream`, from a ready token-id prompt; `ignore_eos` decodes the full length (benchmarks)."""
         from support_bot.llm.backends.hf.scheduler import GenerationRequest
 
+        if self.batcher is None:
+            raise ModelNotAvailable(f"{self.name} was closed (its model was replaced); ask again")
         self.sync_adapter()
         room = self.context_window - len(prompt_ids)
         if room <= 0:
@@ -329,13 +372,16 @@ class TransformersEngine(StreamingEngine):
 
         if request.max_new_tokens <= 0 or (request.stop is not None and request.stop.is_set()):
             return
+        batcher = self.batcher
+        if batcher is None:
+            raise ModelNotAvailable(f"{self.name} was closed (its model was replaced); ask again")
         decoder = IncrementalDecoder(self.tokenizer)
         with self._requests:
             while self._switching:
                 self._requests.wait()
             self._submitted.add(request)
         try:
-            self.batcher.submit(request)
+            batcher.submit(request)
             finished = False
             while not finished:
                 reason = request.halt_reason(time.monotonic())
@@ -350,7 +396,7 @@ class TransformersEngine(StreamingEngine):
                     # The wait is bounded so a stop or timeout is noticed even while the scheduler is busy.
                     items = [request.output.get(timeout=_POLL_S)]
                 except queue.Empty:
-                    if not self.batcher.alive:
+                    if not batcher.alive:
                         raise RuntimeError(f"{self.name} stopped unexpectedly") from None
                     continue
                 # Drain whatever else is ready: a slow consumer gets bigger pieces instead of falling behind.
