@@ -28,7 +28,7 @@ def test_compose_file_is_valid_and_has_the_services(compose):
     out = subprocess.run([compose, "-f", str(ROOT / "docker-compose.yml"), "config", "--services"],
                          env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert set(out.stdout.split()) == {"postgres", "redis", "migrate", "web", "worker", "web-gpu"}
+    assert set(out.stdout.split()) == {"postgres", "redis", "migrate", "web", "worker", "web-gpu", "web-gpu-1"}
 
 
 def _resolved(compose: str, *args: str) -> dict:
@@ -65,6 +65,19 @@ def test_gpu_profile_reserves_nvidia_gpus_for_llama_2(compose):
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert gpu["environment"]["SUPPORT_BOT_LLM__DEVICE"] == "cuda"
     assert gpu["environment"]["SUPPORT_BOT_LLM__MODEL"].startswith("llama-2-")
+
+
+def test_each_gpu_replica_is_pinned_to_its_own_card(compose):
+    services = _resolved(compose, "--profile", "gpu", "--profile", "gpu-2")
+    cards = []
+    for name in ("web-gpu", "web-gpu-1"):
+        [device] = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        # A card by id, never `count: all` (a 7B model spread over every card runs them one at a time).
+        assert "count" not in device and len(device["device_ids"]) == 1
+        cards.append(device["device_ids"][0])
+        assert services[name]["environment"] == services["web-gpu"]["environment"]
+    assert cards == ["0", "1"]
+    assert services["web-gpu-1"]["profiles"] == ["gpu-2"]
 
 
 @pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "SUPPORT_BOT_ADMIN_TOKEN"])
