@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 from support_bot.core.config import Settings
@@ -121,3 +122,8 @@ def reset_engines() -> None:
         close = getattr(engine, "close", None)
         if callable(close):
             close()
+
+
+# Engines own threads that run native code (a scheduler stepping a model); left running while the interpreter shuts
+# down, they aborted the process after its work was done (`support-bot eval answers` exited with status 134).
+atexit.register(reset_engines)
