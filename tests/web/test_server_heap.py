@@ -64,11 +64,17 @@ def test_a_failed_warm_up_freezes_nothing(unfrozen):
     assert gc.get_freeze_count() == 0
 
 
-def test_serve_asks_for_the_freeze_and_a_short_switch_interval(monkeypatch):
+def test_serve_asks_for_the_freeze_rarer_full_collections_and_a_short_switch_interval(monkeypatch):
     ran: list = []
     monkeypatch.setattr(web.server._Server, "run", lambda self, sockets=None: ran.append(self))
     monkeypatch.setattr(sys, "setswitchinterval", lambda s: ran.append(s))
-    app = FastAPI()
-    web.server.serve(app, host="127.0.0.1", port=0)
+    thresholds = gc.get_threshold()
+    try:
+        app = FastAPI()
+        web.server.serve(app, host="127.0.0.1", port=0)
+        assert gc.get_threshold() == (*thresholds[:2], web.server.FULL_COLLECTION_EVERY)
+    finally:
+        gc.set_threshold(*thresholds)
     assert ran[0] == web.server.SWITCH_INTERVAL_S and len(ran) == 2
     assert app.state.freeze_heap_after_warm_up is True
+    assert web.server.FULL_COLLECTION_EVERY > thresholds[2]
