@@ -281,8 +281,11 @@ def _consume(
         errors.append(exc)
 
 
-def _concurrent(engine: Any, prompts: list[list[int]], new_tokens: int) -> tuple[float, int, list[float]]:
-    """(seconds, tokens generated, inter-piece gaps) for all prompts streamed at once, one thread each."""
+def _stream_all(
+    engine: Any, prompts: list[list[int]], new_tokens: int, arrivals: list[float] | None = None
+) -> tuple[float, int, list[list[float]]]:
+    """(start, tokens generated, each stream's piece times): every prompt streamed from a thread of its own, started
+    at its arrival (seconds from the start; all at once without arrivals)."""
     errors: list[BaseException] = []
     piece_times: list[list[float]] = [[] for _ in prompts]
     threads = [
@@ -290,15 +293,22 @@ def _concurrent(engine: Any, prompts: list[list[int]], new_tokens: int) -> tuple
         for p, t in zip(prompts, piece_times, strict=True)
     ]
     before = engine.batcher.stats.tokens
-    started = time.perf_counter()
-    for thread in threads:
+    origin = time.perf_counter()
+    for thread, at in zip(threads, arrivals or [0.0] * len(threads), strict=True):
+        time.sleep(max(0.0, origin + at - time.perf_counter()))
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
-    return elapsed, engine.batcher.stats.tokens - before, [g for t in piece_times for g in _gaps(t)]
+    return origin, engine.batcher.stats.tokens - before, piece_times
+
+
+def _concurrent(engine: Any, prompts: list[list[int]], new_tokens: int) -> tuple[float, int, list[float]]:
+    """(seconds, tokens generated, inter-piece gaps) for all prompts streamed at once, one thread each."""
+    started, tokens, piece_times = _stream_all(engine, prompts, new_tokens)
+    elapsed = time.perf_counter() - started
+    return elapsed, tokens, [g for t in piece_times for g in _gaps(t)]
 
 
 def bench_engine(engine: Any, prompts: list[list[int]], concurrency: list[int], new_tokens: int) -> dict[str, Any]:
@@ -358,23 +368,9 @@ def _latency_summary(
 
 def poisson_engine(engine: Any, prompts: list[list[int]], arrivals: list[float], new_tokens: int) -> dict[str, Any]:
     """Staggered arrivals, our engine: each request streamed from its own thread when it arrives."""
-    errors: list[BaseException] = []
-    piece_times: list[list[float]] = [[] for _ in prompts]
-    threads = [
-        threading.Thread(target=_consume, args=(engine, p, new_tokens, errors, t))
-        for p, t in zip(prompts, piece_times, strict=True)
-    ]
-    before = engine.batcher.stats.tokens
-    origin = time.perf_counter()
-    for thread, at in zip(threads, arrivals, strict=True):
-        time.sleep(max(0.0, origin + at - time.perf_counter()))
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    origin, tokens, piece_times = _stream_all(engine, prompts, new_tokens, arrivals)
     absolute = [origin + a for a in arrivals]
-    ours = _latency_summary(absolute, absolute, piece_times, engine.batcher.stats.tokens - before)
+    ours = _latency_summary(absolute, absolute, piece_times, tokens)
     log.info("engine    poisson %s", ours)
     return ours
 

@@ -9,7 +9,9 @@ import time
 import pytest
 
 from support_bot.llm.backends.hf.kv_cache import BlockPool, _paged_cache_class
-from tests.llm.test_scheduler import EOS, _prompt, collect, model, reference, request, take  # noqa: F401 - fixture
+from tests.llm.test_scheduler import (  # noqa: F401 - fixtures
+    EOS, _prompt, collect, make_batcher, model, reference, request, take,
+)
 
 # --- the block pool ---------------------------------------------------------------------------------------------------
 
@@ -91,23 +93,6 @@ def forwards(model, monkeypatch) -> list[tuple[int, int]]:
 
     monkeypatch.setattr(model, "forward", recording)
     return shapes
-
-
-@pytest.fixture
-def make_batcher(model):
-    from support_bot.llm.backends.hf.scheduler import ContinuousBatcher
-
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault("eos_token_ids", {EOS})
-        batcher = ContinuousBatcher(model, max_seq_len=1024, **kwargs)
-        made.append(batcher)
-        return batcher
-
-    yield make
-    for batcher in made:
-        batcher.close()
 
 
 # --- chunked prefill == whole prefill ---------------------------------------------------------------------------------
