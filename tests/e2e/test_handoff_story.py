@@ -106,7 +106,8 @@ def test_customer_reaches_an_agent_who_replies_live_and_resolves_and_the_custome
 
     # The customer sees the moment the agent joins, then the agent typing, then the reply, all without reloading.
     customer.locator(".msg-notice", has_text="Alice Agent joined the chat.").wait_for(timeout=LIVE)
-    assert "You are chatting with Alice Agent" in handoff_status.inner_text()
+    # The status line follows the notice (the stream sends the stored line, then the change of state).
+    handoff_status.filter(has_text="You are chatting with Alice Agent").wait_for(timeout=LIVE)
     assert customer.locator("#chat-offline").is_hidden()
     agent.click(".canned-manage summary")
     agent.fill("#canned-title", "look-up")

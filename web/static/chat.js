@@ -301,6 +301,8 @@
     if (m.role === "bot" && controller) return;
     if (m.role === "agent") showTyping(null);
     showMessage(m);
+    // A notice (an agent joined or left, the chat was resolved) comes with a change of state: show both together.
+    if (m.role === "system") scheduleStatus();
   }
 
   function minutes(seconds) {
