@@ -9,6 +9,7 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -101,6 +102,9 @@ def create_app(settings: Settings | None = None, *, assistant: Assistant | None 
         if settings.migrate_on_start:
             migrate(settings)
         app.state.model_status = "loading"
+        if getattr(app.state, "worker_threads", None):
+            # Set by serve(): the pool the plain-function routes share (the limiter belongs to this event loop).
+            anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.worker_threads
         # Load the model before the first customer needs it; /readyz says "loading" until then.
         threading.Thread(target=_warm_up, args=(app,), name="model-warm-up", daemon=True).start()
         worker = None

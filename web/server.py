@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 import time
 
@@ -18,6 +19,12 @@ SWITCH_INTERVAL_S = 0.001
 # it ran 23 times in a 500-chat run, 120-290 ms each with every thread stopped: most of /healthz's p99 (74 ms against
 # 24 ms at 100, where 3 ran; the cyclic garbage of streams is collected as before, only later).
 FULL_COLLECTION_EVERY = 100
+# Threads for the routes written as plain functions (database work, mostly), instead of the default 40. Python runs
+# one of them at a time: on 2 cores 40 of them, busy with a burst of 500 new chats, held /healthz at 20-30 ms for
+# seconds while they queued for the interpreter lock (p99 31-35 ms; 12 ms with 4 or 8, the same answers per second).
+# Customer turns have their own limit (web.api.chat.TURN_STEPS) and health checks run on the event loop, so neither
+# waits for these; a few slow requests (a database restarting) still leave threads for the rest.
+WORKER_THREADS = max(8, 2 * (os.cpu_count() or 1))
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,7 @@ def serve(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> Non
     # long, instead of the default 5 ms: under a crowd of answers every request waits on the loop.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     app.state.freeze_heap_after_warm_up = True
+    app.state.worker_threads = WORKER_THREADS
     young, middle, _full = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None, access_log=False)

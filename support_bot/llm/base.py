@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Protocol, TypeVar, runtime_checkable
 
 from support_bot.core.errors import ModelTimeout
+from support_bot.core.threads import run_below_event_loop
 from support_bot.llm.prompt import ChatMessage
 
 T = TypeVar("T")
@@ -189,6 +190,8 @@ def guarded_stream(
             wakeup.notify()
 
     def produce() -> None:
+        # Reading the engine wakes this thread for every piece: hundreds of them at once must not delay the loop.
+        run_below_event_loop()
         previous = None
         try:
             for piece in engine.stream(

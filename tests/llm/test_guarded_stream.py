@@ -185,3 +185,18 @@ def test_pieces_the_model_wrote_in_time_count_even_when_the_reader_comes_late():
     time.sleep(0.6)
     got += list(stream)
     assert got == ["Your", " order", " ships."]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority on this system")
+def test_the_thread_reading_the_engine_runs_below_the_caller():
+    from support_bot.core.threads import BACKGROUND_NICE, thread_nice
+
+    seen: list[int] = []
+
+    class _Noting(FakeEngine):
+        def stream(self, messages, *, max_new_tokens=None, stop=None, timeout_s=None):
+            seen.append(thread_nice())
+            yield "Hello."
+
+    assert list(guarded_stream(_Noting(), ASK, timeout_s=5)) == ["Hello."]
+    assert seen == [min(19, thread_nice() + BACKGROUND_NICE)]

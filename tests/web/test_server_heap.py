@@ -78,3 +78,37 @@ def test_serve_asks_for_the_freeze_rarer_full_collections_and_a_short_switch_int
     assert ran[0] == web.server.SWITCH_INTERVAL_S and len(ran) == 2
     assert app.state.freeze_heap_after_warm_up is True
     assert web.server.FULL_COLLECTION_EVERY > thresholds[2]
+
+
+def test_serve_sizes_the_pool_of_plain_function_routes(monkeypatch):
+    monkeypatch.setattr(web.server._Server, "run", lambda self, sockets=None: None)
+    monkeypatch.setattr(sys, "setswitchinterval", lambda s: None)
+    thresholds = gc.get_threshold()
+    try:
+        app = FastAPI()
+        web.server.serve(app, host="127.0.0.1", port=0)
+    finally:
+        gc.set_threshold(*thresholds)
+    assert app.state.worker_threads == web.server.WORKER_THREADS
+    assert 8 <= web.server.WORKER_THREADS
+
+
+def test_the_app_started_with_a_pool_size_uses_it_and_a_plain_app_keeps_the_default(settings):
+    import anyio.to_thread
+    from fastapi.testclient import TestClient
+
+    from support_bot.core.db import migrate
+    from web.app import create_app
+
+    migrate(settings)
+
+    def pool_size(client):
+        return client.portal.call(lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
+
+    served = create_app(settings)
+    served.state.worker_threads = 5
+    with TestClient(served) as client:
+        assert pool_size(client) == 5
+        assert client.get("/healthz").status_code == 200
+    with TestClient(create_app(settings)) as client:
+        assert pool_size(client) == 40

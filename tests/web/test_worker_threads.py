@@ -3,6 +3,7 @@ a few threads, many answers stream at once and every other route still answers."
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -137,3 +138,25 @@ def test_health_checks_answer_while_every_worker_thread_is_busy(gated):
         assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
     finally:
         release.set()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority on this system")
+def test_a_thread_that_ran_a_turn_step_runs_below_the_event_loop():
+    from support_bot.core.threads import BACKGROUND_NICE, thread_nice
+    from support_bot.llm.base import Wakeup
+    from web.api.chat import _steps
+
+    seen: dict = {}
+    loop = asyncio.new_event_loop()
+
+    def step():
+        seen["before"] = thread_nice()
+        seen["result"] = _steps(Wakeup(loop), iter(()))
+        seen["after"] = thread_nice()
+
+    t = threading.Thread(target=step)
+    t.start()
+    t.join()
+    loop.close()
+    assert seen["result"] == ([], "end")
+    assert seen["after"] == min(19, seen["before"] + BACKGROUND_NICE)
