@@ -19,6 +19,7 @@ from typing import Any
 
 from support_bot.core.config import Settings, get_settings
 from support_bot.core.errors import InvalidInput, SupportBotError
+from support_bot.core.threads import torch_on_one_thread_while
 from support_bot.knowledge.evaluation import jsonl_objects, load_queries
 from support_bot.llm.prompt import CITATION_RE
 
@@ -221,10 +222,12 @@ def ask(assistant: Any, conversation_id: str, text: str) -> list[TimedEvent]:
         events.append(((time.perf_counter() - started) * 1000, name, json.loads(json.dumps(data))))
 
     try:
-        for event in assistant.turn(
-            conversation_id=conversation_id, text=text, client_message_id=str(uuid.uuid4()), stop=stop
-        ):
-            record(event.event, event.data)
+        # As on the server's turn threads: the turn's own torch work leaves the cores' thread team to the model.
+        with torch_on_one_thread_while():
+            for event in assistant.turn(
+                conversation_id=conversation_id, text=text, client_message_id=str(uuid.uuid4()), stop=stop
+            ):
+                record(event.event, event.data)
     except SupportBotError as exc:
         record("error", {"detail": exc.detail})
     except Exception:

@@ -48,3 +48,40 @@ def test_the_main_thread_is_never_lowered():
     before = thread_nice()
     assert run_below_event_loop() is False
     assert thread_nice() == before
+
+
+def test_torch_work_on_a_thread_that_asked_runs_on_that_thread_alone_and_nowhere_else():
+    torch = pytest.importorskip("torch")
+    from support_bot.core.threads import torch_on_one_thread
+
+    main_before = torch.get_num_threads()
+
+    def work():
+        before = torch.get_num_threads()
+        ok = torch_on_one_thread()
+        return before, ok, torch.get_num_threads(), torch_on_one_thread(), float(torch.ones(64, 64).sum())
+
+    before, ok, after, again, total = _in_a_thread(work)
+    if not ok:
+        pytest.skip("torch's OpenMP runtime is not where this build keeps it")
+    assert after == 1 and again is True and total == 4096.0
+    # Only that thread: the caller, and a thread started later (a model's scheduler), keep torch's own count.
+    assert torch.get_num_threads() == main_before
+    assert _in_a_thread(torch.get_num_threads) == main_before
+    assert before == main_before
+
+
+def test_for_a_block_only_torch_runs_on_one_thread_and_the_count_comes_back():
+    torch = pytest.importorskip("torch")
+    from support_bot.core.threads import torch_on_one_thread_while
+
+    def work():
+        before = torch.get_num_threads()
+        with torch_on_one_thread_while() as ok:
+            inside = torch.get_num_threads()
+        return ok, before, inside, torch.get_num_threads()
+
+    ok, before, inside, after = _in_a_thread(work)
+    if not ok:
+        pytest.skip("torch's OpenMP runtime is not where this build keeps it")
+    assert inside == 1 and after == before

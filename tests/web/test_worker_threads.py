@@ -141,7 +141,7 @@ def test_health_checks_answer_while_every_worker_thread_is_busy(gated):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority on this system")
-def test_a_thread_that_ran_a_turn_step_runs_below_the_event_loop():
+def test_a_thread_that_ran_a_turn_step_runs_below_the_event_loop_and_on_one_torch_thread():
     from support_bot.core.threads import BACKGROUND_NICE, thread_nice
     from support_bot.llm.base import Wakeup
     from web.api.chat import _steps
@@ -150,9 +150,12 @@ def test_a_thread_that_ran_a_turn_step_runs_below_the_event_loop():
     loop = asyncio.new_event_loop()
 
     def step():
+        import torch
+
         seen["before"] = thread_nice()
         seen["result"] = _steps(Wakeup(loop), iter(()))
         seen["after"] = thread_nice()
+        seen["torch_threads"] = torch.get_num_threads()
 
     t = threading.Thread(target=step)
     t.start()
@@ -160,3 +163,5 @@ def test_a_thread_that_ran_a_turn_step_runs_below_the_event_loop():
     loop.close()
     assert seen["result"] == ([], "end")
     assert seen["after"] == min(19, seen["before"] + BACKGROUND_NICE)
+    # Its torch work (a query's embedding) runs on the thread alone, leaving the cores' thread team to the model.
+    assert seen["torch_threads"] == 1

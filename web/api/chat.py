@@ -28,7 +28,7 @@ from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
 from support_bot.core.errors import InvalidInput, NotFound, SupportBotError
 from support_bot.core.ratelimit import RateLimited, check
-from support_bot.core.threads import run_below_event_loop
+from support_bot.core.threads import run_below_event_loop, torch_on_one_thread
 from support_bot.live import events
 from support_bot.llm.base import Wakeup
 from support_bot.models import Conversation, Feedback, Message
@@ -186,6 +186,7 @@ def _steps(wakeup: Wakeup, turn: Iterator[TurnEvent]) -> tuple[list[TurnEvent], 
     """The turn's next events, read until it has nothing more yet or for at most STEP_S; and why it stopped there:
     "pending" (the model has written nothing new), "end" (the turn is over) or "more"."""
     run_below_event_loop()
+    torch_on_one_thread()  # a query's embedding must not cost the model its cores' thread team
     events: list[TurnEvent] = []
     started = time.monotonic()
     while True:
