@@ -12,6 +12,7 @@ from sqlalchemy import select
 from ingest.sweep import Sweeper, mark_dispatched
 from support_bot.core.config import Settings
 from support_bot.core.db import session_scope
+from support_bot.core.threads import run_as_batch_job
 from support_bot.models import IngestJob
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ class InProcessWorker:
             done = True
             try:
                 will_retry = attempt < settings.ingest.max_retries and not self._stopping.is_set()
-                run_job(job_id, settings, will_retry=will_retry)
+                # On a thread that ends with the job: its embedding uses every core, and leaves no thread team behind
+                # to slow the model in this process afterwards (support_bot.core.threads).
+                run_as_batch_job(run_job, job_id, settings, will_retry=will_retry)
             except TRANSIENT_ERRORS:
                 if will_retry:
                     delay = retry_delay(attempt, settings)

@@ -14,14 +14,16 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 # Added to the thread's nice value: at +10 a thread weighs about a tenth of one at the process's own priority.
 BACKGROUND_NICE = 10
 _MAX_NICE = 19
 
 _lowered = threading.local()
+_batch = threading.local()
+T = TypeVar("T")
 
 
 def run_below_event_loop() -> bool:
@@ -112,3 +114,36 @@ def torch_on_one_thread_while() -> Iterator[bool]:
         yield True
     finally:
         runtime.omp_set_num_threads(before)
+
+
+def run_as_batch_job(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """fn(*args, **kwargs) on a thread of its own that may use every core for torch and ends with the call.
+
+    A long-lived thread that once ran torch on several threads keeps its OpenMP team for good (see
+    torch_on_one_thread); a batch job (embedding an upload) gets its speed, and the team is gone when the job is.
+    Exceptions reach the caller.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        _batch.job = True
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"batch-{getattr(fn, '__name__', 'job')}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def torch_threads_for_small_work() -> None:
+    """Called before a short piece of torch work (one query, a few texts) on whatever thread asks: off the main
+    thread and outside batch jobs, such work runs on its thread alone (torch_on_one_thread). A command's main thread
+    and a batch job keep every core."""
+    if threading.current_thread() is threading.main_thread() or getattr(_batch, "job", False):
+        return
+    torch_on_one_thread()

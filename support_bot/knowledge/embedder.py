@@ -13,6 +13,7 @@ import numpy as np
 from support_bot.core.config import Settings
 from support_bot.core.errors import ModelNotAvailable
 from support_bot.core.statefile import read_state
+from support_bot.core.threads import torch_threads_for_small_work
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Embedder:
         """Embed texts; rows are unit length so inner product is cosine similarity."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        torch_threads_for_small_work()
         with self._lock:
             vectors = self._model.encode(
                 list(texts),
@@ -96,6 +98,7 @@ class Embedder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """One text's unit vector (1-D): the live-query path, the same vector as encode([text])[0], sooner."""
+        torch_threads_for_small_work()
         fn = self._query_fn
         if fn is None:
             with self._lock:

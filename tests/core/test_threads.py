@@ -85,3 +85,35 @@ def test_for_a_block_only_torch_runs_on_one_thread_and_the_count_comes_back():
     if not ok:
         pytest.skip("torch's OpenMP runtime is not where this build keeps it")
     assert inside == 1 and after == before
+
+
+def test_small_torch_work_off_the_main_thread_runs_on_one_thread_but_a_batch_job_keeps_every_core():
+    torch = pytest.importorskip("torch")
+    from support_bot.core.threads import run_as_batch_job, torch_threads_for_small_work
+
+    main_before = torch.get_num_threads()
+    torch_threads_for_small_work()  # a command's main thread keeps its cores
+    assert torch.get_num_threads() == main_before
+
+    def small():
+        torch_threads_for_small_work()
+        return torch.get_num_threads()
+
+    def batch(scale):
+        torch_threads_for_small_work()
+        return torch.get_num_threads() * scale
+
+    if _in_a_thread(small) != 1:
+        pytest.skip("torch's OpenMP runtime is not where this build keeps it")
+    assert _in_a_thread(lambda: run_as_batch_job(batch, 1)) == main_before
+    assert run_as_batch_job(batch, scale=3) == 3 * main_before
+
+
+def test_a_batch_job_raises_its_error_in_the_caller():
+    from support_bot.core.threads import run_as_batch_job
+
+    def fail():
+        raise ValueError("bad file")
+
+    with pytest.raises(ValueError, match="bad file"):
+        run_as_batch_job(fail)
