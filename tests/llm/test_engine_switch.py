@@ -108,13 +108,27 @@ def test_closing_an_engine_drops_its_model_and_refuses_new_requests(tiny_engine)
     tiny_engine.close()  # twice is harmless
 
 
-def test_drain_waits_for_the_answer_being_streamed(tiny_engine):
+def test_drain_waits_for_the_answer_being_streamed(tiny_engine, monkeypatch):
+    # The model is held after its first decode step, so the answer is still being written whatever the machine's
+    # speed (a tiny model can write 200 tokens in less time than the check below waits).
+    gate, steps = threading.Event(), []
+    batcher = tiny_engine.batcher
+    real_step = batcher._decode_step
+
+    def held(decoding):
+        steps.append(len(decoding))
+        if len(steps) > 1:
+            gate.wait(30)
+        return real_step(decoding)
+
+    monkeypatch.setattr(batcher, "_decode_step", held)
     stream = tiny_engine.stream([ChatMessage("user", "Hello?")], max_new_tokens=200)
     next(stream)
     drained = threading.Event()
     waiter = threading.Thread(target=lambda: (tiny_engine.drain(), drained.set()))
     waiter.start()
     assert not drained.wait(0.2)
+    gate.set()
     for _ in stream:
         pass
     assert drained.wait(10)

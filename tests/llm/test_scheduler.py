@@ -452,3 +452,31 @@ def test_the_batching_modules_import_without_torch():
 
 def test_output_queue_type_is_thread_safe():
     assert isinstance(GenerationRequest([1], 1, 0.0).output, queue.SimpleQueue)
+
+
+def test_rows_of_one_length_decode_without_a_mask_and_mixed_lengths_with_one(model, make_batcher, monkeypatch):
+    """Item: keep the mask out of the fast path. One stream (or rows that started together) reads every column of its
+    span, so no mask is built and sdpa runs unmasked; rows of different lengths still get theirs. Same tokens."""
+    assert model.config._attn_implementation == "sdpa"
+    masks: list[int] = []
+    real = ContinuousBatcher.decode_mask
+
+    def counted(self, positions, span):
+        masks.append(int(positions.shape[0]))
+        return real(self, positions, span)
+
+    monkeypatch.setattr(ContinuousBatcher, "decode_mask", counted)
+    alone = _prompt(13, 7)
+    batcher = make_batcher()
+    r = request(alone, 20)
+    batcher.submit(r)
+    assert collect(r)[0] == reference(model, alone, 20, frozenset({EOS}))
+    assert masks == []
+    first, second = _prompt(5, 8), _prompt(31, 9)
+    a, b = request(first, 24), request(second, 24)
+    batcher.submit(a)
+    head = take(a, 2)
+    batcher.submit(b)
+    assert head + collect(a)[0] == reference(model, first, 24, frozenset({EOS}))
+    assert collect(b)[0] == reference(model, second, 24, frozenset({EOS}))
+    assert masks and max(masks) == 2

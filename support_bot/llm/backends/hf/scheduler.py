@@ -19,9 +19,11 @@ One scheduler step:
 Attention: each row writes at its own length and reads its own blocks over the batch's span under a mask that
 hides its tail. On a CPU the span is the longest row + 1 (eager, no padding to a bucket). On a single GPU the decode
 step is replayed from CUDA graphs, one per (batch bucket, span bucket), all captured at warm-up before the first
-request is served (graphs.py); padding rows of a bucket point at the scratch block. A mask-free per-row-length
-kernel (flash/varlen or FlexAttention over the block tables) is not used: steps pass the dense additive mask that
-transformers' sdpa and eager attention take, so a captured step still reads its span bucket for every row.
+request is served (graphs.py); padding rows of a bucket point at the scratch block. An eager step whose rows all
+have one length (a single stream, or requests that started together) passes no mask, and sdpa runs unmasked as in
+`generate`. A mask-free per-row-length kernel (flash/varlen or FlexAttention over the block tables) is not used:
+other steps pass the dense additive mask that transformers' sdpa and eager attention take, so a captured step still
+reads its span bucket for every row.
 """
 
 from __future__ import annotations
@@ -270,6 +272,7 @@ class ContinuousBatcher:
         if cuda_graphs and not (static and single_device):
             raise ValueError("CUDA graphs need the whole model on one GPU")
         self.cuda_graphs = cuda_graphs
+        self._mask_free_decode = getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa"
         self.max_seq_len = max_seq_len
         self.max_rows = max_batch_size
         # Block-table width: a row never holds more than the context.
@@ -464,7 +467,7 @@ class ContinuousBatcher:
             if self._graphs is not None:
                 logits = self._graphs.run(index, max(lengths) + 1)
             if logits is None:
-                logits = self._eager_step(index, max(lengths) + 1)
+                logits = self._eager_step(index, max(lengths) + 1, uniform=min(lengths) == max(lengths))
             chosen = sample(logits, self.temperature, self.top_p)
             self.rows.advanced(index, chosen)
             tokens = _to_host(chosen)
@@ -480,14 +483,18 @@ class ContinuousBatcher:
             row.last = token
             self._emit(row, token)
 
-    def _eager_step(self, index: Any, span: int) -> Any:
+    def _eager_step(self, index: Any, span: int, *, uniform: bool = False) -> Any:
         rows = self.rows
         positions = rows.lengths[index]
         self.cache.plan.decode(rows.tables[index], positions, span)
+        # Rows of one length (one stream, or a batch that started together) see every column of the span: no mask,
+        # so sdpa takes its unmasked kernel, as `generate` does. Other attention code builds a causal mask from
+        # the cache's length, which a paged cache does not report: it always gets the explicit one.
+        mask = None if uniform and self._mask_free_decode else self.decode_mask(positions, span)
         out = self._forward(
             input_ids=rows.last[index][:, None],
             position_ids=positions[:, None],
-            attention_mask=self.decode_mask(positions, span),
+            attention_mask=mask,
             cache=self.cache,
         )
         return out.logits[:, -1]
