@@ -1,11 +1,14 @@
-"""Worker threads that give the CPU to the event loop first.
+"""Threads that leave the CPU to what must not wait: the event loop, and the model's own CPU threads.
 
 A served app answers every request on one event-loop thread; the customer turns' own work (retrieval, guards,
 grounding, reading the model's stream) runs on worker threads. Under a crowd of answers those threads keep both cores
 busy, and the event loop then waits in the kernel's run queue behind them each time it wakes: health checks and every
 other request wait with it. A worker thread lowers its own scheduling priority (its nice value, which Linux keeps per
-thread) once, so that the kernel runs the event loop as soon as it has something to do. The work still gets all the
-CPU the event loop leaves.
+thread) once, so that the kernel runs the event loop as soon as it has something to do (run_below_event_loop).
+
+On a CPU, torch keeps an OpenMP thread team per thread that calls it; a long-lived team beside the model's slows
+every decoding step (torch_on_one_thread). Short torch work off the main thread therefore runs on its own thread,
+and batch work runs on a thread that ends with it (run_as_batch_job).
 """
 
 from __future__ import annotations
@@ -45,13 +48,6 @@ def run_below_event_loop() -> bool:
     return _lowered.ok
 
 
-def thread_nice() -> int | None:
-    """The calling thread's nice value (None where the system has none per thread)."""
-    if not hasattr(os, "getpriority"):
-        return None
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-
 _one_torch_thread = threading.local()
 
 
@@ -77,6 +73,18 @@ def _torch_openmp() -> Any:
     return None
 
 
+def _set_torch_threads(n: int) -> int | None:
+    """Set the calling thread's torch (OpenMP) thread count to n; the count it had, or None where it cannot."""
+    runtime = _torch_openmp()
+    if runtime is None:
+        return None
+    import torch
+
+    before = torch.get_num_threads()  # torch sets a thread's count on its first use: let that happen, then override
+    runtime.omp_set_num_threads(n)
+    return before
+
+
 def torch_on_one_thread() -> bool:
     """Run the calling thread's torch work (a query's embedding, a guard's check) on this thread alone; True if so.
 
@@ -88,13 +96,7 @@ def torch_on_one_thread() -> bool:
     the model's own included).
     """
     if not hasattr(_one_torch_thread, "ok"):
-        runtime = _torch_openmp()
-        if runtime is not None:
-            import torch
-
-            torch.get_num_threads()  # torch sets a thread's count on its first use: let that happen, then override
-            runtime.omp_set_num_threads(1)
-        _one_torch_thread.ok = runtime is not None
+        _one_torch_thread.ok = _set_torch_threads(1) is not None
     return _one_torch_thread.ok
 
 
@@ -102,18 +104,15 @@ def torch_on_one_thread() -> bool:
 def torch_on_one_thread_while() -> Iterator[bool]:
     """torch_on_one_thread for the duration of a block, the thread's own count given back afterwards (a command's
     main thread that runs a customer turn, then goes on with other work)."""
-    runtime = _torch_openmp()
-    if runtime is None or getattr(_one_torch_thread, "ok", False):
-        yield bool(runtime)
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    runtime.omp_set_num_threads(1)
-    try:
+    if getattr(_one_torch_thread, "ok", False):
         yield True
+        return
+    before = _set_torch_threads(1)
+    try:
+        yield before is not None
     finally:
-        runtime.omp_set_num_threads(before)
+        if before is not None:
+            _set_torch_threads(before)
 
 
 def run_as_batch_job(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -7,7 +7,12 @@ import threading
 
 import pytest
 
-from support_bot.core.threads import BACKGROUND_NICE, run_below_event_loop, thread_nice
+from support_bot.core.threads import BACKGROUND_NICE, run_below_event_loop
+
+def thread_nice() -> int:
+    """The calling thread's nice value (Linux keeps one per thread)."""
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priority on this system")
 

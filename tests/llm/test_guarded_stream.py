@@ -189,7 +189,8 @@ def test_pieces_the_model_wrote_in_time_count_even_when_the_reader_comes_late():
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority on this system")
 def test_the_thread_reading_the_engine_runs_below_the_caller():
-    from support_bot.core.threads import BACKGROUND_NICE, thread_nice
+    from support_bot.core.threads import BACKGROUND_NICE
+    from tests.core.test_threads import thread_nice
 
     seen: list[int] = []
 

@@ -142,7 +142,8 @@ def test_health_checks_answer_while_every_worker_thread_is_busy(gated):
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "setpriority"), reason="no per-thread priority on this system")
 def test_a_thread_that_ran_a_turn_step_runs_below_the_event_loop_and_on_one_torch_thread():
-    from support_bot.core.threads import BACKGROUND_NICE, thread_nice
+    from support_bot.core.threads import BACKGROUND_NICE
+    from tests.core.test_threads import thread_nice
     from support_bot.llm.base import Wakeup
     from web.api.chat import _steps
 
