@@ -64,17 +64,70 @@ def numeric_phrases(text: str) -> list[str]:
     return [re.sub(r"\s+", " ", m.group(0).strip().lower()) for m in _NUMERIC_RE.finditer(text)]
 
 
+# Words that turn a claim around. A sentence and the source sentence it rests on must agree on it: "The vaccine does
+# not stop the spread" has every content word of "Vaccines reduce the spread of covid significantly" but says the
+# opposite, and content words alone cannot tell them apart.
+_NEGATION_RE = re.compile(
+    r"\b(?:not|no|never|cannot|none|nor|neither|nobody|nothing|nowhere)\b|n['\u2019]t\b", re.IGNORECASE
+)
+
+
+def negated(text: str) -> bool:
+    return _NEGATION_RE.search(text) is not None
+
+
+def claims(source: str) -> list[tuple[frozenset[str], bool]]:
+    """The source's statements (its sentences, less questions: a question asserts nothing) as (content words,
+    negated)."""
+    out = []
+    for sentence in split_sentences(source):
+        if sentence.rstrip().endswith("?"):
+            continue
+        words = frozenset(content_words(sentence))
+        if words:
+            out.append((words, negated(sentence)))
+    return out
+
+
+def polarity_conflict(sentence: str, statements: list[tuple[frozenset[str], bool]]) -> bool:
+    """True when the source statements closest to `sentence` (most content words shared) all say the opposite: the
+    sentence negates what they affirm, or affirms what they negate. No shared word: nothing to compare."""
+    words = set(content_words(sentence))
+    best = max((len(words & w) for w, _ in statements), default=0)
+    if best == 0:
+        return False
+    return negated(sentence) not in {neg for w, neg in statements if len(words & w) == best}
+
+
+def _prefixes(words: list[str]) -> set[str]:
+    # Five letters: "vaccinated" and "vaccine", "shipping" and "shipped" meet; short words stay whole.
+    return {w[:5] for w in words}
+
+
+def addresses(sentence: str, question: str) -> bool:
+    """Does the sentence take up the question at all (a word of the question in it)? A question without content words
+    ("why?") is taken up by anything."""
+    asked = _prefixes(content_words(question))
+    return not asked or bool(asked & _prefixes(content_words(sentence)))
+
+
 def _has_phrase(phrase: str, source: str) -> bool:
     pattern = r"(?<![\d.,])" + re.escape(phrase).replace(r"\ ", r"\s+") + r"(?![\d])"
     return re.search(pattern, source, re.IGNORECASE) is not None
 
 
 def sentence_support(
-    sentence: str, source: str, *, foreign: frozenset[str] | set[str] = frozenset(), vocab: set[str] | None = None
+    sentence: str,
+    source: str,
+    *,
+    foreign: frozenset[str] | set[str] = frozenset(),
+    vocab: set[str] | None = None,
+    statements: list[tuple[frozenset[str], bool]] | None = None,
 ) -> float:
-    """Share of the sentence's content words found in the source; 0 if any figure in it is not in the source, or if
-    it brings in a `foreign` word (one the source lacks but another source or the question has). `vocab`: the
-    source's content words, when the caller has them already."""
+    """Share of the sentence's content words found in the source; 0 if any figure in it is not in the source, if it
+    brings in a `foreign` word (one the source lacks but another source or the question has), if it says "yes" where
+    the source does not, or if it turns around what the source's closest statements say (see polarity_conflict).
+    `vocab`, `statements`: the source's content words and claims(source), when the caller has them already."""
     words = content_words(sentence)
     if not words:
         return 0.0
@@ -83,6 +136,12 @@ def sentence_support(
     if vocab is None:
         vocab = set(content_words(source))
     if any(w not in vocab and w in foreign for w in words):
+        return 0.0
+    # "Yes, your pets can get the vaccine" from an entry that only names pets among allergies: a yes is the source's
+    # to give, not an inference of the model's.
+    if "yes" in words and "yes" not in vocab:
+        return 0.0
+    if polarity_conflict(sentence, claims(source) if statements is None else statements):
         return 0.0
     return sum(1 for w in words if w in vocab) / len(words)
 
@@ -113,6 +172,7 @@ class SentenceJudge:
         self.min_support = min_support
         self.min_words = min_words
         self.vocabs = [set(content_words(src)) for src in sources]
+        self.statements = [claims(src) for src in sources]
         asked = set(content_words(question))
         self.foreign = [
             asked.union(*(v for j, v in enumerate(self.vocabs) if j != i)) - self.vocabs[i] for i in range(len(sources))
@@ -133,7 +193,9 @@ class SentenceJudge:
             # stores in Denver, Portland.") add nothing.
             return "skip", plain, []
         scores = [
-            sentence_support(plain, src, foreign=self.foreign[i], vocab=self.vocabs[i])
+            sentence_support(
+                plain, src, foreign=self.foreign[i], vocab=self.vocabs[i], statements=self.statements[i]
+            )
             for i, src in enumerate(self.sources)
         ]
         best = max(range(len(self.sources)), key=lambda i: scores[i]) if self.sources else -1

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from support_bot.chat.generate import model_pieces
-from support_bot.chat.grounding import SentenceJudge, citation
+from support_bot.chat.grounding import SentenceJudge, addresses, citation
 from support_bot.chat.prompt import build_prompt
 from support_bot.chat.replies import model_failure_reply
 from support_bot.chat.screening import UNTRUSTWORTHY_OUTPUT, Guards, record_safety_event
@@ -142,6 +142,10 @@ class AnswerVerifier:
         if None not in self._scores and max(scores) < self._scores[0] - self.settings.retrieval.max_source_gap:
             # Resting only on a source far below the best match: most likely the answer to another question.
             return self._stop("a sentence resting on a source far below the best match")
+        if not self.shown and not addresses(plain, self.question):
+            # An answer opens on the question: a first sentence with none of its words answers something else ("The
+            # vaccines are safe." to "what about for pregnant women?"), however well its source supports it.
+            return self._stop("a first sentence that does not take up the question")
         if self._safety:
             checked = self._guard(plain)
             if not checked.ok:

@@ -193,7 +193,7 @@ def test_eval_answers_asks_through_the_chat_turn(settings, embedder, fake_model,
     queries = tmp_path / "queries.jsonl"
     rows = [
         {"query": "How many days until my order is delivered?", "relevant": ["ship-01"]},  # correct, model-written
-        {"query": "Do you deliver to Germany?", "relevant": ["ret-02"]},  # labelled with another entry: wrong
+        {"query": "Do you deliver to Germany?", "relevant": ["ret-02"]},  # labelled with another entry: wrong, quoted
         {"query": "How do I bake sourdough bread?", "relevant": []},  # declined
         {"query": "I forgot my password, how do I get back in?", "relevant": []},  # labelled unanswerable: wrong
         {"query": "Can I return a bike I bought last week?", "relevant": ["ret-01"]},  # correct, quoted
@@ -210,7 +210,9 @@ def test_eval_answers_asks_through_the_chat_turn(settings, embedder, fake_model,
     assert (m["n"], m["n_answerable"]) == (5, 3)
     assert m["correct_rate"] == pytest.approx(2 / 3, abs=1e-4)
     assert m["wrong_rate"] == 0.4 and m["decline_rate"] == 0.2
-    assert m["model_written_rate"] == 0.75  # the quoted entry is the one of the 4 answers the model did not write
+    # Of the 4 answers, 2 are the model's: the bike answer is quoted (nothing supports it), and so is the Germany one
+    # ("We ship to Canada, ..." takes up no word of "Do you deliver to Germany?": the entry is shown as its own text).
+    assert m["model_written_rate"] == 0.5
     assert m["unverified_shown"] == 0
     # The refund follow-up cites its entry; the other dialogue ends on a question the bot declines.
     assert m["followup_rate"] == 0.5

@@ -202,3 +202,88 @@ def test_an_invented_phone_number_in_the_first_sentence_gets_the_entry_quoted_no
     assert stream(v, "Call 1-800-555-0199 to ask how long standard shipping takes within the continental US.") == []
     text, citations, quoted = v.ending()
     assert quoted and text.startswith(QUOTE_INTRO) and settings.safety.fallback_text not in text
+
+
+def _entry(entry_id: str, question: str, answer: str, score: float = 0.8) -> ScoredHit:
+    return ScoredHit(f"c-{entry_id}", "faq", entry_id, question, f"{question}\n{answer}", answer, score=score)
+
+
+SPREAD = _entry(
+    "spread", "Will vaccines stop the spread of the virus?",
+    "Trials with tens of thousands of people showed that vaccines reduce the spread of the virus significantly.",
+)
+EXPRESS = _entry("express", "Is express shipping free?", "Express shipping is not free: it costs $14.95 per order.")
+
+
+@pytest.mark.parametrize(
+    ("hit", "question", "draft"),
+    [
+        # Every content word is the entry's, the claim is the opposite of it.
+        (SPREAD, "will it stop the spread too?", "The vaccine does not reduce the spread of the virus."),
+        (EXPRESS, "is express shipping free?", "Express shipping is free on every order."),
+    ],
+)
+def test_a_sentence_that_turns_its_source_around_is_never_shown(settings, hit, question, draft):
+    v = verifier(settings, [hit], question=question)
+    assert stream(v, draft) == []
+    assert v.stopped == "a sentence no source supports"
+    text, citations, quoted = v.ending()
+    assert quoted and text.startswith(f"{QUOTE_INTRO} *{hit.title}*") and citations[0]["entry_id"] == hit.entry_id
+
+
+def test_a_negation_the_source_makes_too_is_shown(settings):
+    v = verifier(settings, [EXPRESS, HITS[1]], question="Is express shipping free?")
+    assert stream(v, "No, express shipping isn't free. Gift cards never expire.") == [
+        "No, express shipping isn't free.", " Gift cards never expire."
+    ]
+    assert v.stopped is None
+
+
+PETS = _entry(
+    "allergies", "Who should not get the vaccine?",
+    "Almost everyone should get vaccinated. People with allergies to food, pets or pollen should get vaccinated too.",
+    score=0.66,
+)
+
+
+def test_a_yes_is_the_sources_to_give(settings):
+    # Asked whether pets can be vaccinated, with an entry that names pets only among allergies.
+    v = verifier(settings, [PETS], question="should they get it? pets vaccine")
+    assert stream(v, "Yes, your pets should get vaccinated.") == []
+    assert v.ending()[2]  # the entry quoted as what it is
+    # Where the entry itself says yes, so may the answer.
+    v = verifier(settings, SHIPPING, question="Do you ship to the UK?")
+    assert stream(v, "Yes, we ship to the UK [1].") == ["Yes, we ship to the UK."]
+
+
+SAFE = _entry(
+    "safe", "Are the vaccines safe?",
+    "The vaccines are held to the same safety standards as all other vaccines and were reviewed before approval.",
+)
+SIDE_EFFECTS = _entry(
+    "side-effects", "What are the side effects?",
+    "Most people have mild side effects that go away within 1-3 days. Serious side effects are very rare.",
+)
+
+
+@pytest.mark.parametrize(
+    ("hit", "question", "draft"),
+    [
+        # A follow-up about pregnancy answered with the general entry's claim.
+        (SAFE, "what about for pregnant women?", "The vaccines are held to the same safety standards."),
+        # A follow-up about how long they last answered with another sentence of the entry.
+        (SIDE_EFFECTS, "how long do they usually last?", "Serious side effects are very rare."),
+    ],
+)
+def test_a_first_sentence_that_does_not_take_up_the_question_is_not_shown(settings, hit, question, draft):
+    v = verifier(settings, [hit], question=question)
+    assert stream(v, draft) == []
+    assert v.stopped == "a first sentence that does not take up the question"
+    assert v.ending()[2]
+    # The same sentence is shown to the question it answers, and after a first sentence that takes the question up.
+    v = verifier(settings, [hit], question=hit.title)
+    assert stream(v, draft) == [draft]
+    v = verifier(settings, [SIDE_EFFECTS], question="how long do side effects last?")
+    assert stream(v, "Most people have mild side effects that go away within 1-3 days. Serious side effects are "
+                     "very rare.") == ["Most people have mild side effects that go away within 1-3 days.",
+                                       " Serious side effects are very rare."]
