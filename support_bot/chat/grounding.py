@@ -111,6 +111,22 @@ def addresses(sentence: str, question: str) -> bool:
     return not asked or bool(asked & _prefixes(content_words(sentence)))
 
 
+# A capitalised word that does not open its sentence (or a clause after a colon or quote): a name of a place, brand,
+# person or product, or an acronym.
+_NAME_RE = re.compile(r"(?<![.!?:\"\u201c(]\s)(?<![\"\u201c(*_])(?<!^)\b[A-Z][A-Za-z]*[A-Z0-9]?[a-z0-9]*\b")
+
+
+def names(sentence: str) -> list[str]:
+    """The names a sentence uses (as content words), which, like its figures, only its source can vouch for."""
+    text = CITATION_RE.sub("", sentence).strip()
+    out = []
+    for m in _NAME_RE.finditer(text):
+        word = m.group(0).lower()
+        if word not in _STOPWORDS and len(word) > 1:
+            out.append(_stem(word))
+    return out
+
+
 def _has_phrase(phrase: str, source: str) -> bool:
     pattern = r"(?<![\d.,])" + re.escape(phrase).replace(r"\ ", r"\s+") + r"(?![\d])"
     return re.search(pattern, source, re.IGNORECASE) is not None
@@ -136,6 +152,10 @@ def sentence_support(
     if vocab is None:
         vocab = set(content_words(source))
     if any(w not in vocab and w in foreign for w in words):
+        return 0.0
+    # "We have stores in Denver, Portland and Boston" from an entry naming two of them: three words of four are the
+    # source's, but the one name that is not is the claim.
+    if any(n not in vocab for n in names(sentence)):
         return 0.0
     # "Yes, your pets can get the vaccine" from an entry that only names pets among allergies: a yes is the source's
     # to give, not an inference of the model's.

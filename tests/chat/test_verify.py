@@ -287,3 +287,17 @@ def test_a_first_sentence_that_does_not_take_up_the_question_is_not_shown(settin
     assert stream(v, "Most people have mild side effects that go away within 1-3 days. Serious side effects are "
                      "very rare.") == ["Most people have mild side effects that go away within 1-3 days.",
                                        " Serious side effects are very rare."]
+
+
+def test_a_name_the_source_does_not_have_is_never_shown(settings):
+    # Three words of four are the entry's; the invented city (or brand) is the claim.
+    v = verifier(settings, SHIPPING, question="Where are your stores?")
+    assert stream(v, "We have stores in Denver, Portland and Boston [3].") == []
+    assert v.stopped == "a sentence no source supports"
+    v = verifier(settings, [SIDE_EFFECTS], question="Which brand has the least side effects?")
+    assert stream(v, "The brand with the least side effects is Acme.") == []
+    # Names the entry has pass, wherever they stand in the sentence.
+    v = verifier(settings, [SHIPPING[2]], question="Where are your stores?")
+    assert stream(v, "We have stores in Denver, Portland and Austin [1].") == [
+        "We have stores in Denver, Portland and Austin."
+    ]
