@@ -212,6 +212,13 @@ class SentenceJudge:
             # Fragments (e.g. cut off by the token limit) and repetition loops ("We have stores in Denver. We have
             # stores in Denver, Portland.") add nothing.
             return "skip", plain, []
+        if len(set(key)) * 2 <= len(key):
+            # Every word said twice over says nothing: "The COVID-19 vaccine is a COVID-19 vaccine."
+            return "skip", plain, []
+        if plain.rstrip("*_ ").endswith("?"):
+            # A question asserts nothing a source could support: a small model's questions are its sources' own
+            # questions said back ("What is the update on the J&J vaccine?"), not an answer.
+            return "skip", plain, []
         scores = [
             sentence_support(
                 plain, src, foreign=self.foreign[i], vocab=self.vocabs[i], statements=self.statements[i]

@@ -65,6 +65,10 @@ def entry_texts(hits: list[Any]) -> list[str]:
     return texts
 
 
+def _imitates_a_quote(sentence: str) -> bool:
+    return sentence.lstrip(" *_").lower().startswith(QUOTE_INTRO.lower().rstrip(":"))
+
+
 def quote_text(hit: Any) -> str:
     """The best entry shown as the help center's own text, with its question, never as the bot's direct answer."""
     title = " ".join((hit.title or "").split())
@@ -132,6 +136,10 @@ class AnswerVerifier:
                 self.untrusted = checked
                 self.events.append((checked.category, checked.reason, raw_so_far))
                 return self._stop(f"output guard: {checked.category}")
+        if not self.shown and _imitates_a_quote(sentence):
+            # Having seen a quote earlier in the chat, the model may copy its form: a reply opening this way is shown
+            # (and stored) as the help center's own text, so only a real quote may.
+            return self._stop("the model imitated a quote of the help center")
         verdict, plain, sources = self.judge.judge(sentence)
         if verdict == "skip":
             self.judge.note(plain)

@@ -301,3 +301,23 @@ def test_a_name_the_source_does_not_have_is_never_shown(settings):
     assert stream(v, "We have stores in Denver, Portland and Austin [1].") == [
         "We have stores in Denver, Portland and Austin."
     ]
+
+
+def test_the_model_copying_a_quotes_form_or_a_sources_question_is_not_shown(settings):
+    # After a quoted reply in the chat, the small model wrote the quote's heading with another entry's question.
+    hits = [SHIPPING[1], SHIPPING[0]]
+    v = verifier(settings, hits, question="and to Canada?")
+    assert stream(v, "From our help center: *Do you ship internationally?* [2]") == []
+    assert v.stopped == "the model imitated a quote of the help center"
+    text, citations, quoted = v.ending()
+    assert quoted and citations[0]["entry_id"] == "ship-01"
+    # A source's question said back is not an answer, nor held against the answer that follows it.
+    v = verifier(settings, SHIPPING, question="Do you ship to Canada?")
+    assert stream(v, "Do you ship internationally? Yes, we ship to Canada [1].") == ["Yes, we ship to Canada."]
+
+
+def test_a_sentence_saying_its_words_twice_over_is_not_shown(settings):
+    v = verifier(settings, [SAFE], question="Are the vaccines safe?")
+    assert stream(v, "The vaccines are the vaccines. The vaccines are held to the same safety standards.") == [
+        "The vaccines are held to the same safety standards."
+    ]
