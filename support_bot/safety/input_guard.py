@@ -48,6 +48,11 @@ _LEARNED_OPEN = (0.08, 0.97)
 # alone never reaches the caution threshold; long attacks are the phrase families' and the similarity's to catch.
 _LEARNED_ALONE_CHARS = 240
 _LEARNED_LONG_WEIGHT = 0.45
+# The classifier alone lets a message through with care (caution), never refuses it: on customers who write unlike
+# its training data it is sure of itself about ordinary questions ("How can you correct someone without sounding like
+# a know-it-all?" 0.99, "tell me who your boss is" 0.96), and a refused customer loses the answer, while a cautioned
+# one still gets only verified text. Refusing takes another attack signal at least this strong beside it.
+_CORROBORATES = 0.3
 _UNSET = object()
 _SIMILARITY_MIN_CHARS = 100
 _HISTORY_TURN_CHARS = 600
@@ -387,6 +392,8 @@ class InputGuard:
         handoff = [c for c in _HANDOFF_FIRST if candidates.get(c, 0.0) >= cfg.action_threshold]
         category = handoff[0] if handoff else max(candidates, key=candidates.__getitem__)
         score = candidates[category]
+        if score >= cfg.action_threshold and category in patterns.ATTACK_CATEGORIES and _learned_alone(signals):
+            score = min(score, max(cfg.caution_threshold, cfg.action_threshold - 0.01))
         if score >= cfg.action_threshold:
             action = policy_action(self.settings, category)
         elif score >= cfg.caution_threshold:
@@ -396,6 +403,14 @@ class InputGuard:
         reason = _reason(category, score, signals, action)
         reply = reply_for(self.settings, category) if action in ("block", "handoff") else None
         return Verdict(action, category, round(score, 4), reason, signals, reply)
+
+
+def _learned_alone(signals: list[Signal]) -> bool:
+    """The learned classifier is the only real evidence of an attack (see _CORROBORATES)."""
+    attack = [s for s in signals if s.category in patterns.ATTACK_CATEGORIES]
+    return any(s.name == "learned" for s in attack) and all(
+        s.name == "learned" or s.score < _CORROBORATES for s in attack
+    )
 
 
 def _reason(category: str, score: float, signals: list[Signal], action: str) -> str:
