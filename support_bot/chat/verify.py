@@ -109,6 +109,8 @@ class AnswerVerifier:
         self._scores = [getattr(h, "score", None) for h in self.hits]
         self.raw = ""
         self.shown: list[str] = []
+        # Lead-ins that passed and wait for the sentence they introduce: (text, its sources).
+        self._leads: list[tuple[str, list[int]]] = []
         self.stopped: str | None = None
         # The output guard's verdict when the model's own output is not to be trusted at all (a leak, abuse).
         self.untrusted: Any = None
@@ -150,7 +152,7 @@ class AnswerVerifier:
         if None not in self._scores and max(scores) < self._scores[0] - self.settings.retrieval.max_source_gap:
             # Resting only on a source far below the best match: most likely the answer to another question.
             return self._stop("a sentence resting on a source far below the best match")
-        if not self.shown and not addresses(plain, self.question):
+        if not self.shown and not self._leads and not addresses(plain, self.question):
             # An answer opens on the question: a first sentence with none of its words answers something else ("The
             # vaccines are safe." to "what about for pregnant women?"), however well its source supports it.
             return self._stop("a first sentence that does not take up the question")
@@ -161,9 +163,17 @@ class AnswerVerifier:
                 if checked.category in UNTRUSTWORTHY_OUTPUT:
                     self.untrusted = checked
                 return self._stop(f"output guard: {checked.category}")
-        self.judge.accept(plain, sources)
-        shown = plain if not self.shown else f" {plain}"
-        self.shown.append(plain)
+        if plain.endswith(":"):
+            # A lead-in ("Our stores are open:") says nothing alone: it is shown with the sentence it leads to, and
+            # never when that one does not pass.
+            self._leads.append((plain, sources))
+            return Verdict()
+        shown = ""
+        for text, used in [*self._leads, (plain, sources)]:
+            self.judge.accept(text, used)
+            shown += text if not self.shown else f" {text}"
+            self.shown.append(text)
+        self._leads.clear()
         return Verdict(shown=shown)
 
     def _stop(self, reason: str) -> Verdict:

@@ -321,3 +321,21 @@ def test_a_sentence_saying_its_words_twice_over_is_not_shown(settings):
     assert stream(v, "The vaccines are the vaccines. The vaccines are held to the same safety standards.") == [
         "The vaccines are held to the same safety standards."
     ]
+
+
+HOURS = _entry(
+    "hours", "What are your store opening hours?",
+    "Our stores are open Monday to Saturday from 9 am to 8 pm and Sunday from 10 am to 6 pm local time.",
+)
+
+
+def test_a_lead_in_is_shown_only_with_the_sentence_it_introduces(settings):
+    v = verifier(settings, [HOURS], question="When are your stores open?")
+    # The list item after it has a figure the entry does not: the lead-in alone would be a dangling answer.
+    assert stream(v, "Our stores are open:\n- Monday to Saturday from 7 am to 8 pm.") == []
+    assert v.ending()[2]  # the entry quoted
+    v = verifier(settings, [HOURS], question="When are your stores open?")
+    assert stream(v, "Our stores are open:\n- Monday to Saturday from 9 am to 8 pm.") == [
+        "Our stores are open: - Monday to Saturday from 9 am to 8 pm."
+    ]
+    assert v.text.endswith(" [1]")
