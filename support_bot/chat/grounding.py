@@ -76,27 +76,58 @@ def negated(text: str) -> bool:
     return _NEGATION_RE.search(text) is not None
 
 
-def claims(source: str) -> list[tuple[frozenset[str], bool]]:
-    """The source's statements (its sentences, less questions: a question asserts nothing) as (content words,
-    negated)."""
+# Words that limit a claim: dropping one overstates it ("Serious side effects are very rare" -> "Side effects are very
+# rare"; "Most orders ship within 2 days" -> "Orders ship within 2 days").
+_HEDGES = frozenset(
+    "serious severe mild moderate rare rarely some many most few may might usually often sometimes generally "
+    "typically likely unlikely almost nearly approximately".split()
+)
+
+
+def hedges(text: str) -> frozenset[str]:
+    return frozenset(w for w in _WORD_RE.findall(text.lower()) if w in _HEDGES)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One sentence of a source, as the checks compare it with a generated sentence."""
+
+    words: frozenset[str]
+    negated: bool
+    hedges: frozenset[str]
+
+
+def claims(source: str) -> list[Statement]:
+    """The source's statements: its sentences, less questions (a question asserts nothing)."""
     out = []
     for sentence in split_sentences(source):
         if sentence.rstrip().endswith("?"):
             continue
         words = frozenset(content_words(sentence))
         if words:
-            out.append((words, negated(sentence)))
+            out.append(Statement(words, negated(sentence), hedges(sentence)))
     return out
 
 
-def polarity_conflict(sentence: str, statements: list[tuple[frozenset[str], bool]]) -> bool:
-    """True when the source statements closest to `sentence` (most content words shared) all say the opposite: the
-    sentence negates what they affirm, or affirms what they negate. No shared word: nothing to compare."""
+def _closest(sentence: str, statements: list[Statement]) -> list[Statement]:
+    """The statements sharing the most content words with `sentence` (none when none shares any)."""
     words = set(content_words(sentence))
-    best = max((len(words & w) for w, _ in statements), default=0)
-    if best == 0:
-        return False
-    return negated(sentence) not in {neg for w, neg in statements if len(words & w) == best}
+    best = max((len(words & s.words) for s in statements), default=0)
+    return [s for s in statements if best and len(words & s.words) == best]
+
+
+def polarity_conflict(sentence: str, statements: list[Statement]) -> bool:
+    """True when the source statements closest to `sentence` all say the opposite: the sentence negates what they
+    affirm, or affirms what they negate. No shared word: nothing to compare."""
+    closest = _closest(sentence, statements)
+    return bool(closest) and negated(sentence) not in {s.negated for s in closest}
+
+
+def overstates(sentence: str, statements: list[Statement]) -> bool:
+    """True when every closest statement limits its claim with a word the sentence drops (see _HEDGES)."""
+    closest = _closest(sentence, statements)
+    said = hedges(sentence)
+    return bool(closest) and all(s.hedges - said for s in closest)
 
 
 def _prefixes(words: list[str]) -> set[str]:
@@ -138,11 +169,11 @@ def sentence_support(
     *,
     foreign: frozenset[str] | set[str] = frozenset(),
     vocab: set[str] | None = None,
-    statements: list[tuple[frozenset[str], bool]] | None = None,
+    statements: list[Statement] | None = None,
 ) -> float:
     """Share of the sentence's content words found in the source; 0 if any figure in it is not in the source, if it
     brings in a `foreign` word (one the source lacks but another source or the question has), if it says "yes" where
-    the source does not, or if it turns around what the source's closest statements say (see polarity_conflict).
+    the source does not, or if it turns around or overstates what the source's closest statements say.
     `vocab`, `statements`: the source's content words and claims(source), when the caller has them already."""
     words = content_words(sentence)
     if not words:
@@ -161,7 +192,8 @@ def sentence_support(
     # to give, not an inference of the model's.
     if "yes" in words and "yes" not in vocab:
         return 0.0
-    if polarity_conflict(sentence, claims(source) if statements is None else statements):
+    statements = claims(source) if statements is None else statements
+    if polarity_conflict(sentence, statements) or overstates(sentence, statements):
         return 0.0
     return sum(1 for w in words if w in vocab) / len(words)
 

@@ -339,3 +339,12 @@ def test_a_lead_in_is_shown_only_with_the_sentence_it_introduces(settings):
         "Our stores are open: - Monday to Saturday from 9 am to 8 pm."
     ]
     assert v.text.endswith(" [1]")
+
+
+def test_a_sentence_dropping_the_limit_its_source_puts_on_a_claim_is_never_shown(settings):
+    # "Serious side effects are very rare" said of all side effects.
+    v = verifier(settings, [SIDE_EFFECTS], question="What are the side effects?")
+    assert stream(v, "The side effects are very rare.") == []
+    assert v.ending()[2]
+    v = verifier(settings, [SIDE_EFFECTS], question="What are the side effects?")
+    assert stream(v, "Serious side effects are rare.") == ["Serious side effects are rare."]
