@@ -123,6 +123,19 @@ def polarity_conflict(sentence: str, statements: list[Statement]) -> bool:
     return bool(closest) and negated(sentence) not in {s.negated for s in closest}
 
 
+def transplants(words: list[str], statements: list[Statement]) -> bool:
+    """True when a word the source lacks is a variant of a word from another of its statements than the one the
+    sentence rests on: "Expressed shipping takes 3 to 5 business days" is the standard-shipping statement with
+    "express" moved in from the next one, and only the one unknown word in eight."""
+    closest = _closest(" ".join(words), statements)
+    if not closest:
+        return False
+    near = {w[:5] for s in closest for w in s.words}
+    elsewhere = {w[:5] for s in statements for w in s.words if len(w) >= 5} - near
+    known = set().union(*(s.words for s in statements))
+    return any(len(w) >= 5 and w not in known and w[:5] in elsewhere for w in words)
+
+
 def overstates(sentence: str, statements: list[Statement]) -> bool:
     """True when every closest statement limits its claim with a word the sentence drops (see _HEDGES)."""
     closest = _closest(sentence, statements)
@@ -193,7 +206,7 @@ def sentence_support(
     if "yes" in words and "yes" not in vocab:
         return 0.0
     statements = claims(source) if statements is None else statements
-    if polarity_conflict(sentence, statements) or overstates(sentence, statements):
+    if polarity_conflict(sentence, statements) or overstates(sentence, statements) or transplants(words, statements):
         return 0.0
     return sum(1 for w in words if w in vocab) / len(words)
 

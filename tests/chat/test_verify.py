@@ -348,3 +348,20 @@ def test_a_sentence_dropping_the_limit_its_source_puts_on_a_claim_is_never_shown
     assert v.ending()[2]
     v = verifier(settings, [SIDE_EFFECTS], question="What are the side effects?")
     assert stream(v, "Serious side effects are rare.") == ["Serious side effects are rare."]
+
+
+SHIPPING_TIMES = _entry(
+    "ship-times", "How long does shipping take?",
+    "Standard shipping takes 3 to 5 business days within the continental US. Express shipping arrives in 1 to 2 "
+    "business days.",
+)
+
+
+def test_a_word_moved_in_from_another_statement_of_the_entry_is_never_shown(settings):
+    # A small model's real slip: the standard-shipping statement with "Expressed" for "Standard".
+    v = verifier(settings, [SHIPPING_TIMES], question="How long does shipping take?")
+    assert stream(v, "Expressed shipping takes 3 to 5 business days within the continental US.") == []
+    v = verifier(settings, [SHIPPING_TIMES], question="How long does shipping take?")
+    assert stream(v, "Standard shipping takes 3 to 5 business days. Express shipping arrives in 1 to 2 business "
+                     "days.") == ["Standard shipping takes 3 to 5 business days.",
+                                  " Express shipping arrives in 1 to 2 business days."]
