@@ -480,3 +480,35 @@ def test_rows_of_one_length_decode_without_a_mask_and_mixed_lengths_with_one(mod
     assert head + collect(a)[0] == reference(model, first, 24, frozenset({EOS}))
     assert collect(b)[0] == reference(model, second, 24, frozenset({EOS}))
     assert masks and max(masks) == 2
+
+
+def test_one_stream_on_consecutive_blocks_reads_a_view_and_decodes_as_generate(model, make_batcher, monkeypatch):
+    """One row whose blocks are consecutive reads its keys and values as a slice of the pool, not a gathered copy;
+    blocks handed out out of order are gathered. The same tokens as plain `generate` either way."""
+    from support_bot.llm.backends.hf.kv_cache import _Plan
+
+    runs: list[int | None] = []
+    real = _Plan.decode
+
+    def recorded(self, tables, positions, span, *, run=None):
+        runs.append(run)
+        return real(self, tables, positions, span, run=run)
+
+    monkeypatch.setattr(_Plan, "decode", recorded)
+    prompt = _prompt(37, 11)
+    want = reference(model, prompt, 24, frozenset({EOS}))
+    batcher = make_batcher()
+    r = request(prompt, 24)
+    batcher.submit(r)
+    assert collect(r)[0] == want
+    assert runs and all(run is not None for run in runs)
+    batcher.close()
+
+    runs.clear()
+    batcher = make_batcher()
+    take = batcher.cache.take
+    monkeypatch.setattr(batcher.cache, "take", lambda n: take(n)[::-1])  # the same blocks, out of order
+    r = request(prompt, 24)
+    batcher.submit(r)
+    assert collect(r)[0] == want
+    assert runs and all(run is None for run in runs)

@@ -11,7 +11,8 @@ rows of a captured batch bucket and the unused tail of a block table point at it
   slots; the first chunk attends over its own fresh states (exactly as plain `generate` prefills), a later chunk over
   the request's slots [0, start + n) gathered from the pool, under a causal mask shifted by `start`.
 - "decode": one new token per row; each row writes at its own length and reads its slots [0, span) gathered through
-  its block table (an explicit mask hides each row's tail; see scheduler.py for what the GPU path reads).
+  its block table (an explicit mask hides each row's tail; see scheduler.py for what the GPU path reads). A single
+  row whose blocks are consecutive reads a view of the pool instead of a gathered copy.
 On a CPU the pool grows (doubling its block count; block ids stay valid); on a GPU it is one allocation sized to
 free memory, so captured CUDA graphs keep valid addresses.
 """
@@ -87,6 +88,7 @@ class _Plan:
         self.span = 0
         self.table: Any = None  # prefill: the request's block ids [W]; decode: block tables [batch, W]
         self.positions: Any = None  # prefill: the chunk's positions [n]; decode: each row's write position [batch]
+        self.run: int | None = None  # decode of one row whose blocks are consecutive: its first slot
         self._per_device: dict[Any, tuple[Any, Any]] = {}
 
     def prefill(self, table: Any, start: int, positions: Any) -> None:
@@ -94,8 +96,11 @@ class _Plan:
         self.span = start + positions.shape[0]
         self._per_device = {}
 
-    def decode(self, tables: Any, positions: Any, span: int) -> None:
+    def decode(self, tables: Any, positions: Any, span: int, *, run: int | None = None) -> None:
+        """`run`: the first slot of the one row's blocks when they are consecutive (a single stream on a pool that
+        handed them out in order): every layer then reads its keys and values as a view of the pool, not a copy."""
         self.mode, self.table, self.positions, self.span = "decode", tables, positions, span
+        self.run = run
         self._per_device = {}
 
     def indices(self, device: Any) -> tuple[Any, Any]:
@@ -158,6 +163,11 @@ def _paged_cache_class() -> type:
             else:
                 self.keys[write] = key_states[:, :, 0]
                 self.values[write] = value_states[:, :, 0]
+                if plan.run is not None:
+                    # One row on consecutive blocks: its span is a slice of the pool (a view; plain `generate` copies
+                    # its whole cache every step, and so would the gather below).
+                    window = slice(plan.run, plan.run + plan.span)
+                    return self.keys[window][None].transpose(1, 2), self.values[window][None].transpose(1, 2)
             # [rows, span, heads, dim] gathered through the block tables, viewed as attention wants it.
             return self.keys[read].transpose(1, 2), self.values[read].transpose(1, 2)
 

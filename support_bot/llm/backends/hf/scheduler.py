@@ -28,6 +28,7 @@ reads its span bucket for every row.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -114,6 +115,12 @@ class _Row:
     last: int = -1  # the newest token, fed to the next decode step at position `length`
     # What the consumer hears once the row's blocks are freed: a Finished marker or the error that ended it.
     end: Any = None
+
+    @functools.cached_property
+    def run(self) -> int | None:
+        """The first block id when the row's blocks are consecutive ids (so its slots are one slice of the pool)."""
+        first = self.blocks[0]
+        return first if self.blocks == list(range(first, first + len(self.blocks))) else None
 
     @property
     def done(self) -> bool:
@@ -467,7 +474,11 @@ class ContinuousBatcher:
             if self._graphs is not None:
                 logits = self._graphs.run(index, max(lengths) + 1)
             if logits is None:
-                logits = self._eager_step(index, max(lengths) + 1, uniform=min(lengths) == max(lengths))
+                run = decoding[0].run if len(decoding) == 1 else None
+                logits = self._eager_step(
+                    index, max(lengths) + 1, uniform=min(lengths) == max(lengths),
+                    run=None if run is None else run * self.cache.block_size,
+                )
             chosen = sample(logits, self.temperature, self.top_p)
             self.rows.advanced(index, chosen)
             tokens = _to_host(chosen)
@@ -483,10 +494,10 @@ class ContinuousBatcher:
             row.last = token
             self._emit(row, token)
 
-    def _eager_step(self, index: Any, span: int, *, uniform: bool = False) -> Any:
+    def _eager_step(self, index: Any, span: int, *, uniform: bool = False, run: int | None = None) -> Any:
         rows = self.rows
         positions = rows.lengths[index]
-        self.cache.plan.decode(rows.tables[index], positions, span)
+        self.cache.plan.decode(rows.tables[index], positions, span, run=run)
         # Rows of one length (one stream, or a batch that started together) see every column of the span: no mask,
         # so sdpa takes its unmasked kernel, as `generate` does. Other attention code builds a causal mask from
         # the cache's length, which a paged cache does not report: it always gets the explicit one.
