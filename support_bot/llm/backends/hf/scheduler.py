@@ -474,11 +474,8 @@ class ContinuousBatcher:
             if self._graphs is not None:
                 logits = self._graphs.run(index, max(lengths) + 1)
             if logits is None:
-                run = decoding[0].run if len(decoding) == 1 else None
-                logits = self._eager_step(
-                    index, max(lengths) + 1, uniform=min(lengths) == max(lengths),
-                    run=None if run is None else run * self.cache.block_size,
-                )
+                one = decoding[0].run if len(decoding) == 1 else None
+                logits = self._eager_step(index, max(lengths) + 1, uniform=min(lengths) == max(lengths), run=one)
             chosen = sample(logits, self.temperature, self.top_p)
             self.rows.advanced(index, chosen)
             tokens = _to_host(chosen)
@@ -495,9 +492,9 @@ class ContinuousBatcher:
             self._emit(row, token)
 
     def _eager_step(self, index: Any, span: int, *, uniform: bool = False, run: int | None = None) -> Any:
-        rows = self.rows
+        rows, size = self.rows, self.cache.block_size
         positions = rows.lengths[index]
-        self.cache.plan.decode(rows.tables[index], positions, span, run=run)
+        self.cache.plan.decode(rows.tables[index], positions, span, run=None if run is None else run * size)
         # Rows of one length (one stream, or a batch that started together) see every column of the span: no mask,
         # so sdpa takes its unmasked kernel, as `generate` does. Other attention code builds a causal mask from
         # the cache's length, which a paged cache does not report: it always gets the explicit one.
