@@ -213,7 +213,7 @@ def cmd_eval_answers(args) -> int:
     result = eval_answers(
         faq_path=Path(args.faq), queries_path=Path(args.queries), limit=args.limit, seed=args.seed,
         dialogues_path=Path(args.dialogues) if args.dialogues else None, settings=settings, ingest=_ingest_fn,
-        progress=True, adapter=adapter,
+        progress=True, adapter=adapter, details_path=Path(args.details) if args.details else None,
     )
     print(json.dumps(result))
     return 0
@@ -555,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dialogues", default=None, help='JSONL of {"turns": [..], "relevant": [..]}; each last answer is judged'
     )
     p.add_argument("--adapter", help="answer with this tuned chat adapter (chat-NNNN, or live: the one live now)")
+    p.add_argument("--details", help="also write every judged answer (question, reply, verdict) to this JSONL")
     p.set_defaults(func=cmd_eval_answers)
     p = _command(ev, "safety", help="input-guard detection and false-positive rates on labelled messages")
     p.add_argument("--messages", required=True, help='JSONL of {"text", "label": "attack" | "benign"}')

@@ -115,6 +115,8 @@ class Outcome:
     unverified: bool
     first_sentence_ms: float
     answer_ms: float
+    # What the customer was finally told (done.text), for reading the answers back (--details).
+    text: str = ""
 
     @property
     def correct(self) -> bool:
@@ -175,7 +177,18 @@ def judge(relevant: Sequence[str], events: Sequence[TimedEvent], entries: EntryT
         unverified=shows_withdrawn_text(events),
         first_sentence_ms=first_sentence_ms(events),
         answer_ms=end,
+        text=text,
     )
+
+
+def detail(question: str, outcome: Outcome, **extra: Any) -> dict[str, Any]:
+    """One judged answer as a line of the --details file: what was asked, what the customer read, and the verdict."""
+    verdict = "declined" if outcome.declined else "correct" if outcome.correct else "wrong"
+    return {
+        **extra, "question": question, "relevant": list(outcome.relevant), "verdict": verdict,
+        "cited": list(outcome.cited), "quoted": outcome.quoted, "model_written": outcome.model_written,
+        "text": outcome.text, "answer_ms": round(outcome.answer_ms, 1),
+    }
 
 
 def _ratio(a: int, b: int) -> float:
@@ -279,12 +292,14 @@ def eval_answers(
     settings: Settings | None = None,
     progress: bool = False,
     adapter: str | None = None,
+    details_path: Path | None = None,
 ) -> dict:
     """Ingest the FAQ with the real pipeline into a throw-away data dir, ask each query in a new conversation (each
     dialogue turn by turn in one) through the assistant's turn with the configured model, and score the answers.
 
     `adapter`: a tuned chat adapter of the configured model to answer with (support_bot.adapt.commands.eval_chat_model
     checks it), read from the adapter store of `settings`' data dir; None: the model as shipped, whichever is live.
+    `details_path`: also write every judged answer there, a JSON line each (see `detail`), queries then dialogues.
     """
     from tqdm import tqdm
 
@@ -321,6 +336,14 @@ def eval_answers(
             if engine is not None:
                 engine.close()
             get_engine(s).dispose()
+    if details_path is not None:
+        lines = [detail(q["query"], a, kind="query") for q, a in zip(queries, answers, strict=True)]
+        for n, (d, turns) in enumerate(zip(dialogues or (), talks or (), strict=True)):
+            lines += [
+                detail(t, a, kind="dialogue", dialogue=n, turn=i)
+                for i, (t, a) in enumerate(zip(d["turns"], turns, strict=True))
+            ]
+        Path(details_path).write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return score_answers(answers, talks)
 
 

@@ -205,7 +205,9 @@ def test_eval_answers_asks_through_the_chat_turn(settings, embedder, fake_model,
         data_dirs.append(s.data_dir)
         ingest_path(settings=s, path=path)
 
-    m = eval_answers(faq_path=FAQ, queries_path=queries, dialogues_path=DIALOGUES, settings=settings, ingest=ingest)
+    details = tmp_path / "details.jsonl"
+    m = eval_answers(faq_path=FAQ, queries_path=queries, dialogues_path=DIALOGUES, settings=settings, ingest=ingest,
+                     details_path=details)
     assert list(m) == KEYS
     assert (m["n"], m["n_answerable"]) == (5, 3)
     assert m["correct_rate"] == pytest.approx(2 / 3, abs=1e-4)
@@ -223,6 +225,15 @@ def test_eval_answers_asks_through_the_chat_turn(settings, embedder, fake_model,
     # Each query had a conversation of its own: no other question in its prompt.
     first = next(c for c in fake_model.calls if c[-1].content == rows[0]["query"])
     assert [msg.role for msg in first] == ["system", "user"]
+    # Every judged answer, to read back: the queries in order, then each dialogue's turns.
+    lines = [json.loads(line) for line in details.read_text().splitlines()]
+    assert [line["question"] for line in lines[:5]] == [r["query"] for r in rows]
+    assert [line["verdict"] for line in lines[:5]] == ["correct", "wrong", "declined", "wrong", "correct"]
+    assert lines[0]["text"].startswith("Orders ship from our Portland warehouse") and lines[0]["model_written"]
+    assert lines[4]["quoted"] and lines[4]["cited"] == ["ret-01"]
+    dialogue_lines = [line for line in lines if line["kind"] == "dialogue"]
+    assert len(dialogue_lines) == len(lines) - 5 and {line["turn"] for line in dialogue_lines} == {0, 1}
+    assert any(line["question"] == "How long does a refund take?" for line in dialogue_lines)
     # Ingested into a throw-away data dir, gone afterwards; nothing written to the configured one.
     assert data_dirs and data_dirs[0] != settings.data_dir and not data_dirs[0].exists()
     assert not settings.index_dir.exists() or not any(settings.index_dir.iterdir())
