@@ -15,8 +15,16 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?:\s+|$)|\n+")
 # A number with its unit sign, and ranges such as "3 to 5" or "2-3": a claim is only as good as its figures.
 _NUMERIC_RE = re.compile(
-    r"[$€£]?\d[\d,]*(?:\.\d+)?%?(?:\s*(?:to|-|–|or|and)\s*[$€£]?\d[\d,]*(?:\.\d+)?%?)*", re.IGNORECASE
+    r"[$€£]?\d[\d,]*(?:\.\d+)?(?:%| [ap]m\b)?(?:\s*(?:to|-|–|or|and)\s*[$€£]?\d[\d,]*(?:\.\d+)?(?:%| [ap]m\b)?)*",
+    re.IGNORECASE,
 )
+# Times of day written one way: "9am", "9 a.m." and "9 AM" all read "9 am", so "until 9 pm" is checked as a time and
+# not as a bare "9" that the source has elsewhere ("from 9 am to 8 pm").
+_CLOCK_RE = re.compile(r"(\d)\s*([ap])\.?m\b\.?", re.IGNORECASE)
+
+
+def _clock(text: str) -> str:
+    return _CLOCK_RE.sub(lambda m: f"{m.group(1)} {m.group(2).lower()}m", text)
 _STOPWORDS = frozenset(
     "a an and are as at be but by can do does for from has have how i if in is it its me my no not of on or our "
     "so that the their there these this to us was we what when where which who will with you your also please "
@@ -61,7 +69,7 @@ def content_words(text: str) -> list[str]:
 
 
 def numeric_phrases(text: str) -> list[str]:
-    return [re.sub(r"\s+", " ", m.group(0).strip().lower()) for m in _NUMERIC_RE.finditer(text)]
+    return [re.sub(r"\s+", " ", m.group(0).strip().lower()) for m in _NUMERIC_RE.finditer(_clock(text))]
 
 
 # Words that turn a claim around. A sentence and the source sentence it rests on must agree on it: "The vaccine does
@@ -173,7 +181,7 @@ def names(sentence: str) -> list[str]:
 
 def _has_phrase(phrase: str, source: str) -> bool:
     pattern = r"(?<![\d.,])" + re.escape(phrase).replace(r"\ ", r"\s+") + r"(?![\d])"
-    return re.search(pattern, source, re.IGNORECASE) is not None
+    return re.search(pattern, _clock(source), re.IGNORECASE) is not None
 
 
 def sentence_support(

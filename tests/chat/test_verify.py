@@ -365,3 +365,14 @@ def test_a_word_moved_in_from_another_statement_of_the_entry_is_never_shown(sett
     assert stream(v, "Standard shipping takes 3 to 5 business days. Express shipping arrives in 1 to 2 business "
                      "days.") == ["Standard shipping takes 3 to 5 business days.",
                                   " Express shipping arrives in 1 to 2 business days."]
+
+
+def test_a_time_of_day_is_checked_as_a_time_not_as_a_bare_number(settings):
+    # "9 pm": the entry has a 9 (9 am) but closes at 8 pm.
+    v = verifier(settings, [HOURS], question="How late are your stores open on Saturday?")
+    assert stream(v, "Our stores are open on Saturday until 9 pm.") == []
+    # However the time is written, the entry's own times pass.
+    v = verifier(settings, [HOURS], question="When are your stores open on Saturday?")
+    assert stream(v, "Our stores are open on Saturday from 9am to 8 P.M.") == [
+        "Our stores are open on Saturday from 9am to 8 P.M."
+    ]
