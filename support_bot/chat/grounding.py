@@ -117,25 +117,22 @@ def claims(source: str) -> list[Statement]:
     return out
 
 
-def _closest(sentence: str, statements: list[Statement]) -> list[Statement]:
-    """The statements sharing the most content words with `sentence` (none when none shares any)."""
-    words = set(content_words(sentence))
+def _closest(words: set[str], statements: list[Statement]) -> list[Statement]:
+    """The statements sharing the most of `words` (a sentence's content words); none when none shares any."""
     best = max((len(words & s.words) for s in statements), default=0)
     return [s for s in statements if best and len(words & s.words) == best]
 
 
-def polarity_conflict(sentence: str, statements: list[Statement]) -> bool:
+def polarity_conflict(sentence: str, closest: list[Statement]) -> bool:
     """True when the source statements closest to `sentence` all say the opposite: the sentence negates what they
     affirm, or affirms what they negate. No shared word: nothing to compare."""
-    closest = _closest(sentence, statements)
     return bool(closest) and negated(sentence) not in {s.negated for s in closest}
 
 
-def transplants(words: list[str], statements: list[Statement]) -> bool:
+def transplants(words: list[str], closest: list[Statement], statements: list[Statement]) -> bool:
     """True when a word the source lacks is a variant of a word from another of its statements than the one the
     sentence rests on: "Expressed shipping takes 3 to 5 business days" is the standard-shipping statement with
     "express" moved in from the next one, and only the one unknown word in eight."""
-    closest = _closest(" ".join(words), statements)
     if not closest:
         return False
     near = {w[:5] for s in closest for w in s.words}
@@ -144,9 +141,8 @@ def transplants(words: list[str], statements: list[Statement]) -> bool:
     return any(len(w) >= 5 and w not in known and w[:5] in elsewhere for w in words)
 
 
-def overstates(sentence: str, statements: list[Statement]) -> bool:
+def overstates(sentence: str, closest: list[Statement]) -> bool:
     """True when every closest statement limits its claim with a word the sentence drops (see _HEDGES)."""
-    closest = _closest(sentence, statements)
     said = hedges(sentence)
     return bool(closest) and all(s.hedges - said for s in closest)
 
@@ -214,7 +210,9 @@ def sentence_support(
     if "yes" in words and "yes" not in vocab:
         return 0.0
     statements = claims(source) if statements is None else statements
-    if polarity_conflict(sentence, statements) or overstates(sentence, statements) or transplants(words, statements):
+    # The source statements the sentence rests on, found once for the three checks that compare it with them.
+    closest = _closest(set(words), statements)
+    if polarity_conflict(sentence, closest) or overstates(sentence, closest) or transplants(words, closest, statements):
         return 0.0
     return sum(1 for w in words if w in vocab) / len(words)
 
