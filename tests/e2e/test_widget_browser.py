@@ -317,6 +317,61 @@ def test_handoff_shows_the_queue_and_an_inert_agent_message_then_the_rating_is_s
         assert (conv.rating, conv.rating_comment) == (4, "Quick and kind")
 
 
+def test_a_history_read_overtaken_by_a_live_agent_message_does_not_take_it_away(site, context):
+    # The agent's claim makes the widget read the stored history; that read is answered before the agent's reply is
+    # stored and reaches the page only after the reply came live. The customer keeps reading the reply.
+    page = context.new_page()
+    page.goto(site.page_url("race"))
+    open_widget(page)
+    page.locator(".chip", has_text="Talk to a person").click()
+    # Whoever else is online from earlier tests, the chat is waiting for a person now.
+    page.locator(".banner").filter(has_text=re.compile("Leave a message below|in the queue")).wait_for(timeout=LIVE)
+    conv_id = conversation_id(page)
+    held, holding = [], [True]
+
+    def hold_reads(route):
+        if route.request.method != "GET" or not holding[0]:
+            return route.continue_()
+        held.append((route, route.fetch()))  # the server answers now; the page gets it when the test says
+
+    page.route("**/messages", hold_reads)
+    settings = site.settings
+    with session_scope(settings) as session:
+        agent, _ = auth.create_user(
+            session, settings=settings, username=f"bob{conv_id[:6]}", role="agent", password="correct horse battery",
+            display_name="Bob Agent", must_change_password=False,
+        )
+        agent_id = agent.id
+    with session_scope(settings) as session:
+        handoff.set_presence(session, settings, agent=session.get(User, agent_id), status="online")
+    with session_scope(settings) as session:
+        handoff.claim(session, settings, conversation_id=conv_id, agent=session.get(User, agent_id))
+    page.locator("li[data-role=notice]", has_text="Bob Agent joined the chat.").wait_for(timeout=LIVE)
+    deadline = LIVE / 1000
+    while not held and deadline > 0:
+        page.wait_for_timeout(100)
+        deadline -= 0.1
+    assert held, "the claim did not make the widget read the history"
+    with session_scope(settings) as session:
+        handoff.agent_reply(session, settings, conversation_id=conv_id, agent=session.get(User, agent_id),
+                            text="Hello, I can see your order.")
+    reply = page.locator("li[data-role=agent]")
+    reply.wait_for(timeout=LIVE)
+    shown = reply.element_handle()
+    holding[0] = False
+    for route, response in held:
+        route.fulfill(response=response)
+    # The stale read is drawn (the log is rebuilt, so the shown bubble is replaced) and the reply is still there.
+    page.wait_for_function("el => !el.isConnected", arg=shown, timeout=LIVE)
+    assert reply.count() == 1
+    assert reply.locator(".author").inner_text() == "Bob Agent"
+    assert reply.locator(".text").inner_text() == "Hello, I can see your order."
+    with session_scope(settings) as session:
+        handoff.resolve(session, settings, conversation_id=conv_id, agent=session.get(User, agent_id))
+    with session_scope(settings) as session:
+        handoff.set_presence(session, settings, agent=session.get(User, agent_id), status="offline")
+
+
 def test_reload_keeps_the_conversation_and_tabs_share_it(site, context):
     first = context.new_page()
     first.goto(site.page_url("shop"))

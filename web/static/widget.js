@@ -712,18 +712,32 @@ svg{width:20px;height:20px;display:block;flex:none}
     if (status.status && status.status !== "bot") refreshStatus();
   }
 
+  // Reads of the stored history may cross each other and the live stream: a read answered before an agent's message was
+  // stored can arrive after that message came live. What the customer has read is never taken away: an older read
+  // than the one drawn is dropped, and a message shown live that a read lacks is kept at the end.
+  let syncSent = 0, syncDrawn = 0;
+  const liveShown = new Map();
   async function syncHistory() {
     if (!conv) return;
     if (busy) { syncAfter = true; return; }
+    const mine = ++syncSent, of = conv;
     let data;
     try {
       data = await call("GET", convUrl("/messages"));
     } catch (e) {
-      if (e.status === 404 || e.status === 401) { dropConv(); resetUi(); }
+      if ((e.status === 404 || e.status === 401) && conv === of) { dropConv(); resetUi(); }
       return;
     }
+    if (conv !== of || mine < syncDrawn) return;
     if (busy) { syncAfter = true; return; }
-    renderAll(data.messages || []);
+    syncDrawn = mine;
+    const messages = data.messages || [];
+    const stored = new Set(messages.map((m) => m.id));
+    for (const [id, m] of liveShown) {
+      if (stored.has(id)) liveShown.delete(id);
+      else messages.push(m);
+    }
+    renderAll(messages);
   }
 
   async function sendFeedback(li, kind, note) {
@@ -844,9 +858,10 @@ svg{width:20px;height:20px;display:block;flex:none}
       if (!m.id || m.private || known.has(m.id)) return;
       // Lines this tab sent and answers it streams are reconciled with the stored history after the turn.
       if (busy) { syncAfter = true; return; }
-      if (m.role === "system") { showMessage(m); announce(m.text); return; }
+      if (m.role === "system") { liveShown.set(m.id, m); showMessage(m); announce(m.text); return; }
       if (m.role !== "agent") { syncHistory(); return; }
       showTyping(null);
+      liveShown.set(m.id, m);
       showMessage(m);
       announce((m.author || "Support team") + ": " + m.text);
       if (!isOpen()) { unread++; badge.textContent = String(unread); badge.hidden = false; }
@@ -983,6 +998,7 @@ svg{width:20px;height:20px;display:block;flex:none}
 
   function resetUi() {
     stopLive();
+    liveShown.clear();
     status = blank();
     showTyping(null);
     showBanner("");
