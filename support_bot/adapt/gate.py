@@ -3,7 +3,8 @@
 The evaluation indexes every example except the withheld answer groups, each held-out example by its answer alone
 (its question is what is asked), in a scratch index version built by the same code as the live one. Held-out
 questions must find an entry with their answer (recall@1/5); questions of withheld groups must be declined. The
-retriever, its fusion with BM25 and its answer-or-abstain rule are those live chat uses, with the same settings.
+retriever, its fusion with BM25 and its answer-or-abstain rule are those live chat uses, with the same settings and
+weights and cut-offs calibrated on the scratch index's indexed entries (knowledge.calibration).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from support_bot.adapt.data import Split, group_of
 from support_bot.adapt.trainer import Negative
 from support_bot.core.config import Settings
+from support_bot.knowledge.calibration import stored
 from support_bot.knowledge.evaluation import score_run
 from support_bot.knowledge.index import ChunkRecord, write_version
 
@@ -88,6 +90,9 @@ def evaluate(
         write_version(
             scratch.index_dir, records=records, vectors=vectors, vec_counts=[len(v) for v in views],
             embedding_model=embedder.name,
+            # Each embedder is judged at the weights and cut-offs calibrated on the scratch index's own entries, as a
+            # publish would choose them; the figures below are on the held-out slice, never used to choose them.
+            calibrate=lambda version: stored(version, scratch.retrieval),
         )
         retriever = Retriever(scratch, embedder=embedder)
         ranked, abstained = [], []

@@ -3,6 +3,7 @@ gate, roll back."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,9 +17,11 @@ from support_bot.core.errors import Conflict, ConfigurationError, InvalidInput
 from support_bot.knowledge.embedder import (
     EMBEDDER_KIND,
     get_embedder,
+    TRAINED_FILE,
     resolve_model_dir,
     serving_artifact,
 )
+from support_bot.knowledge.calibration import question_key
 from support_bot.knowledge.index import read_current_version
 from support_bot.llm.adapters import CHAT_KIND
 
@@ -89,6 +92,9 @@ def tune_embedder(settings: Settings, *, progress: Progress | None = None, overr
         )
         stats["hard_negatives"] = len(negatives)
         os.rename(staging, root / artifacts.MODEL_DIR)
+        # Retrieval calibration never asks the questions the artifact learned (knowledge.calibration).
+        trained = sorted({question_key(e.question) for e in split.train})
+        (root / TRAINED_FILE).write_text(json.dumps({"questions": trained}), encoding="utf-8")
         evaluation = compare(settings, artifact_id, split, progress=progress)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)

@@ -54,6 +54,21 @@ class EmbeddingSettings(BaseModel):
     query_path: Literal["auto", "plain"] = "auto"
 
 
+class CalibrationSettings(BaseModel):
+    """Weights and thresholds chosen per knowledge base from its own entries (knowledge.calibration)."""
+
+    # Off: the weights and thresholds below (RetrievalSettings) hold for every knowledge base.
+    enabled: bool = True
+    # Held-out questions of each kind (answerable: own entry left out; declinable: whole answer left out), seeded.
+    max_probes: int = Field(default=1000, ge=10)
+    min_probes: int = Field(default=30, ge=5)
+    seed: int = 0
+    # A wrong answer costs this many right ones when the thresholds are picked.
+    wrong_cost: float = Field(default=0.5, gt=0)
+    # Other weights replace the configured ones only when they raise held-out recall@1 by more than this.
+    min_gain: float = Field(default=0.02, ge=0)
+
+
 class RetrievalSettings(BaseModel):
     top_k: int = 3
     # Chunks taken from each of the dense and the lexical top lists before fusion.
@@ -68,6 +83,8 @@ class RetrievalSettings(BaseModel):
     # Entries whose answer vectors are at least this similar are one hit (the best-scoring one stands for them):
     # FAQs repeat one answer under several questions, and the copies would crowd out other sources.
     duplicate_similarity: float = Field(default=0.95, gt=0, le=1.0)
+    # These weights and the three cut-offs below are where knowledge.calibration starts from, and what holds for a
+    # knowledge base with too few held-out questions to choose its own (calibration.min_probes).
     # Answer-or-abstain on the top entry's score (same scale as a cosine): answer at min_score or above. 0.655 has
     # the best precision on covid-faq that keeps coverage >= 0.5 in both halves of its queries; scores of wrong and
     # right answers overlap there, and margins or agreement between signals separated them no better...
@@ -99,6 +116,7 @@ class RetrievalSettings(BaseModel):
     # An answer resting only on sources that score more than this below the best match has answered something else
     # (a small model may take the second source for the question): the best match's own answer is shown instead.
     max_source_gap: float = Field(default=0.2, ge=0)
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
 
     @model_validator(mode="after")
     def _some_signal_weighs(self) -> "RetrievalSettings":

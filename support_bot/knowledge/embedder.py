@@ -25,6 +25,8 @@ ADAPTERS_DIR = "adapters"
 EMBEDDER_KIND = "embedder"
 STATE_FILE = "state.json"
 ARTIFACT_FILE = "artifact.json"
+# The questions a tuned embedder was trained on, as fingerprints: calibration does not ask them (knowledge.calibration).
+TRAINED_FILE = "trained.json"
 # get_embedder's default: whichever embedder the state file makes active.
 ACTIVE = "active"
 
@@ -233,6 +235,18 @@ def embedder_adapters_dir(settings: Settings) -> Path:
 def read_embedder_state(settings: Settings) -> dict:
     """The adapters state file ({"ingest", "serving", "history"}); a stat per call, a read only when it changed."""
     return read_state(embedder_adapters_dir(settings) / STATE_FILE)
+
+
+def trained_questions(settings: Settings, artifact: str | None) -> frozenset[str]:
+    """Fingerprints (calibration.question_key) of the questions a tuned artifact was trained on; none for the
+    configured model or an artifact that did not record them."""
+    if not artifact:
+        return frozenset()
+    path = embedder_adapters_dir(settings) / artifact / TRAINED_FILE
+    try:
+        return frozenset(json.loads(path.read_text(encoding="utf-8"))["questions"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return frozenset()
 
 
 def serving_artifact(state: dict, version: int) -> str | None:

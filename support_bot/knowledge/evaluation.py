@@ -125,9 +125,17 @@ def eval_retrieval(
                 latencies.append((time.perf_counter() - t0) * 1000)
                 ranked.append([h.entry_id or h.chunk_id for h in result.hits])
                 abstained.append(result.abstain)
+            calibration = retriever.reader.current().calibration
         finally:
             get_engine(s).dispose()
     result = score_run(queries, ranked, abstained, latencies)
+    if calibration is not None:
+        # The weights and thresholds this knowledge base was searched with, and the held-out figures behind them.
+        result["calibration"] = {
+            k: calibration.get(k)
+            for k in ("applied", "reason", "question_weight", "answer_weight", "lexical_weight", "min_score",
+                      "min_score_distinct", "min_margin", "n_answerable", "n_declinable", "chosen", "configured")
+        }
     if tuned is not None:
         result["tune"] = tuned
     return result

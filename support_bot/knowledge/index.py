@@ -42,6 +42,8 @@ META = "meta.json"
 CHUNKS = "chunks.json"
 DENSE = "dense.faiss"
 LEXICAL = "lexical"
+# The weights and thresholds chosen for this version's knowledge (knowledge.calibration); absent in older versions.
+CALIBRATION = "calibration.json"
 EXACT = "exact"
 # Older versions stay for readers that are mid-swap and for a quick manual rollback.
 KEEP_VERSIONS = 3
@@ -83,6 +85,8 @@ class IndexVersion:
     dense_params: dict[str, Any] = field(default_factory=dict)
     # Shared by an exact version and the approximate version built from it (same chunks, same lexical index).
     content_id: str | None = None
+    # What knowledge.calibration chose for this version (None: the configured settings hold).
+    calibration: dict | None = None
     _bounds: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -354,11 +358,13 @@ def write_version(
     embedding_model: str | None,
     sources: dict[str, dict] | None = None,
     index: IndexSettings | None = None,
+    calibrate: Callable[[IndexVersion], dict | None] | None = None,
 ) -> int:
     """Build an exact version in a temp dir, rename it in, atomically point CURRENT at it; returns its number.
 
-    With index settings and more than index.approximate_above vectors, an approximate version follows (see
-    build_approximate): started in the background, or built before returning.
+    `calibrate`, when given, gets the complete version before it goes live; what it returns is stored with the
+    version (CALIBRATION) and goes live with it. With index settings and more than index.approximate_above vectors,
+    an approximate version follows (see build_approximate): started in the background, or built before returning.
     """
     import bm25s
 
@@ -369,11 +375,13 @@ def write_version(
         tmp.mkdir()
         try:
             dim = int(vectors.shape[1]) if len(vectors) else 0
+            dense = lexical = None
             if len(records):
                 import faiss
 
                 rows = np.repeat(np.arange(len(records), dtype=np.int64), np.asarray(vec_counts, dtype=np.int64))
-                faiss.write_index(_exact_index(vectors, rows), str(tmp / DENSE))
+                dense = _exact_index(vectors, rows)
+                faiss.write_index(dense, str(tmp / DENSE))
                 lexical = bm25s.BM25()
                 lexical.index([lexical_tokens(r.lexical_text) for r in records], show_progress=False)
                 lexical.save(str(tmp / LEXICAL), show_progress=False)
@@ -399,6 +407,15 @@ def write_version(
                 "dense": {"kind": EXACT},
             }
             _write_json(tmp / META, meta)
+            if calibrate is not None and records:
+                built = IndexVersion(
+                    version=number, records=list(records), dense=dense, vec_start=np.asarray(chunks["vec_start"]),
+                    lexical=lexical, embedding_model=embedding_model, dim=dim, sources=meta["sources"],
+                    content_id=meta["content_id"],
+                )
+                chosen = calibrate(built)
+                if chosen is not None:
+                    _write_json(tmp / CALIBRATION, chosen)
             _go_live(index_dir, tmp, number)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -475,6 +492,9 @@ def build_approximate(index_dir: Path, number: int, cfg: IndexSettings) -> int |
             (tmp / LEXICAL).mkdir()
             for part in (source / LEXICAL).iterdir():
                 _link_or_copy(part, tmp / LEXICAL / part.name)
+            # Same knowledge, same calibration: it was chosen on the exact search this index approximates.
+            if (source / CALIBRATION).is_file():
+                _link_or_copy(source / CALIBRATION, tmp / CALIBRATION)
             new = _next_number(index_dir)
             header = {k: v for k, v in meta.items() if k not in ("chunks", "vec_start")}
             header.update(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from support_bot.core.config import Settings
 from support_bot.core.errors import ConfigurationError
+from support_bot.knowledge.calibration import stored
 from support_bot.knowledge.index import (
     ChunkRecord,
     follow_with_approximate,
@@ -89,5 +90,13 @@ def _build_and_write(session: Session, settings: Settings) -> tuple[int, int]:
         vec_counts=counts,
         embedding_model=model,
         sources=sources,
+        calibrate=lambda version: stored(version, settings.retrieval, trained=_trained(settings, version.version)),
     )
     return number, len(vectors)
+
+
+def _trained(settings: Settings, number: int) -> frozenset[str]:
+    """The questions the embedder serving index version `number` was tuned on (none for the configured model)."""
+    from support_bot.knowledge.embedder import read_embedder_state, serving_artifact, trained_questions
+
+    return trained_questions(settings, serving_artifact(read_embedder_state(settings), number))

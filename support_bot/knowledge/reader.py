@@ -16,7 +16,7 @@ from support_bot.core.config import IndexSettings, Settings
 from support_bot.core.errors import ConfigurationError
 
 from support_bot.knowledge.index import (
-    CHUNKS, CURRENT, DENSE, EMPTY, EXACT, LEXICAL, META, _READABLE_FORMATS, ChunkRecord, IndexVersion,
+    CALIBRATION, CHUNKS, CURRENT, DENSE, EMPTY, EXACT, LEXICAL, META, _READABLE_FORMATS, ChunkRecord, IndexVersion,
     read_current_version,
 )
 
@@ -69,6 +69,10 @@ def load_version(
         records = [ChunkRecord(*row) for row in chunks["chunks"]]
         vec_start = np.asarray(chunks["vec_start"], dtype=np.int64)
         lexical = bm25s.BM25.load(str(path / LEXICAL), show_progress=False) if records else None
+    calibration = None
+    if (path / CALIBRATION).is_file():
+        with open(path / CALIBRATION, encoding="utf-8") as fh:
+            calibration = json.load(fh)
     dense = None
     if records:
         dense = faiss.read_index(str(path / DENSE))
@@ -90,6 +94,7 @@ def load_version(
         dense_kind=kind,
         dense_params=dense_info,
         content_id=content_id,
+        calibration=calibration,
     )
 
 

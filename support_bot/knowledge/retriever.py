@@ -91,11 +91,21 @@ class Retriever:
         # takes effect with the index version that holds its vectors, in every process, without a restart.
         return query_embedder(self.settings, version.version)
 
+    def settings_for(self, version: IndexVersion) -> RetrievalSettings:
+        """The retrieval settings a version is searched with: its knowledge base's own weights and thresholds when
+        they were chosen for it (knowledge.calibration) and calibration is on, else the configured ones."""
+        cfg = self.settings.retrieval
+        if version.calibration and cfg.calibration.enabled:
+            from support_bot.knowledge.calibration import Calibration
+
+            return Calibration.from_json(version.calibration).apply(cfg)
+        return cfg
+
     def search(self, query: str, *, k: int | None = None) -> RetrievalResult:
         """Top-k distinct entries for the query with fused and component scores, plus whether to abstain."""
-        cfg = self.settings.retrieval
-        k = cfg.top_k if k is None else k
         version = self.reader.current()
+        cfg = self.settings_for(version)
+        k = cfg.top_k if k is None else k
         query = (query or "").strip()
         result = RetrievalResult(query=query, index_version=version.version)
         if not len(version):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
 from support_bot import cli
 from support_bot.core.config import get_settings
+from support_bot.knowledge.calibration import question_key
+from support_bot.knowledge.embedder import trained_questions
+from support_bot.knowledge.reader import load_current
 from tests.adapt.conftest import DEMO_FAQ, NORTHWIND_FAQ, NORTHWIND_QUERIES, install
 from tests.knowledge.test_evaluation import KEYS
 
@@ -50,6 +54,13 @@ def test_tune_list_activate_and_rollback_from_the_command_line(tiny_env, monkeyp
     code, result, err = run(capsys, "adapters", "activate", "embedder-0001")
     assert code == 0, err
     assert result["index_version"] == 2 and result["chunks"] == 26
+    # The artifact records the questions it learned; the calibration of the version it serves does not ask them.
+    settings = get_settings()
+    trained = trained_questions(settings, "embedder-0001")
+    faq = {question_key(r["question"]) for r in csv.DictReader(DEMO_FAQ.open(encoding="utf-8"))}
+    assert len(trained) == record["data"]["train"] and trained <= faq
+    calibration = load_current(settings).calibration
+    assert f"the {len(trained)} questions the embedder was tuned on are not asked" in calibration["reason"]
     code, result, _ = run(capsys, "adapters", "rollback")
     assert code == 0 and result["index_version"] == 3 and result["artifact"] is None
 

@@ -69,7 +69,9 @@ def test_eval_retrieval_runs_the_real_pipeline(settings):
         ingest_path(settings=s, path=path)
 
     m = eval_retrieval(faq_path=FAQ, queries_path=QUERIES, settings=settings, ingest=ingest)
-    assert set(m) == KEYS
+    assert set(m) == KEYS | {"calibration"}
+    # The fixture FAQ gives each answer once: nothing to hold out, so the configured settings were searched with.
+    assert m["calibration"]["applied"] is False and m["calibration"]["min_score"] == settings.retrieval.min_score
     assert (m["n"], m["n_answerable"]) == (9, 6)
     # Ingestion went to a throw-away data dir, which is gone afterwards.
     assert calls and calls[0] != settings.data_dir and not calls[0].exists()
@@ -91,5 +93,5 @@ def test_cli_baseline_flag_adds_the_reference_from_the_same_run(embedder, capsys
 
     assert main(["eval", "retrieval", "--faq", str(FAQ), "--queries", str(QUERIES), "--baseline"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result) == KEYS | {"baseline"} and set(result["baseline"]) == KEYS
+    assert set(result) == KEYS | {"baseline", "calibration"} and set(result["baseline"]) == KEYS
     assert result["recall@1"] == 1.0 and result["baseline"]["n"] == 9

@@ -279,6 +279,7 @@ TABLE: dict[tuple[str, str], Row] = {
         ops_or_token(200), lambda w, a: Call(f"/api/knowledge/sources/{w.source()}")
     ),
     ("POST", "/api/knowledge/reindex"): Row(ops_or_token(200)),
+    ("GET", "/api/knowledge/calibration"): Row(ops_or_token(200)),
     ("POST", "/api/knowledge/test"): Row(
         ops_or_token(200), lambda w, a: Call("/api/knowledge/test", {"json": {"question": "Do you ship abroad?"}})
     ),

@@ -85,6 +85,7 @@ ROUTES = [
     ("get", "/api/knowledge/sources/demo-faq"),
     ("delete", "/api/knowledge/sources/demo-faq"),
     ("post", "/api/knowledge/reindex"),
+    ("get", "/api/knowledge/calibration"),
 ]
 
 
@@ -231,6 +232,16 @@ def test_reindex_publishes_a_new_version_with_the_same_entries(client, app_setti
     assert res.status_code == 200 and res.json() == {"index_version": version + 1}
     assert sorted(r.chunk_id for r in load_current(app_settings).records) == before
     assert demo_still_answers(app_settings)
+
+
+def test_calibration_shows_what_the_live_version_is_searched_with(client, app_settings):
+    res = client.get("/api/knowledge/calibration", headers=admin(app_settings))
+    assert res.status_code == 200
+    body = res.json()
+    assert body["index_version"] == read_current_version(app_settings.index_dir) and body["enabled"] is True
+    # The demo FAQ gives each answer once: nothing to hold out, so the configured settings are in force, and say why.
+    assert body["calibration"]["applied"] is False and "too few held-out questions" in body["calibration"]["reason"]
+    assert body["in_force"]["min_score"] == app_settings.retrieval.min_score
 
 
 def test_jobs_list_filters_by_status_and_source(client, app_settings):

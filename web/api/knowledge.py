@@ -1,4 +1,4 @@
-"""Knowledge API for ops: uploads, ingest jobs, sources (list, show, delete) and reindex.
+"""Knowledge API for ops: uploads, ingest jobs, sources (list, show, delete), reindex and the retrieval calibration.
 
 For console users with the ops or admin role (session cookie, CSRF-checked on changes) and for scripts holding the
 admin bearer token. Changes are written to the audit log.
@@ -299,6 +299,23 @@ def reindex(user: OpsOrAdminTokenDep, settings: SettingsDep):
     with session_scope(settings) as session:
         audit.record(session, actor=user, action="knowledge.reindex", target_type="index", target_id=str(version))
     return {"index_version": version}
+
+
+@router.get("/calibration")
+def read_calibration(user: OpsOrAdminTokenDep, settings: SettingsDep):
+    """The live index version's own retrieval weights and cut-offs (knowledge.calibration) and those in force."""
+    from support_bot.knowledge.retriever import get_retriever
+
+    retriever = get_retriever(settings)
+    version = retriever.reader.current()
+    cfg = retriever.settings_for(version)
+    keys = ("question_weight", "answer_weight", "lexical_weight", "min_score", "min_score_distinct", "min_margin")
+    return {
+        "index_version": version.version,
+        "enabled": settings.retrieval.calibration.enabled,
+        "calibration": version.calibration,
+        "in_force": {k: getattr(cfg, k) for k in keys},
+    }
 
 
 @router.post("/test")
