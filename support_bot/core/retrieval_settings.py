@@ -17,6 +17,8 @@ class CalibrationSettings(BaseModel):
     seed: int = 0
     # A wrong answer costs this many right ones when the thresholds are picked.
     wrong_cost: float = Field(default=0.5, gt=0)
+    # The cut-off is the median of the best ones of this many bootstrap resamples of the held-out questions.
+    resamples: int = Field(default=200, ge=0, le=2000)
     # Other weights replace the configured ones only when they raise held-out recall@1 by more than this.
     min_gain: float = Field(default=0.02, ge=0)
 

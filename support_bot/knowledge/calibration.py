@@ -9,7 +9,7 @@ weights and thresholds are picked on them:
 
 - weights: the highest recall@1 over the answerable probes, then MRR; the configured weights stand unless another
   set beats them by `min_gain` (a few lucky probes do not move a good default);
-- the cut-off: with those weights, the min_score of the most value where a right answer gains 1 and a wrong one (a
+- the cut-off: with those weights, the min_score of the most value (the median over bootstrap resamples) where a right answer gains 1 and a wrong one (a
   declinable probe answered, or an answerable one answered from the wrong entry) costs `wrong_cost`, answerable and
   declinable probes weighed equally; min_score_distinct keeps its configured distance below it, and the margin stays.
 
@@ -273,19 +273,35 @@ def figures(o: _Outcome, answerable: np.ndarray, answered: np.ndarray, wrong_cos
     }
 
 
-def _best_cut(o: _Outcome, answerable: np.ndarray, wrong_cost: float, gap: float, margin: float) -> tuple[float, dict]:
+def _best_cut(
+    o: _Outcome, answerable: np.ndarray, cfg: CalibrationSettings, gap: float, margin: float
+) -> tuple[float, dict]:
     """The min_score of the most value, min_score_distinct kept `gap` below it and the margin as configured.
 
-    One free cut-off: the probes are a few hundred at most, and three free thresholds fit their noise. Candidates are
-    the probes' own top scores (and one above them all: decline everything), so nothing between two scores is tried.
+    One free cut-off: the probes are a few hundred at most, and three free thresholds fit their noise. Even one does:
+    the value curve is flat near its top, where a few probes decide the maximum. So the cut-off is the median of the
+    best cut-offs of `resamples` stratified bootstrap resamples of the probes (seeded), not the best of the one sample.
+    Candidates are the probes' own top scores (and one above them all: decline everything).
     """
-    n_pos, n_neg = max(int(answerable.sum()), 1), max(int((~answerable).sum()), 1)
-    gain = np.where(answerable, np.where(o.right, 0.5 / n_pos, -0.5 * wrong_cost / n_pos), -0.5 * wrong_cost / n_neg)
+    wrong_cost = cfg.wrong_cost
     cuts = np.append(np.unique(o.top), float(o.top.max()) + 1e-3)
-    values = np.asarray([float(gain[_answered(o, float(c), float(c) - gap, margin)].sum()) for c in cuts])
+    answered = np.stack([_answered(o, float(c), float(c) - gap, margin) for c in cuts]).astype(np.float64)
+    pos, neg = np.flatnonzero(answerable), np.flatnonzero(~answerable)
+    gain = np.zeros(len(answerable))
+    gain[pos] = np.where(o.right[pos], 0.5, -0.5 * wrong_cost) / max(len(pos), 1)
+    gain[neg] = -0.5 * wrong_cost / max(len(neg), 1)
+    rng = np.random.default_rng(cfg.seed)
+    weights = np.ones((cfg.resamples + 1, len(answerable)))
+    for b in range(1, cfg.resamples + 1):
+        weights[b] = 0.0
+        for part in (pos, neg):
+            if len(part):
+                np.add.at(weights[b], rng.choice(part, size=len(part)), 1.0)
+    values = answered @ (weights * gain).T  # cuts x resamples
     # Equal value: the stricter cut-off wins (fewer answers on the same evidence).
-    best = float(cuts[np.flatnonzero(values >= values.max() - 1e-12)[-1]])
-    return best, figures(o, answerable, _answered(o, best, best - gap, margin), wrong_cost)
+    best = [cuts[np.flatnonzero(v >= v.max() - 1e-12)[-1]] for v in values.T[1:]] or [cuts[np.argmax(values[:, 0])]]
+    cut = float(np.median(best))
+    return cut, figures(o, answerable, _answered(o, cut, cut - gap, margin), wrong_cost)
 
 
 def calibrate(
@@ -331,7 +347,7 @@ def calibrate(
         if key > best_key:
             best_w, best_o, best_key = w, o, key
     gap = max(retrieval.min_score - retrieval.min_score_distinct, 0.0)
-    s, chosen = _best_cut(best_o, answerable, cfg.wrong_cost, gap, retrieval.min_margin)
+    s, chosen = _best_cut(best_o, answerable, cfg, gap, retrieval.min_margin)
     return Calibration(
         True,
         f"chosen on {n_pos} answerable and {n_neg} declinable held-out questions of this knowledge base",
