@@ -60,6 +60,9 @@ def test_ops_train_compare_activate_and_roll_back(web, adapt_settings):
     page = ConsolePage(web.get("/console/knowledge/adaptation").text)
     assert "configured model" in page.text("live-embedder") and page.by_id["rollback-btn"].attrs.get("disabled") == ""
     assert page.by_id["tune-form"] and page.by_id["artifacts-empty"]
+    # The demo FAQ gives each answer once: the page says the configured cut-off holds, and why.
+    fit = page.text("retrieval-fit")
+    assert "cut-off of 0.655 hold" in fit and "too few held-out questions" in fit, fit
     assert any(link.attrs.get("href") == "/console/knowledge/adaptation"
                for link in ConsolePage(web.get("/console/knowledge").text).links)
 
@@ -236,3 +239,36 @@ def test_chat_requests_with_an_unknown_kind_or_parameters_are_refused(chat_web):
     assert chat_web.post(API + "/chat-0042/activate", headers=headers).status_code == 404
     assert chat_web.get(API + "/chat-0042").status_code == 404
     assert chat_web.get(API + "/jobs").json()["jobs"] == []
+
+
+def _topics_faq(path) -> None:
+    """40 answers, each under three wordings of its question: enough held-out questions to calibrate on."""
+    import csv
+
+    verbs = ["reset", "change", "cancel", "renew", "update", "close", "open", "transfer", "verify", "replace"]
+    nouns = ["password", "subscription", "card", "address"]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "question", "answer"])
+        for i, (verb, noun) in enumerate((v, n) for v in verbs for n in nouns):
+            answer = f"To {verb} your {noun}, open Settings, choose {noun.title()} and press {verb.title()} (ref {i})."
+            for j, q in enumerate((f"How do I {verb} my {noun}?", f"Can I {verb} the {noun} online?",
+                                   f"I need to {verb} my {noun}, what do I do?")):
+                out.writerow([f"t{i}-{j}", q, answer])
+
+
+def test_the_page_shows_the_cut_off_a_knowledge_base_chose_for_itself(settings, embedder, tmp_path):
+    s = tiny(settings)
+    migrate(s)
+    faq = tmp_path / "topics.csv"
+    _topics_faq(faq)
+    assert ingest_path(settings=s, path=faq, source_name="topics").status == "succeeded"
+    add_user(s, "olga", "ops")
+    with TestClient(create_app(s), follow_redirects=False) as client:
+        login(client, "olga")
+        body = client.get("/api/knowledge/calibration").json()
+        cal = body["calibration"]
+        assert cal["applied"] and (cal["n_answerable"], cal["n_declinable"]) == (120, 40), cal["reason"]
+        assert body["in_force"]["min_score"] == cal["min_score"] != body["configured"]["min_score"]
+        fit = ConsolePage(client.get(PAGE).text).text("retrieval-fit")
+    assert f"answers at a score of {cal['min_score']:.3f}" in fit and "120 answerable and 40 declinable" in fit, fit

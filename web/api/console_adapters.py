@@ -22,6 +22,7 @@ from support_bot.core.chat_tuning import ChatTuningSettings
 from support_bot.core.config import AdaptSettings
 from support_bot.core.errors import Conflict, InvalidInput
 from support_bot.ops import audit
+from web.api.knowledge import calibration_payload
 from web.console_deps import OpsDep, console_page, csrf_protect, require_roles
 from web.deps import SessionDep, SettingsDep
 
@@ -146,6 +147,7 @@ def read_adaptation_page(request: Request, user: OpsDep, settings: SettingsDep):
         "chat": service.list_adapters(settings, CHAT),
         "llm_backend": settings.llm.backend,
         "chat_backend": CHAT_BACKEND,
+        "retrieval": calibration_payload(settings),
     }
     return console_page(request, "console/adaptation.html", context)
 

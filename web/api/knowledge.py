@@ -301,8 +301,7 @@ def reindex(user: OpsOrAdminTokenDep, settings: SettingsDep):
     return {"index_version": version}
 
 
-@router.get("/calibration")
-def read_calibration(user: OpsOrAdminTokenDep, settings: SettingsDep):
+def calibration_payload(settings: Settings) -> dict:
     """The live index version's own retrieval weights and cut-offs (knowledge.calibration) and those in force."""
     from support_bot.knowledge.retriever import get_retriever
 
@@ -315,7 +314,14 @@ def read_calibration(user: OpsOrAdminTokenDep, settings: SettingsDep):
         "enabled": settings.retrieval.calibration.enabled,
         "calibration": version.calibration,
         "in_force": {k: getattr(cfg, k) for k in keys},
+        "configured": {k: getattr(settings.retrieval, k) for k in keys},
     }
+
+
+@router.get("/calibration")
+def read_calibration(user: OpsOrAdminTokenDep, settings: SettingsDep):
+    """The live index version's own retrieval weights and cut-offs (knowledge.calibration) and those in force."""
+    return calibration_payload(settings)
 
 
 @router.post("/test")
