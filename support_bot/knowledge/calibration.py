@@ -37,6 +37,9 @@ from support_bot.knowledge.index import IndexVersion
 
 log = logging.getLogger(__name__)
 
+# The RetrievalSettings a calibration chooses (or keeps).
+CHOSEN = ("question_weight", "answer_weight", "lexical_weight", "min_score", "min_score_distinct", "min_margin")
+
 ANSWER_WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LEXICAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)
 
@@ -105,16 +108,7 @@ class Calibration:
         """cfg with this knowledge base's weights and thresholds (cfg itself when the calibration was not applied)."""
         if not self.applied:
             return cfg
-        return cfg.model_copy(
-            update={
-                "question_weight": self.question_weight,
-                "answer_weight": self.answer_weight,
-                "lexical_weight": self.lexical_weight,
-                "min_score": self.min_score,
-                "min_score_distinct": self.min_score_distinct,
-                "min_margin": self.min_margin,
-            }
-        )
+        return cfg.model_copy(update={k: getattr(self, k) for k in CHOSEN})
 
 
 def _norm(text: str | None) -> str:
@@ -175,6 +169,7 @@ def build_probes(
 
 
 def _probe(version, e, out, can, entry_rows, groups, row_entry, candidates) -> Probe | None:
+    """Entry e's question asked with the entries in `out` left out: the retriever's signals for what it finds."""
     row = entry_rows[e][0]
     rec = version.records[row]
     qvec = version.row_vectors([row])[0][0]
@@ -185,7 +180,7 @@ def _probe(version, e, out, can, entry_rows, groups, row_entry, candidates) -> P
     if excluded:
         lex[list(excluded)] = 0.0
     rows.update(r for r in version.lexical_top(rec.title, candidates + len(excluded), scores=lex) if r not in excluded)
-    rows = sorted(r for r in rows if row_entry[r] >= 0 or r not in excluded)
+    rows = sorted(rows)
     if not rows:
         return None
     vectors = version.row_vectors(rows)
@@ -310,14 +305,7 @@ def calibrate(
     """The weights and thresholds for this index version, from its own entries (those in `trained` never asked)."""
     cfg = retrieval.calibration
     configured_w = (retrieval.question_weight, retrieval.answer_weight, retrieval.lexical_weight)
-    keep = dict(
-        question_weight=retrieval.question_weight,
-        answer_weight=retrieval.answer_weight,
-        lexical_weight=retrieval.lexical_weight,
-        min_score=retrieval.min_score,
-        min_score_distinct=retrieval.min_score_distinct,
-        min_margin=retrieval.min_margin,
-    )
+    keep = {k: getattr(retrieval, k) for k in CHOSEN}
     if not cfg.enabled:
         return Calibration(False, "calibration is turned off", **keep)
     probes = build_probes(version, cfg, retrieval.candidates, trained=trained)

@@ -104,6 +104,7 @@ def eval_retrieval(
     the product's embedder adaptation as ops would run it; what it returns is reported under "tune".
     """
     from support_bot.core.db import get_engine, migrate
+    from support_bot.knowledge.calibration import CHOSEN
     from support_bot.knowledge.retriever import Retriever
 
     queries = load_queries(queries_path)
@@ -133,8 +134,7 @@ def eval_retrieval(
         # The weights and thresholds this knowledge base was searched with, and the held-out figures behind them.
         result["calibration"] = {
             k: calibration.get(k)
-            for k in ("applied", "reason", "question_weight", "answer_weight", "lexical_weight", "min_score",
-                      "min_score_distinct", "min_margin", "n_answerable", "n_declinable", "chosen", "configured")
+            for k in ("applied", "reason", *CHOSEN, "n_answerable", "n_declinable", "chosen", "configured")
         }
     if tuned is not None:
         result["tune"] = tuned

@@ -76,6 +76,7 @@ class Retriever:
         self.settings = settings
         self.reader = IndexReader(settings.index_dir, settings=settings.index)
         self._embedder = embedder
+        self._calibrated: tuple[IndexVersion, RetrievalSettings] | None = None
 
     @property
     def embedder(self):
@@ -95,11 +96,15 @@ class Retriever:
         """The retrieval settings a version is searched with: its knowledge base's own weights and thresholds when
         they were chosen for it (knowledge.calibration) and calibration is on, else the configured ones."""
         cfg = self.settings.retrieval
-        if version.calibration and cfg.calibration.enabled:
+        if not (version.calibration and cfg.calibration.enabled):
+            return cfg
+        cached = self._calibrated
+        if cached is None or cached[0] is not version:
             from support_bot.knowledge.calibration import Calibration
 
-            return Calibration.from_json(version.calibration).apply(cfg)
-        return cfg
+            # One version object, one choice: searches do not rebuild the settings each time.
+            cached = self._calibrated = (version, Calibration.from_json(version.calibration).apply(cfg))
+        return cached[1]
 
     def search(self, query: str, *, k: int | None = None) -> RetrievalResult:
         """Top-k distinct entries for the query with fused and component scores, plus whether to abstain."""

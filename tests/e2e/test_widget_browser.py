@@ -267,6 +267,21 @@ def test_widget_on_another_site_streams_a_cited_answer_and_stores_thumbs(site, c
         assert [(f.message_id, f.rating) for f in feedback] == [(answer.get_attribute("data-id"), "up")]
 
 
+def claim_as_new_agent(settings: Settings, conv_id: str, name: str, display_name: str) -> str:
+    """A new agent, online, who claims the conversation; returns the agent's id."""
+    with session_scope(settings) as session:
+        agent, _ = auth.create_user(
+            session, settings=settings, username=f"{name}{conv_id[:6]}", role="agent", password="correct horse battery",
+            display_name=display_name, must_change_password=False,
+        )
+        agent_id = agent.id
+    with session_scope(settings) as session:
+        handoff.set_presence(session, settings, agent=session.get(User, agent_id), status="online")
+    with session_scope(settings) as session:
+        handoff.claim(session, settings, conversation_id=conv_id, agent=session.get(User, agent_id))
+    return agent_id
+
+
 def test_handoff_shows_the_queue_and_an_inert_agent_message_then_the_rating_is_stored(site, context):
     page = context.new_page()
     page.goto(site.page_url("shop"))
@@ -280,16 +295,7 @@ def test_handoff_shows_the_queue_and_an_inert_agent_message_then_the_rating_is_s
     conv_id = conversation_id(page)
 
     settings = site.settings
-    with session_scope(settings) as session:
-        agent, _ = auth.create_user(
-            session, settings=settings, username=f"alice{conv_id[:6]}", role="agent", password="correct horse battery",
-            display_name="Alice Agent", must_change_password=False,
-        )
-        agent_id = agent.id
-    with session_scope(settings) as session:
-        handoff.set_presence(session, settings, agent=session.get(User, agent_id), status="online")
-    with session_scope(settings) as session:
-        handoff.claim(session, settings, conversation_id=conv_id, agent=session.get(User, agent_id))
+    agent_id = claim_as_new_agent(settings, conv_id, "alice", "Alice Agent")
     page.locator("li[data-role=notice]", has_text="Alice Agent joined the chat.").wait_for(timeout=LIVE)
     with session_scope(settings) as session:
         handoff.agent_reply(session, settings, conversation_id=conv_id, agent=session.get(User, agent_id), text=XSS_AGENT)
@@ -336,16 +342,7 @@ def test_a_history_read_overtaken_by_a_live_agent_message_does_not_take_it_away(
 
     page.route("**/messages", hold_reads)
     settings = site.settings
-    with session_scope(settings) as session:
-        agent, _ = auth.create_user(
-            session, settings=settings, username=f"bob{conv_id[:6]}", role="agent", password="correct horse battery",
-            display_name="Bob Agent", must_change_password=False,
-        )
-        agent_id = agent.id
-    with session_scope(settings) as session:
-        handoff.set_presence(session, settings, agent=session.get(User, agent_id), status="online")
-    with session_scope(settings) as session:
-        handoff.claim(session, settings, conversation_id=conv_id, agent=session.get(User, agent_id))
+    agent_id = claim_as_new_agent(settings, conv_id, "bob", "Bob Agent")
     page.locator("li[data-role=notice]", has_text="Bob Agent joined the chat.").wait_for(timeout=LIVE)
     deadline = LIVE / 1000
     while not held and deadline > 0:

@@ -75,6 +75,21 @@ def _ask(retriever: Retriever, embedder: _Embedder, vector: np.ndarray):
     return retriever.search("a question")
 
 
+def _both(tmp_path, topics: _Topics, judge) -> dict[str, int]:
+    """How many of one fresh question per topic `judge(result, topic)` accepts, calibrated and configured."""
+    searchers = {"calibrated": _retriever(tmp_path), "configured": _retriever(tmp_path, enabled=False)}
+    counts = dict.fromkeys(searchers, 0)
+    for t in range(len(topics.centres)):
+        q = topics.question(t)
+        for name, (r, e) in searchers.items():
+            counts[name] += bool(judge(_ask(r, e, q), t))
+    return counts
+
+
+def _topic(result) -> str:
+    return result.hits[0].entry_id.split("-")[0]
+
+
 def test_answers_pointing_at_another_topic_lose_their_weight_and_the_right_topic_ranks_first(tmp_path):
     topics = _Topics(40, noise=0.9)
     # Each topic's stored answer reads like the next topic: the configured answer weight ranks the wrong topic first.
@@ -84,13 +99,7 @@ def test_answers_pointing_at_another_topic_lose_their_weight_and_the_right_topic
     assert chosen.answer_weight < RetrievalSettings().answer_weight
     assert chosen.chosen["recall@1"] > chosen.configured["recall@1"] + 0.1
 
-    calibrated, e1 = _retriever(tmp_path)
-    configured, e2 = _retriever(tmp_path, enabled=False)
-    right = {"calibrated": 0, "configured": 0}
-    for t in range(40):
-        q = topics.question(t)
-        for name, (r, e) in {"calibrated": (calibrated, e1), "configured": (configured, e2)}.items():
-            right[name] += _ask(r, e, q).hits[0].entry_id.split("-")[0] == str(t)
+    right = _both(tmp_path, topics, lambda result, t: _topic(result) == str(t))
     assert right["calibrated"] >= 34 and right["calibrated"] > right["configured"] + 5, right
 
 
@@ -100,15 +109,9 @@ def test_a_knowledge_base_whose_questions_match_loosely_gets_a_lower_cut_off_and
     chosen = Calibration.from_json(version.calibration)
     assert chosen.applied and chosen.min_score < RetrievalSettings().min_score - 0.1, chosen.summary()
 
-    calibrated, e1 = _retriever(tmp_path)
-    configured, e2 = _retriever(tmp_path, enabled=False)
-    answered = {"calibrated": 0, "configured": 0}
-    for t in range(40):
-        q = topics.question(t)
-        for name, (r, e) in {"calibrated": (calibrated, e1), "configured": (configured, e2)}.items():
-            result = _ask(r, e, q)
-            answered[name] += not result.abstain and result.hits[0].entry_id.split("-")[0] == str(t)
+    answered = _both(tmp_path, topics, lambda result, t: not result.abstain and _topic(result) == str(t))
     assert answered["calibrated"] >= 32 and answered["configured"] <= answered["calibrated"] - 15, answered
+    calibrated, e1 = _retriever(tmp_path)
     declined = sum(_ask(calibrated, e1, topics.stranger()).abstain for _ in range(40))
     assert declined >= 30
 

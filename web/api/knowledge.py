@@ -303,12 +303,12 @@ def reindex(user: OpsOrAdminTokenDep, settings: SettingsDep):
 
 def calibration_payload(settings: Settings) -> dict:
     """The live index version's own retrieval weights and cut-offs (knowledge.calibration) and those in force."""
+    from support_bot.knowledge.calibration import CHOSEN as keys
     from support_bot.knowledge.retriever import get_retriever
 
     retriever = get_retriever(settings)
     version = retriever.reader.current()
     cfg = retriever.settings_for(version)
-    keys = ("question_weight", "answer_weight", "lexical_weight", "min_score", "min_score_distinct", "min_margin")
     return {
         "index_version": version.version,
         "enabled": settings.retrieval.calibration.enabled,
