@@ -181,11 +181,15 @@ def judge(relevant: Sequence[str], events: Sequence[TimedEvent], entries: EntryT
     )
 
 
-def detail(question: str, outcome: Outcome, **extra: Any) -> dict[str, Any]:
-    """One judged answer as a line of the --details file: what was asked, what the customer read, and the verdict."""
+def detail(question: str, outcome: Outcome, *, judged: bool = True, **extra: Any) -> dict[str, Any]:
+    """One answer as a line of the --details file: what was asked, what the customer read, and the verdict.
+
+    A dialogue's earlier turns are context, not judged: its labels name what its last turn should find.
+    """
     verdict = "declined" if outcome.declined else "correct" if outcome.correct else "wrong"
     return {
-        **extra, "question": question, "relevant": list(outcome.relevant), "verdict": verdict,
+        **extra, "question": question, "relevant": list(outcome.relevant) if judged else [],
+        "verdict": verdict if judged else "not judged",
         "cited": list(outcome.cited), "quoted": outcome.quoted, "model_written": outcome.model_written,
         "text": outcome.text, "answer_ms": round(outcome.answer_ms, 1),
     }
@@ -299,7 +303,7 @@ def eval_answers(
 
     `adapter`: a tuned chat adapter of the configured model to answer with (support_bot.adapt.commands.eval_chat_model
     checks it), read from the adapter store of `settings`' data dir; None: the model as shipped, whichever is live.
-    `details_path`: also write every judged answer there, a JSON line each (see `detail`), queries then dialogues.
+    `details_path`: also write every answer there, a JSON line each (see `detail`), queries then dialogues.
     """
     from tqdm import tqdm
 
@@ -340,7 +344,7 @@ def eval_answers(
         lines = [detail(q["query"], a, kind="query") for q, a in zip(queries, answers, strict=True)]
         for n, (d, turns) in enumerate(zip(dialogues or (), talks or (), strict=True)):
             lines += [
-                detail(t, a, kind="dialogue", dialogue=n, turn=i)
+                detail(t, a, kind="dialogue", dialogue=n, turn=i, judged=i == len(turns) - 1)
                 for i, (t, a) in enumerate(zip(d["turns"], turns, strict=True))
             ]
         Path(details_path).write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))

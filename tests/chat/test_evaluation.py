@@ -233,6 +233,10 @@ def test_eval_answers_asks_through_the_chat_turn(settings, embedder, fake_model,
     assert lines[4]["quoted"] and lines[4]["cited"] == ["ret-01"]
     dialogue_lines = [line for line in lines if line["kind"] == "dialogue"]
     assert len(dialogue_lines) == len(lines) - 5 and {line["turn"] for line in dialogue_lines} == {0, 1}
+    # Only a dialogue's last turn is judged: its labels are about that turn, not the question before it.
+    assert {line["verdict"] for line in dialogue_lines if line["turn"] == 0} == {"not judged"}
+    assert all(line["relevant"] == [] for line in dialogue_lines if line["turn"] == 0)
+    assert {line["verdict"] for line in dialogue_lines if line["turn"] == 1} <= {"correct", "wrong", "declined"}
     assert any(line["question"] == "How long does a refund take?" for line in dialogue_lines)
     # Ingested into a throw-away data dir, gone afterwards; nothing written to the configured one.
     assert data_dirs and data_dirs[0] != settings.data_dir and not data_dirs[0].exists()
