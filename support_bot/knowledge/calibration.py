@@ -108,7 +108,8 @@ class Calibration:
         """cfg with this knowledge base's weights and thresholds (cfg itself when the calibration was not applied)."""
         if not self.applied:
             return cfg
-        return cfg.model_copy(update={k: getattr(self, k) for k in CHOSEN})
+        # Validated: a stored choice is read back from disk, and a bad value must fail here, not in a search.
+        return type(cfg).model_validate({**cfg.model_dump(), **{k: getattr(self, k) for k in CHOSEN}})
 
 
 def _norm(text: str | None) -> str:

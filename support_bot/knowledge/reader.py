@@ -71,8 +71,15 @@ def load_version(
         lexical = bm25s.BM25.load(str(path / LEXICAL), show_progress=False) if records else None
     calibration = None
     if (path / CALIBRATION).is_file():
-        with open(path / CALIBRATION, encoding="utf-8") as fh:
-            calibration = json.load(fh)
+        try:
+            with open(path / CALIBRATION, encoding="utf-8") as fh:
+                calibration = json.load(fh)
+            if not isinstance(calibration, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            # The version itself is whole; only its choice of weights is lost: search with the configured ones.
+            log.warning("index %s: unreadable %s (%s); the configured retrieval settings apply", path, CALIBRATION, exc)
+            calibration = None
     dense = None
     if records:
         dense = faiss.read_index(str(path / DENSE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ import numpy as np
 from support_bot.core.config import RetrievalSettings, Settings
 from support_bot.knowledge.reader import IndexReader
 from support_bot.knowledge.index import IndexVersion
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,8 +105,14 @@ class Retriever:
         if cached is None or cached[0] is not version:
             from support_bot.knowledge.calibration import Calibration
 
+            try:
+                chosen = Calibration.from_json(version.calibration).apply(cfg)
+            except (TypeError, ValueError) as exc:
+                log.warning("index v%d: its calibration cannot be used (%s); the configured settings apply",
+                            version.version, exc)
+                chosen = cfg
             # One version object, one choice: searches do not rebuild the settings each time.
-            cached = self._calibrated = (version, Calibration.from_json(version.calibration).apply(cfg))
+            cached = self._calibrated = (version, chosen)
         return cached[1]
 
     def search(self, query: str, *, k: int | None = None) -> RetrievalResult:

@@ -183,3 +183,18 @@ def test_questions_a_tuned_embedder_learned_are_never_asked(tmp_path):
     assert sum(p.answerable for p in probes) == 35 and sum(not p.answerable for p in probes) == 35
     chosen = calibrate(version, RetrievalSettings(), trained=frozenset(question_key(r.title) for r in version.records))
     assert not chosen.applied and "the 105 questions the embedder was tuned on are not asked" in chosen.reason
+
+
+@pytest.mark.parametrize("stored", ["{not json", "[1, 2]", '{"applied": true, "reason": "x"}',
+                                    '{"applied": true, "reason": "x", "question_weight": 1, "answer_weight": 0, '
+                                    '"lexical_weight": 0, "min_score": "high", "min_score_distinct": 0.5, '
+                                    '"min_margin": 0.1}'])
+def test_a_damaged_calibration_leaves_the_version_searchable_with_the_configured_settings(tmp_path, caplog, stored):
+    index = tmp_path / "index"
+    topics = _Topics(40, noise=0.9)
+    _publish(index, topics, 6, answer_of=lambda t: (t + 1) % 40)
+    (index / "v1" / CALIBRATION).write_text(stored, encoding="utf-8")
+    retriever, embedder = _retriever(tmp_path)
+    result = _ask(retriever, embedder, topics.question(3))
+    assert result.hits and retriever.settings_for(retriever.reader.current()) == Settings(data_dir=tmp_path).retrieval
+    assert "configured" in caplog.text
