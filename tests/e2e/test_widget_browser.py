@@ -267,6 +267,26 @@ def test_widget_on_another_site_streams_a_cited_answer_and_stores_thumbs(site, c
         assert [(f.message_id, f.rating) for f in feedback] == [(answer.get_attribute("data-id"), "up")]
 
 
+def test_the_launcher_waits_for_the_sites_own_look_and_never_shows_the_defaults_first(site, context):
+    page = context.new_page()
+    held = []
+    page.route("**/api/widget/config", lambda route: held.append((route, route.fetch())))
+    page.goto(site.page_url("slow-config"))
+    page.wait_for_function("() => document.querySelector('support-bot-widget') !== null", timeout=LIVE)
+    deadline = LIVE / 1000
+    while not held and deadline > 0:
+        page.wait_for_timeout(100)
+        deadline -= 0.1
+    assert held, "the widget did not ask for its configuration"
+    launcher = page.locator(".launcher")
+    assert not launcher.is_visible()  # the configuration has not arrived: nothing to show yet
+    for route, response in held:
+        route.fulfill(response=response)
+    launcher.wait_for(state="visible", timeout=LIVE)
+    open_widget(page)
+    assert page.locator(".title").inner_text() == "Acme support"
+
+
 def claim_as_new_agent(settings: Settings, conv_id: str, name: str, display_name: str) -> str:
     """A new agent, online, who claims the conversation; returns the agent's id."""
     with session_scope(settings) as session:

@@ -1082,8 +1082,12 @@ svg{width:20px;height:20px;display:block;flex:none}
 
   function mount() {
     (document.body || document.documentElement).appendChild(host);
+    // The launcher shows once the site's own title, label and colours are known (or known to be unavailable): never
+    // the defaults first and the site's a moment later.
+    launcher.hidden = true;
     applyTheme();
     loadConfig().then(() => {
+      launcher.hidden = false;
       let open = ds.open === "true";
       try { open = open || sessionStorage.getItem(OPEN_KEY) === "1"; } catch (e) { /* private mode */ }
       if (open) setOpen(true, false);
