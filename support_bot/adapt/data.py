@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from support_bot.core.config import AdaptSettings, Settings
 from support_bot.core.errors import InvalidInput
+from support_bot.knowledge.calibration import text_key
 from support_bot.safety.pii import redact
 
 # The fewest examples (and distinct answers) worth tuning on: fewer cannot hold out a slice and still teach anything.
@@ -64,7 +65,7 @@ def normalize(text: str) -> str:
 
 
 def group_of(answer: str) -> str:
-    return hashlib.sha1(normalize(answer).casefold().encode("utf-8")).hexdigest()[:16]
+    return text_key(answer)
 
 
 def _example(key: str, question: str, answer: str, origin: str) -> Example | None:

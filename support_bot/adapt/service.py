@@ -21,7 +21,7 @@ from support_bot.knowledge.embedder import (
     resolve_model_dir,
     serving_artifact,
 )
-from support_bot.knowledge.calibration import question_key
+from support_bot.knowledge.calibration import text_key
 from support_bot.knowledge.index import read_current_version
 from support_bot.llm.adapters import CHAT_KIND
 
@@ -93,7 +93,7 @@ def tune_embedder(settings: Settings, *, progress: Progress | None = None, overr
         stats["hard_negatives"] = len(negatives)
         os.rename(staging, root / artifacts.MODEL_DIR)
         # Retrieval calibration never asks the questions the artifact learned (knowledge.calibration).
-        trained = sorted({question_key(e.question) for e in split.train})
+        trained = sorted({text_key(e.question) for e in split.train})
         (root / TRAINED_FILE).write_text(json.dumps({"questions": trained}), encoding="utf-8")
         evaluation = compare(settings, artifact_id, split, progress=progress)
     except BaseException as exc:

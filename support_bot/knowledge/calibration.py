@@ -34,6 +34,7 @@ import numpy as np
 
 from support_bot.core.config import CalibrationSettings, RetrievalSettings
 from support_bot.knowledge.index import IndexVersion
+from support_bot.knowledge.signals import candidate_signals
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,10 @@ def _norm(text: str | None) -> str:
     return re.sub(r"\s+", " ", (text or "").strip().casefold())
 
 
-def question_key(text: str) -> str:
-    """A short fingerprint of a question as written (case and spacing aside): what a tuned embedder records it saw."""
-    return hashlib.sha256(_norm(text).encode()).hexdigest()[:16]
+def text_key(text: str | None) -> str:
+    """A short fingerprint of a text, case and spacing aside: what a tuned embedder records of each question it was
+    trained on, and the answer group of adapt.data (answers with one key are one answer)."""
+    return hashlib.sha1(_norm(text).encode("utf-8")).hexdigest()[:16]
 
 
 def _rank(key: str, seed: int) -> str:
@@ -141,7 +143,7 @@ def build_probes(
 ) -> list[Probe]:
     """Answerable probes (a question asked with its own entry left out) and declinable ones (its whole answer out).
 
-    Questions in `trained` (question_key) are never asked: an embedder tuned on them finds their answers too easily.
+    Questions in `trained` (text_key) are never asked: an embedder tuned on them finds their answers too easily.
     """
     entry_rows, groups, first = _entries(version)
     if not entry_rows or version.dense is None:
@@ -149,7 +151,7 @@ def build_probes(
     members: dict[str, list[int]] = {}
     for e, g in enumerate(groups):
         members.setdefault(g, []).append(e)
-    fresh = [question_key(version.records[first[e]].title or "") not in trained for e in range(len(groups))]
+    fresh = [text_key(version.records[first[e]].title or "") not in trained for e in range(len(groups))]
     shared = [e for e, g in enumerate(groups) if len(members[g]) > 1 and fresh[e]]
     answerable = sorted(shared, key=lambda e: _rank(version.records[first[e]].chunk_id, cfg.seed))
     answerable = answerable[: cfg.max_probes]
@@ -174,29 +176,19 @@ def _probe(version, e, out, can, entry_rows, groups, row_entry, candidates) -> P
     row = entry_rows[e][0]
     rec = version.records[row]
     qvec = version.row_vectors([row])[0][0]
-    excluded = {r for x in out for r in entry_rows[x]}
-    hits = version.dense_search(qvec, candidates + len(excluded))
-    rows = {r for r in hits if r not in excluded}
-    lex = version.lexical_scores(rec.title)
-    if excluded:
-        lex[list(excluded)] = 0.0
-    rows.update(r for r in version.lexical_top(rec.title, candidates + len(excluded), scores=lex) if r not in excluded)
-    rows = sorted(rows)
-    if not rows:
+    found = candidate_signals(
+        version, qvec, rec.title, candidates, exclude=frozenset(r for x in out for r in entry_rows[x])
+    )
+    if not found.rows:
         return None
-    vectors = version.row_vectors(rows)
-    q = np.asarray([float(v[0] @ qvec) for v in vectors], dtype=np.float32)
-    a = np.asarray([float(v[-1] @ qvec) for v in vectors], dtype=np.float32)
-    lexical = lex[rows]
-    best = float(lexical.max()) if len(lexical) else 0.0
-    rel = lexical / best if best > 0 else np.zeros_like(lexical)
-    group = groups[e]
-    entry = row_entry[rows]
-    right = np.asarray([x >= 0 and groups[x] == group for x in entry], dtype=bool)
-    body = np.stack([v[-1] for v in vectors]).astype(np.float32)
+    entry = row_entry[found.rows]
+    right = np.asarray([x >= 0 and groups[x] == groups[e] for x in entry], dtype=bool)
     # Rows outside any FAQ entry (document chunks) get entry numbers of their own.
-    entry = np.where(entry >= 0, entry, -1 - np.arange(len(rows)))
-    return Probe(rec.title or "", q, a, rel.astype(np.float32), entry, right, body, answerable=can)
+    entry = np.where(entry >= 0, entry, -1 - np.arange(len(found.rows)))
+    return Probe(
+        rec.title or "", found.question, found.answer, found.relative.astype(np.float32), entry, right,
+        found.bodies.astype(np.float32), answerable=can,
+    )
 
 
 @dataclass
@@ -246,6 +238,13 @@ def _answered(o: _Outcome, min_score: float, distinct: float, margin: float) -> 
     return (o.top >= min_score) | ((o.top >= distinct) & (o.margin >= margin))
 
 
+def _ranking(ranks: np.ndarray) -> tuple[float, float]:
+    """recall@1 and MRR of the answerable probes' ranks of their first right entry (0: none found)."""
+    if not len(ranks):
+        return 0.0, 0.0
+    return float((ranks == 1).mean()), float(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0).mean())
+
+
 def figures(o: _Outcome, answerable: np.ndarray, answered: np.ndarray, wrong_cost: float) -> dict:
     pos, neg = answerable, ~answerable
     good = answered & o.right & pos
@@ -253,10 +252,10 @@ def figures(o: _Outcome, answerable: np.ndarray, answered: np.ndarray, wrong_cos
     bad_neg = answered & neg
     n_pos, n_neg = max(int(pos.sum()), 1), max(int(neg.sum()), 1)
     n_answered = int(answered.sum())
-    ranks = o.rank[pos]
+    recall1, mrr = _ranking(o.rank[pos])
     return {
-        "recall@1": round(float((ranks == 1).sum()) / n_pos, 4),
-        "mrr": round(float(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0).sum()) / n_pos, 4),
+        "recall@1": round(recall1, 4),
+        "mrr": round(mrr, 4),
         "answer_coverage": round(float(good.sum()) / n_pos, 4),
         "abstain_recall": round(1.0 - float(bad_neg.sum()) / n_neg, 4),
         "answer_precision": round(float(good.sum()) / n_answered, 4) if n_answered else 0.0,
@@ -331,8 +330,7 @@ def calibrate(
     for wa, wl in itertools.product(ANSWER_WEIGHTS, LEXICAL_WEIGHTS):
         w = (1.0, wa, wl)
         o = score(probes, w, dup)
-        r = o.rank[answerable]
-        key = (float((r == 1).mean()), float(np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0).mean()))
+        key = _ranking(o.rank[answerable])
         if key > best_key:
             best_w, best_o, best_key = w, o, key
     gap = max(retrieval.min_score - retrieval.min_score_distinct, 0.0)

@@ -238,7 +238,7 @@ def read_embedder_state(settings: Settings) -> dict:
 
 
 def trained_questions(settings: Settings, artifact: str | None) -> frozenset[str]:
-    """Fingerprints (calibration.question_key) of the questions a tuned artifact was trained on; none for the
+    """Fingerprints (calibration.text_key) of the questions a tuned artifact was trained on; none for the
     configured model or an artifact that did not record them."""
     if not artifact:
         return frozenset()

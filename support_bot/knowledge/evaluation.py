@@ -104,7 +104,6 @@ def eval_retrieval(
     the product's embedder adaptation as ops would run it; what it returns is reported under "tune".
     """
     from support_bot.core.db import get_engine, migrate
-    from support_bot.knowledge.calibration import CHOSEN
     from support_bot.knowledge.retriever import Retriever
 
     queries = load_queries(queries_path)
@@ -132,10 +131,7 @@ def eval_retrieval(
     result = score_run(queries, ranked, abstained, latencies)
     if calibration is not None:
         # The weights and thresholds this knowledge base was searched with, and the held-out figures behind them.
-        result["calibration"] = {
-            k: calibration.get(k)
-            for k in ("applied", "reason", *CHOSEN, "n_answerable", "n_declinable", "chosen", "configured")
-        }
+        result["calibration"] = calibration
     if tuned is not None:
         result["tune"] = tuned
     return result

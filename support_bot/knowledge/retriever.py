@@ -12,6 +12,7 @@ import numpy as np
 from support_bot.core.config import RetrievalSettings, Settings
 from support_bot.knowledge.reader import IndexReader
 from support_bot.knowledge.index import IndexVersion
+from support_bot.knowledge.signals import candidate_signals
 
 log = logging.getLogger(__name__)
 
@@ -141,36 +142,21 @@ class Retriever:
     @staticmethod
     def _candidates(version: IndexVersion, qvec: np.ndarray, query: str, cfg: RetrievalSettings) -> list[_Entry]:
         """The best-scoring chunk of each entry found by either the dense or the lexical top list."""
-        n = cfg.candidates
-        rows = set(version.dense_search(qvec, n))
-        lex = version.lexical_scores(query)
-        # Best first, positive scores only; it skips rows that cannot reach the top n instead of sorting them all.
-        lexical_top = version.lexical_top(query, n, scores=lex)
-        best_lex = next(iter(lexical_top.values()), 0.0)
-        rows.update(lexical_top)
-        if not rows:
+        found = candidate_signals(version, qvec, query, cfg.candidates)
+        if not found.rows:
             return []
-        ordered = sorted(rows)
-        vectors = version.row_vectors(ordered)
-        counts = np.asarray([len(v) for v in vectors])
-        ends = np.cumsum(counts)
-        starts = ends - counts
-        sims = np.concatenate(vectors) @ qvec.reshape(-1).astype(np.float32)
-        lexical = lex[ordered]
         # Views are [title, body] (ingest.chunking); a chunk embedded once counts its one vector as both.
         fused = (
-            cfg.question_weight * sims[starts]
-            + cfg.answer_weight * sims[ends - 1]
-            + cfg.lexical_weight * (lexical / best_lex if best_lex > 0 else 0.0)
+            cfg.question_weight * found.question + cfg.answer_weight * found.answer + cfg.lexical_weight * found.relative
         ) / (cfg.question_weight + cfg.answer_weight + cfg.lexical_weight)
-        best = np.maximum.reduceat(sims, starts)
         entries: dict[tuple[str, str], _Entry] = {}
-        for i, row in enumerate(ordered):
+        for i, row in enumerate(found.rows):
             key = _entry_key(version, row)
             known = entries.get(key)
             if known is None or fused[i] > known.fused:
                 entries[key] = _Entry(
-                    row=row, fused=float(fused[i]), dense=float(best[i]), lexical=float(lexical[i]), body=vectors[i][-1]
+                    row=row, fused=float(fused[i]), dense=float(found.best[i]), lexical=float(found.lexical[i]),
+                    body=found.bodies[i],
                 )
         return list(entries.values())
 

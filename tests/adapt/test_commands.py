@@ -9,7 +9,7 @@ import pytest
 
 from support_bot import cli
 from support_bot.core.config import get_settings
-from support_bot.knowledge.calibration import question_key
+from support_bot.knowledge.calibration import text_key
 from support_bot.knowledge.embedder import trained_questions
 from support_bot.knowledge.reader import load_current
 from tests.adapt.conftest import DEMO_FAQ, NORTHWIND_FAQ, NORTHWIND_QUERIES, install
@@ -57,7 +57,7 @@ def test_tune_list_activate_and_rollback_from_the_command_line(tiny_env, monkeyp
     # The artifact records the questions it learned; the calibration of the version it serves does not ask them.
     settings = get_settings()
     trained = trained_questions(settings, "embedder-0001")
-    faq = {question_key(r["question"]) for r in csv.DictReader(DEMO_FAQ.open(encoding="utf-8"))}
+    faq = {text_key(r["question"]) for r in csv.DictReader(DEMO_FAQ.open(encoding="utf-8"))}
     assert len(trained) == record["data"]["train"] and trained <= faq
     calibration = load_current(settings).calibration
     assert f"the {len(trained)} questions the embedder was tuned on are not asked" in calibration["reason"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from support_bot.core.config import IndexSettings, RetrievalSettings, Settings
-from support_bot.knowledge.calibration import Calibration, build_probes, calibrate, question_key
+from support_bot.knowledge.calibration import Calibration, build_probes, calibrate, text_key
 from support_bot.knowledge.index import CALIBRATION, ChunkRecord, build_approximate, write_version
 from support_bot.knowledge.reader import IndexReader
 from support_bot.knowledge.retriever import Retriever
@@ -176,12 +176,12 @@ def test_a_dearer_wrong_answer_never_lowers_the_cut_off(tmp_path, cost):
 
 def test_questions_a_tuned_embedder_learned_are_never_asked(tmp_path):
     version = _publish(tmp_path / "index", _Topics(35, noise=0.5), 3, calibrate_it=False)
-    learned = frozenset(question_key(r.title) for r in version.records if not r.entry_id.endswith("-0"))
+    learned = frozenset(text_key(r.title) for r in version.records if not r.entry_id.endswith("-0"))
     probes = build_probes(version, RetrievalSettings().calibration, 50, trained=learned)
-    assert probes and all(question_key(p.question) not in learned for p in probes)
+    assert probes and all(text_key(p.question) not in learned for p in probes)
     # One fresh question per topic: 35 answerable probes and 35 declinable ones, nothing else.
     assert sum(p.answerable for p in probes) == 35 and sum(not p.answerable for p in probes) == 35
-    chosen = calibrate(version, RetrievalSettings(), trained=frozenset(question_key(r.title) for r in version.records))
+    chosen = calibrate(version, RetrievalSettings(), trained=frozenset(text_key(r.title) for r in version.records))
     assert not chosen.applied and "the 105 questions the embedder was tuned on are not asked" in chosen.reason
 
 
