@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from support_bot.core.config import CalibrationSettings, RetrievalSettings
-from support_bot.knowledge.index import IndexVersion
+from support_bot.knowledge.index import ChunkRecord, IndexVersion
 from support_bot.knowledge.signals import candidate_signals
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,10 @@ def _rank(key: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
+def _identity(rec: ChunkRecord) -> str:
+    return f"{rec.source}\x00{rec.entry_id}"
+
+
 def _entries(version: IndexVersion) -> tuple[list[list[int]], list[str], list[int]]:
     """Rows of each FAQ entry (chunks of one entry together), each entry's answer group, and its question row."""
     rows: dict[tuple[str, str], list[int]] = {}
@@ -153,7 +157,9 @@ def build_probes(
         members.setdefault(g, []).append(e)
     fresh = [text_key(version.records[first[e]].title or "") not in trained for e in range(len(groups))]
     shared = [e for e, g in enumerate(groups) if len(members[g]) > 1 and fresh[e]]
-    answerable = sorted(shared, key=lambda e: _rank(version.records[first[e]].chunk_id, cfg.seed))
+    # Sampled by entry identity (source, entry id), not by chunk ids, which are new at every ingest: re-ingesting the
+    # same knowledge asks the same questions and so chooses the same settings.
+    answerable = sorted(shared, key=lambda e: _rank(_identity(version.records[first[e]]), cfg.seed))
     answerable = answerable[: cfg.max_probes]
     # A declinable probe holds out a whole answer: one question of it is asked against everything else.
     askable = {g: [e for e in es if fresh[e]] for g, es in members.items()}

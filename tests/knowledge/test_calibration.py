@@ -40,13 +40,14 @@ class _Topics:
         return _unit(self.rng.normal(size=DIM))
 
 
-def _publish(path, topics: _Topics, per_topic: int, *, answer_of=lambda t: t, retrieval=None, calibrate_it=True):
+def _publish(path, topics: _Topics, per_topic: int, *, answer_of=lambda t: t, retrieval=None, calibrate_it=True,
+             chunk_ids="c"):
     """Past chats as entries: per topic, per_topic questions sharing one answer (whose vector is answer_of's topic)."""
     records, vectors = [], []
     for t in range(len(topics.centres)):
         for j in range(per_topic):
             # Words of their own: the lexical signal knows nothing, so only the vectors decide.
-            records.append(ChunkRecord(f"c{t}-{j}", "chats", f"{t}-{j}", f"q{t}x{j}", f"q{t}x{j}\nanswer {t}",
+            records.append(ChunkRecord(f"{chunk_ids}{t}-{j}", "chats", f"{t}-{j}", f"q{t}x{j}", f"q{t}x{j}\nanswer {t}",
                                        f"answer {t}", None, f"q{t}x{j}"))
             vectors += [topics.question(t), topics.centres[answer_of(t)]]
     retrieval = retrieval or RetrievalSettings()
@@ -138,6 +139,16 @@ def test_probes_leave_out_their_own_entry_or_their_whole_answer(tmp_path):
         own = next(i for i, r in enumerate(version.records) if r.title == p.question)
         assert own not in set(int(x) for x in p.entry) and int(p.right.sum()) == 2
     assert all(not p.right.any() for p in declinable)
+
+
+def test_the_same_knowledge_ingested_again_is_asked_the_same_sampled_questions(tmp_path):
+    """Chunk ids are new at every ingest; the sample of held-out questions follows the entries, not the chunks."""
+    cfg = RetrievalSettings().calibration.model_copy(update={"max_probes": 20})
+    asked = []
+    for ingest in ("first", "second"):
+        version = _publish(tmp_path / ingest, _Topics(35, noise=0.5), 3, calibrate_it=False, chunk_ids=ingest)
+        asked.append([p.question for p in build_probes(version, cfg, 50) if p.answerable])
+    assert len(asked[0]) == 20 and asked[0] == asked[1]
 
 
 def test_the_choice_is_stored_with_the_version_and_goes_with_its_approximate_index(tmp_path):
