@@ -19,7 +19,7 @@ for new (stand-alone) second questions:
              question")
   alone      the last question searched without the conversation
 by_margin: new_rule's resolved rate at each margin of --margins (the same two searches, the choice made again by
-the pure `prefer_rewrite`). cross_validation: the margin picked on the other sets' dialogues (the middle of the
+the pure `prefer_rewrite`, with the floor `rewrite_floor` takes from the knowledge base's own calibrated cut-offs). cross_validation: the margin picked on the other sets' dialogues (the middle of the
 best plateau), and this set's resolved rate at it.
 
 stress: real questions asked right after an unrelated question (a seeded random FAQ question of another entry):
@@ -127,7 +127,8 @@ def _outcome(result, relevant: list[str]) -> dict:
     top = result.hits[0].entry_id if result.hits else None
     answered = bool(result.hits) and not result.abstain
     return {
-        "top": top, "score": round(result.hits[0].score, 4) if result.hits else None, "answered": answered,
+        # Unrounded: `choose` makes the product's choice again from it.
+        "top": top, "score": result.hits[0].score if result.hits else None, "answered": answered,
         # Answered with a relevant entry on top; for a question nothing answers, declined.
         "ok": (answered and top in relevant) if relevant else not answered,
         "top1": top in relevant,
@@ -136,7 +137,9 @@ def _outcome(result, relevant: list[str]) -> dict:
 
 def play(settings, retriever, dialogue: dict) -> dict:
     """One dialogue in a new conversation: the last turn under each rule, and both searches behind the new one."""
-    from support_bot.chat.retrieve import customer_questions, looks_like_follow_up, retrieve, rewrite_follow_up
+    from support_bot.chat.retrieve import (
+        customer_questions, looks_like_follow_up, retrieve, rewrite_floor, rewrite_follow_up,
+    )
     from support_bot.chat.store import start_conversation, store_reply
     from support_bot.core.db import session_scope
 
@@ -156,9 +159,11 @@ def play(settings, retriever, dialogue: dict) -> dict:
     follow_up = looks_like_follow_up(text)
     rewritten = rewrite_follow_up(text, customer_questions(turn)) if follow_up else None
     retry = retriever.search(rewritten, k=k) if rewritten else None
+    # The knowledge base's own cut-offs, as `retrieve` reads them: calibrated ones when the index has them.
+    floor = rewrite_floor(text, retriever.settings_for(retriever.reader.current()))
     return {
         "turns": dialogue["turns"], "kind": dialogue["kind"], "relevant": relevant,
-        "follow_up": follow_up, "rewritten": rewritten,
+        "follow_up": follow_up, "rewritten": rewritten, "floor": floor,
         "new_rule": _outcome(retrieve(turn, retriever), relevant),
         "old_rule": _outcome(old_rule(turn, retriever), relevant),
         "alone": _outcome(retriever.search(text, k=k), relevant),
@@ -186,8 +191,12 @@ def choose(row: dict, margin: float) -> dict:
         return alone
     use = prefer_rewrite(Searched(alone["score"], not alone["answered"]),
                          Searched(rewrite["score"], not rewrite["answered"]),
-                         follow_up=row["follow_up"], margin=margin)
-    return rewrite if use else alone
+                         follow_up=row["follow_up"], margin=margin, floor=row["floor"])
+    if not use:
+        return alone
+    # Taken, it is answered, as `retrieve` answers it, even where its own search declines (the floor).
+    relevant = row["relevant"]
+    return {**rewrite, "answered": True, "ok": rewrite["top"] in relevant if relevant else False}
 
 
 def resolved_at(rows: list[dict], margin: float) -> float:

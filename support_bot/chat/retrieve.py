@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from support_bot.chat.screening import Guards
 from support_bot.chat.turn import Turn
-from support_bot.core.config import Settings
+from support_bot.core.config import RetrievalSettings, Settings
 
 _WORD = re.compile(r"[\w'’&-]+")
 _FOLLOW_UP_START = re.compile(r"^\W*(and|but|also|so|or|plus|then|what about|how about|what if)\b", re.I)
-_REFERRING = re.compile(
-    r"\b(it|its|it's|that|this|those|these|they|them|their|there|one|ones|same|such|he|she|him|her|his)\b", re.I
-)
+# Words that stand for something named before; "that", "this", "there" and "one" only in some places (_refers_back).
+_PRONOUNS = frozenset("it its it's they them their theirs those these same such he she him her his".split())
+_BE = frozenset("is are was were isn't aren't wasn't weren't".split())
 # A definite noun phrase ("check the balance") often names something the conversation already introduced.
 _DEFINITE = re.compile(r"\bthe\s+\w", re.I)
 # The words that open a continuation; what follows them is the new part of the question.
@@ -62,9 +62,29 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.replace("’", "'"))
 
 
+def _refers_back(text: str) -> bool:
+    """Whether a word of the question stands for something named before: a pronoun ("is it free?", "how long does
+    that take?"), "there" as a place ("how long to get there?"), "one" for a noun ("the blue one"). Not the
+    existential "is there" / "there are", a relative "that" after a noun ("medications that interfere") or "one"
+    counting a noun ("the one dose vaccine"): those name nothing earlier."""
+    words = [w.lower() for w in _words(text)]
+    for i, word in enumerate(words):
+        before = words[i - 1] if i else ""
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if word in _PRONOUNS:
+            return True
+        if word in ("that", "this") and (not before or before in _NOT_SUBJECT):
+            return True
+        if word == "there" and before not in _BE and after not in _BE and after != "'s":
+            return True
+        if word in ("one", "ones") and (not after or after in _NOT_SUBJECT):
+            return True
+    return False
+
+
 def _leans_on_previous(text: str) -> bool:
     """The clear cues of a follow-up: a continuation opener, a word that refers back, or only a few words."""
-    return bool(_FOLLOW_UP_START.search(text) or _REFERRING.search(text) or len(_words(text)) <= 3)
+    return bool(_FOLLOW_UP_START.search(text) or _refers_back(text) or len(_words(text)) <= 3)
 
 
 def looks_like_follow_up(text: str) -> bool:
@@ -161,20 +181,40 @@ class Searched:
     abstain: bool
 
 
-def prefer_rewrite(original: Searched, rewritten: Searched, *, follow_up: bool, margin: float) -> bool:
+def prefer_rewrite(original: Searched, rewritten: Searched, *, follow_up: bool, margin: float,
+                   floor: float | None = None) -> bool:
     """Whether the rewritten question's search should stand for the customer's: only for a follow-up-like question,
-    only when the rewrite finds an entry it would answer with, and only when that entry matches the rewrite by at
-    least `margin` more than anything matches the question as written.
+    only when the rewrite finds an entry to answer with, and only when that entry matches the rewrite by at least
+    `margin` more than anything matches the question as written.
 
-    The margin holds when the question as written abstains too: the earlier subject's words raise the scores of
-    entries near the earlier question, and without it a new question that nothing answers would be answered with
-    the earlier topic's entry instead of declined.
+    An entry to answer with is one the rewrite's search answers, or, when `floor` is given (rewrite_floor), one that
+    scores at least `floor`. The margin holds when the question as written abstains too: the earlier subject's
+    words raise the scores of entries near the earlier question, and without it a new question that nothing answers
+    would be answered with the earlier topic's entry instead of declined.
     """
-    if not follow_up or rewritten.abstain or rewritten.top_score is None:
+    if not follow_up or rewritten.top_score is None:
+        return False
+    if rewritten.abstain and (floor is None or rewritten.top_score < floor):
         return False
     if original.top_score is None:
         return True
     return rewritten.top_score >= original.top_score + margin
+
+
+def rewrite_floor(text: str, cfg: RetrievalSettings) -> float | None:
+    """The score at which a rewrite of `text` is answered even when its own search would decline: halfway between
+    the knowledge base's two cut-offs (min_score_distinct and min_score, calibrated with it) for a question that
+    cannot be read on its own (a continuation, a word standing for something named before, a few words); None for
+    one that only says "the".
+
+    A rewrite carries the words of two questions, and its top entry scores below what a whole question about that
+    entry would: on covid-faq right rewrites of "and the Johnson & Johnson one?" or "what if I don't have
+    insurance?" reach 0.74-0.79 against a cut-off of 0.80. A question that cannot stand alone is about the
+    conversation's topic, which the knowledge base covered a turn ago; halfway answers those and, of new questions
+    asked right after an unrelated one, declines as many as the cut-off itself (bench/followups.py; the lower cut-off
+    alone declines fewer).
+    """
+    return (cfg.min_score_distinct + cfg.min_score) / 2 if _leans_on_previous(text) else None
 
 
 def _searched(result: Any) -> Searched:
@@ -199,8 +239,14 @@ def retrieve(turn: Turn, retriever: Any) -> Any:
     # Both readings are searched: a new question right after an answer must not be answered with the earlier
     # entry, and a follow-up that lands on some entry when read alone must still reach the one it is about.
     retry = retriever.search(rewritten, k=k)
+    # The cut-offs the knowledge base is searched with: its own when calibrated (Retriever.settings_for).
+    cfg = retriever.settings_for(retriever.reader.current())
     if prefer_rewrite(_searched(result), _searched(retry), follow_up=follow_up,
-                      margin=settings.retrieval.follow_up_margin):
+                      margin=settings.retrieval.follow_up_margin, floor=rewrite_floor(text, cfg)):
+        if retry.abstain:
+            # Its own search would decline; the conversation answers it (rewrite_floor).
+            return replace(retry, abstain=False,
+                           reason=f"follow-up rewrite's top entry score {retry.hits[0].score:.2f} reaches its floor")
         return retry
     return result
 

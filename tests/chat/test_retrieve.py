@@ -17,12 +17,14 @@ from support_bot.chat.retrieve import (
     read_into,
     related_questions,
     retrieve,
+    rewrite_floor,
     rewrite_follow_up,
     subject_words,
 )
 from support_bot.chat.service import Assistant
 from support_bot.chat.store import record_customer_message, start_conversation, store_reply
 from support_bot.chat.turn import Turn
+from support_bot.core.config import RetrievalSettings
 from support_bot.core.db import session_scope
 from support_bot.knowledge.retriever import Hit, RetrievalResult, Retriever
 from support_bot.llm.prompt import ChatMessage
@@ -75,6 +77,27 @@ def test_follow_up_questions_are_told_from_ones_that_stand_alone():
     for text in ("Can I pay with a credit card?", "How do I reset my password?", "Where are your stores located?",
                  "Do you ship to Germany or Austria?", "Which payment methods do you accept?"):
         assert not looks_like_follow_up(text), text
+
+
+def test_words_that_name_nothing_earlier_are_not_cues_of_a_follow_up():
+    # Existential "there", a relative "that" after a noun, "one" counting a noun.
+    for text in ("Are there any medications which interfere with vaccines?", "Is there a followup appointment?",
+                 "Are there medications that interfere with vaccines?",
+                 "Do I need one shot or two?"):
+        assert not looks_like_follow_up(text), text
+    for text in ("how long does it take to get there?", "what about the Johnson & Johnson one?", "is that free?",
+                 "can I use fabric softener on it?", "what happens to my data after that?"):
+        assert looks_like_follow_up(text), text
+
+
+def test_a_rewrite_is_answered_halfway_between_the_knowledge_bases_cut_offs_when_the_question_cannot_stand_alone(
+    settings,
+):
+    cfg = settings.retrieval.model_copy(update={"min_score": 0.8, "min_score_distinct": 0.64})
+    for text in ("and the Johnson & Johnson one?", "what if I don't have insurance?", "will it stop the spread too?"):
+        assert rewrite_floor(text, cfg) == pytest.approx(0.72), text
+    # Only "the": a question that may well stand on its own is answered by its rewrite's own search alone.
+    assert rewrite_floor("how do I check the balance?", cfg) is None
 
 
 def test_a_questions_subject_leaves_out_its_scaffolding_and_intent():
@@ -151,6 +174,15 @@ def test_the_rewrite_stands_only_for_a_follow_up_that_it_clearly_fits_better():
     assert prefer_rewrite(Searched(top_score=None, abstain=True), high, follow_up=True, margin=0.1)
 
 
+def test_a_rewrite_its_own_search_declines_stands_at_the_floor():
+    alone, rewritten = Searched(top_score=0.45, abstain=True), Searched(top_score=0.78, abstain=True)
+    assert not prefer_rewrite(alone, rewritten, follow_up=True, margin=0.1)
+    assert prefer_rewrite(alone, rewritten, follow_up=True, margin=0.1, floor=0.72)
+    assert not prefer_rewrite(alone, rewritten, follow_up=True, margin=0.1, floor=0.8)
+    # The margin over the question as written still holds.
+    assert not prefer_rewrite(Searched(top_score=0.7, abstain=True), rewritten, follow_up=True, margin=0.1, floor=0.72)
+
+
 def _result(query, entry_id, score, abstain):
     hit = Hit(chunk_id=f"c-{entry_id}", source="faq", entry_id=entry_id, title=entry_id, text=entry_id, answer=entry_id,
               url=None, score=score, dense_score=score, lexical_score=0.0)
@@ -160,8 +192,13 @@ def _result(query, entry_id, score, abstain):
 class _Scripted:
     """A retriever double answering each query with a scripted top entry, and remembering the queries."""
 
-    def __init__(self, script):
-        self.script, self.queries = script, []
+    def __init__(self, script, cfg=None):
+        # The cut-offs of the knowledge base searched (the configured ones unless a test calibrates its own).
+        self.script, self.queries, self.cfg = script, [], cfg or RetrievalSettings()
+        self.reader = SimpleNamespace(current=lambda: None)
+
+    def settings_for(self, version):
+        return self.cfg
 
     def search(self, query, *, k=None):
         self.queries.append(query)
@@ -196,6 +233,25 @@ def test_retrieve_keeps_the_search_of_a_question_that_stands_on_its_own(settings
     retriever = _Scripted({"Can I pay with a credit card?": ("pay-01", 0.51, True)})
     result = retrieve(_turn(settings, "Can I pay with a credit card?", "How long do refunds take?"), retriever)
     assert retriever.queries == ["Can I pay with a credit card?"] and result.abstain
+
+
+def test_retrieve_judges_a_rewrite_against_the_knowledge_bases_own_cut_offs(settings):
+    calibrated = settings.retrieval.model_copy(update={"min_score": 0.8, "min_score_distinct": 0.64})
+    previous = "How effective are the Pfizer and Moderna vaccines?"
+    retriever = _Scripted({
+        "and the Johnson & Johnson one?": ("67", 0.42, True),
+        "How effective are the Johnson & Johnson vaccines?": ("34", 0.78, True),
+    }, calibrated)
+    result = retrieve(_turn(settings, "and the Johnson & Johnson one?", previous), retriever)
+    assert result.hits[0].entry_id == "34" and result.query == "How effective are the Johnson & Johnson vaccines?"
+    # Answered, though the rewrite's own search would decline: the chat turn declines on `abstain`.
+    assert not result.abstain
+    # Under the floor, or a question that only says "the": declined as its own search says.
+    low = _Scripted({"How effective are the Johnson & Johnson vaccines?": ("34", 0.7, True)}, calibrated)
+    assert retrieve(_turn(settings, "and the Johnson & Johnson one?", previous), low).hits[0].entry_id == "other"
+    text = "how do I check the balance?"
+    retriever = _Scripted({f"{text} gift cards expire": ("gift-01", 0.78, True)}, calibrated)
+    assert retrieve(_turn(settings, text, "Do gift cards expire?"), retriever).hits[0].entry_id == "other"
 
 
 def test_retrieve_without_a_conversation_searches_the_question_alone(settings):
