@@ -180,6 +180,34 @@ def test_limits_stop_timeout_and_cancel_end_only_their_own_request(model, make_b
     assert max(batch_sizes) == 5
 
 
+def test_overlapped_steps_decode_exactly_as_alone_and_drop_the_wasted_step_of_a_finished_row(
+    model, make_batcher, batch_sizes
+):
+    """Step N is launched before the host reads step N-1's tokens (the GPU default, forced here on a CPU): every
+    stream still gets exactly its own tokens, ends where it should, and frees its blocks."""
+    specs = [(3, 30), (40, 12), (17, 25), (5, 3), (90, 20)]
+    prompts = [_prompt(length, 600 + seed) for seed, (length, _) in enumerate(specs)]
+    expected = [reference(model, p, n, frozenset({EOS})) for p, (_, n) in zip(prompts, specs, strict=True)]
+    batcher = make_batcher(overlap=True)
+    requests, heads = [], []
+    for prompt, (_, n) in zip(prompts, specs, strict=True):
+        r = request(prompt, n)
+        batcher.submit(r)
+        requests.append(r)
+        heads.append(take(r, 2))
+    assert [head + collect(r)[0] for r, head in zip(requests, heads, strict=True)] == expected
+    assert max(batch_sizes) >= 3 and batcher.stats.active == 0 and batcher.stats.blocks_used == 0
+    # Alone, a 5-token answer takes 4 decode steps after its prefill; overlapped, a fifth is launched before the
+    # host has read the fourth's token, and its token is dropped.
+    for overlap, steps in ((True, 5), (False, 4)):
+        alone = make_batcher(overlap=overlap)
+        r = request(prompts[0], 5)
+        alone.submit(r)
+        assert collect(r) == (expected[0][:5], "length")
+        assert alone.stats.decode_steps == steps and alone.stats.tokens == 5
+    assert not make_batcher().overlap  # on a CPU steps do not overlap unless asked
+
+
 def test_end_of_sequence_ends_only_that_request(model, make_batcher):
     a_prompt, b_prompt = _prompt(6, 300), _prompt(13, 301)
     a_full, b_full = reference(model, a_prompt, 40), reference(model, b_prompt, 40)

@@ -13,8 +13,12 @@ One scheduler step:
 2. Decode: one token for every decoding row. Per-row state lives on the model's device, indexed by row slot: block
    tables, lengths and the newest token. A step gathers the live rows' entries there and scatters the sampled
    tokens back, so the only host transfers are the live-row index (when the batch changes) and one copy of the
-   sampled tokens per step; stop checks run on that copy, with no further syncs. (The next step is launched after
-   that copy, not overlapped with it: a finished row would otherwise run one wasted step.)
+   sampled tokens per step; stop checks run on that copy, with no further syncs. On a GPU the steps overlap: step
+   N is launched from the device state before the host reads step N-1's tokens, whose copy (queued before step N)
+   arrives while step N runs, so the host's work (stop checks, handing tokens to consumers, admitting requests)
+   hides behind the GPU's. A row that ended at step N-1 has run step N too; that token is dropped (one wasted row
+   step per finished request). On a CPU every kernel runs as it is called, there is nothing to hide, and steps do
+   not overlap.
 
 Attention: each row writes at its own length and reads its own blocks over the batch's span under a mask that
 hides its tail. On a CPU the span is the longest row + 1 (eager, no padding to a bucket). On a single GPU the decode
@@ -113,6 +117,9 @@ class _Row:
     capacity: int  # tokens the blocks hold for this request
     length: int = 0  # tokens whose keys/values are in the cache
     last: int = -1  # the newest token, fed to the next decode step at position `length`
+    # Decode steps launched for the row whose tokens the host has not read yet (0, or 1 with overlapped steps): the
+    # device's length for the row is `length + queued`.
+    queued: int = 0
     # What the consumer hears once the row's blocks are freed: a Finished marker or the error that ended it.
     end: Any = None
 
@@ -175,18 +182,32 @@ class _RowState:
         self.lengths[index] += 1
 
 
-def _to_host(chosen: Any) -> list[int]:
-    """The step's one device-to-host copy: sampled token ids."""
-    import torch
+class _HostCopy:
+    """Sampled token ids on their way to the host: on a GPU an asynchronous copy into pinned memory queued behind
+    the kernels that produce them, read once it has landed; on a CPU the ids themselves."""
 
-    if chosen.device.type != "cuda":
-        return chosen.tolist()
-    host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
-    host.copy_(chosen, non_blocking=True)
-    done = torch.cuda.Event()
-    done.record()
-    done.synchronize()
-    return host.tolist()
+    def __init__(self, chosen: Any) -> None:
+        import torch
+
+        self._done = None
+        if chosen.device.type != "cuda":
+            self._host = chosen
+            return
+        self._host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
+        self._host.copy_(chosen, non_blocking=True)
+        self._done = torch.cuda.Event()
+        self._done.record()
+
+    def tokens(self) -> list[int]:
+        """The ids, waiting only for this copy (not for kernels queued after it)."""
+        if self._done is not None:
+            self._done.synchronize()
+        return self._host.tolist()
+
+
+def _to_host(chosen: Any) -> list[int]:
+    """Sampled token ids on the host, now."""
+    return _HostCopy(chosen).tokens()
 
 
 def _additive(visible: Any, dtype: Any) -> Any:
@@ -258,6 +279,7 @@ class ContinuousBatcher:
         cuda_graphs: bool | None = None,
         name: str = "llm",
         block_size: int = BLOCK_SIZE,
+        overlap: bool | None = None,
     ) -> None:
         import torch
 
@@ -290,6 +312,10 @@ class ContinuousBatcher:
         )  # fmt: skip
         self.rows = _RowState(max_batch_size, self.table_width, self.input_device)
         self._graphs = _CudaGraphDecoder(self) if cuda_graphs else None
+        # Overlapped decode steps (see the module docstring): on a GPU by default, where launches are asynchronous.
+        self.overlap = self.input_device.type == "cuda" if overlap is None else overlap
+        # The last launched step whose tokens the host has not read: its rows and their tokens' copy.
+        self._pending: tuple[list[_Row], _HostCopy] | None = None
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[GenerationRequest] = deque()
         self._rows: list[_Row] = []
@@ -419,6 +445,8 @@ class ContinuousBatcher:
             budget -= self._prefill_chunk(row, budget)
         if decoding:
             self._decode_step(decoding)
+        elif self._pending is not None:
+            self._read_pending()
         self._release()
 
     def _forward_chunk(self, table: Any, ids: list[int], start: int) -> Any:
@@ -466,8 +494,11 @@ class ContinuousBatcher:
     def _decode_step(self, decoding: list[_Row]) -> None:
         decoding = [row for row in decoding if not row.done]
         if not decoding:
+            if self._pending is not None:
+                self._read_pending()
             return
-        lengths = [row.length for row in decoding]
+        # The device's lengths: a row whose last step's tokens are still on their way is one further on.
+        lengths = [row.length + row.queued for row in decoding]
         try:
             index = self.rows.index(tuple(row.slot for row in decoding))
             logits = None
@@ -478,15 +509,37 @@ class ContinuousBatcher:
                 logits = self._eager_step(index, max(lengths) + 1, uniform=min(lengths) == max(lengths), run=one)
             chosen = sample(logits, self.temperature, self.top_p)
             self.rows.advanced(index, chosen)
-            tokens = _to_host(chosen)
+            launched = (decoding, _HostCopy(chosen))
         except Exception as exc:  # noqa: BLE001 - the batch's requests fail; the scheduler keeps serving
             log.exception("%s: decode step failed", self.name)
             for row in decoding:
                 row.end = exc
+            if self._pending is not None:
+                self._read_pending()
             return
+        for row in decoding:
+            row.queued += 1
         self.stats.decode_steps += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(decoding))
-        for row, token in zip(decoding, tokens, strict=True):
+        if self.overlap:
+            # This step runs on the device while the host reads the one before it.
+            previous, self._pending = self._pending, launched
+            if previous is not None:
+                self._read(*previous)
+        else:
+            self._read(*launched)
+
+    def _read_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        self._read(*pending)
+
+    def _read(self, rows: list[_Row], copy: _HostCopy) -> None:
+        """Hand one step's tokens to its rows; a row that ended meanwhile drops its token (its step was wasted)."""
+        tokens = copy.tokens()
+        for row, token in zip(rows, tokens, strict=True):
+            row.queued -= 1
+            if row.done:
+                continue
             row.length += 1
             row.last = token
             self._emit(row, token)
