@@ -66,10 +66,13 @@ def _generate(model, prompt: list[int], new_tokens: int) -> list[int]:
     return out[0, len(prompt) :].tolist()
 
 
-def test_requests_batched_together_decode_exactly_as_each_alone(model):
+@pytest.mark.parametrize("overlap", [None, True, False], ids=["device-default", "overlapped", "one-at-a-time"])
+def test_requests_batched_together_decode_exactly_as_each_alone(model, overlap):
+    """Whatever the device does by default (a GPU overlaps decode steps with the host's work, a CPU does not), and
+    each way forced."""
     prompts = [_prompt(length, seed) for seed, length in enumerate([5, 37, 64, 120, 9, 200])]
     new_tokens = 24
-    batcher = ContinuousBatcher(model, eos_token_ids={EOS}, max_seq_len=512, max_batch_size=8)
+    batcher = ContinuousBatcher(model, eos_token_ids={EOS}, max_seq_len=512, max_batch_size=8, overlap=overlap)
     try:
         alone = []
         for prompt in prompts:
