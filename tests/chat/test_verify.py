@@ -4,6 +4,7 @@ and an answer with no verified sentence quotes the best entry as the help center
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -21,7 +22,7 @@ SHIPPING = [
     ScoredHit(
         "c2", "faq", "ship-01", "How long does shipping take?",
         "How long does shipping take?\nStandard shipping takes 3 to 5 business days within the continental US.",
-        "Standard shipping takes 3 to 5 business days within the continental US.", score=0.62,
+        "Standard shipping takes 3 to 5 business days within the continental US.", score=0.68,
     ),
     ScoredHit(
         "c3", "faq", "stores", "Where are your stores?",
@@ -112,6 +113,21 @@ def test_a_sentence_resting_on_a_source_far_below_the_best_match_ends_the_answer
     v = verifier(settings, SHIPPING, question="How long does shipping take?")
     assert stream(v, "We have stores in Denver, Portland and Austin [3].") == []
     assert v.stopped == "a sentence resting on a source far below the best match"
+
+
+def test_only_a_near_tie_with_the_best_match_may_carry_an_answer(settings):
+    # A sentence its source supports, but that source ranks 0.1 below the best match: a small model that picks a
+    # lower source has most often answered another question, so the best match is quoted instead.
+    lower = [SHIPPING[0], replace(SHIPPING[1], score=SHIPPING[0].score - 0.1)]
+    v = verifier(settings, lower, question="How long does shipping take?")
+    assert stream(v, "Standard shipping takes 3 to 5 business days within the continental US [2].") == []
+    assert v.stopped == "a sentence resting on a source far below the best match"
+    _text, citations, quoted = v.ending()
+    assert quoted and [c["entry_id"] for c in citations] == ["ship-intl"]
+    # Within retrieval.max_source_gap (0.05) of the best match it stands.
+    tie = [SHIPPING[0], replace(SHIPPING[1], score=SHIPPING[0].score - 0.04)]
+    v = verifier(settings, tie, question="How long does shipping take?")
+    assert stream(v, "Standard shipping takes 3 to 5 business days within the continental US [2].") != []
 
 
 def test_repeats_and_fragments_are_skipped_not_held_against_the_answer(settings):
