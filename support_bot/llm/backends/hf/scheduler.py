@@ -46,6 +46,7 @@ from support_bot.llm.backends.hf.kv_cache import (
     BLOCK_SIZE, MIN_CPU_BLOCKS, _accepts, _cache_kwarg, _gpu_blocks_that_fit, _paged_cache_class, _static_cache,
     _text_config, blocks_for,
 )
+from support_bot.llm.backends.hf.steps import HostCopy, Launched, to_host
 
 log = logging.getLogger(__name__)
 
@@ -182,34 +183,6 @@ class _RowState:
         self.lengths[index] += 1
 
 
-class _HostCopy:
-    """Sampled token ids on their way to the host: on a GPU an asynchronous copy into pinned memory queued behind
-    the kernels that produce them, read once it has landed; on a CPU the ids themselves."""
-
-    def __init__(self, chosen: Any) -> None:
-        import torch
-
-        self._done = None
-        if chosen.device.type != "cuda":
-            self._host = chosen
-            return
-        self._host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
-        self._host.copy_(chosen, non_blocking=True)
-        self._done = torch.cuda.Event()
-        self._done.record()
-
-    def tokens(self) -> list[int]:
-        """The ids, waiting only for this copy (not for kernels queued after it)."""
-        if self._done is not None:
-            self._done.synchronize()
-        return self._host.tolist()
-
-
-def _to_host(chosen: Any) -> list[int]:
-    """Sampled token ids on the host, now."""
-    return _HostCopy(chosen).tokens()
-
-
 def _additive(visible: Any, dtype: Any) -> Any:
     """0 where `visible`, the dtype's most negative value elsewhere (what attention adds to its scores)."""
     import torch
@@ -263,6 +236,18 @@ def _build_cache(model: Any, dtype: Any, *, static: bool, rows: int, width: int,
     return _paged_cache_class()(num_layers, min(MIN_CPU_BLOCKS, most), max_blocks=most, block_size=block_size)
 
 
+def _drained(inbox: queue.SimpleQueue) -> list[GenerationRequest]:
+    """The requests still queued in `inbox` (the shutdown marker left out), taken out of it."""
+    out = []
+    while True:
+        try:
+            item = inbox.get_nowait()
+        except queue.Empty:
+            return out
+        if item is not None:
+            out.append(item)
+
+
 class ContinuousBatcher:
     """Owns a causal LM on a scheduler thread and continues many prompts at once in shared steps."""
 
@@ -314,8 +299,7 @@ class ContinuousBatcher:
         self._graphs = _CudaGraphDecoder(self) if cuda_graphs else None
         # Overlapped decode steps (see the module docstring): on a GPU by default, where launches are asynchronous.
         self.overlap = self.input_device.type == "cuda" if overlap is None else overlap
-        # The last launched step whose tokens the host has not read: its rows and their tokens' copy.
-        self._pending: tuple[list[_Row], _HostCopy] | None = None
+        self._launched = Launched(self.overlap, self._emit)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[GenerationRequest] = deque()
         self._rows: list[_Row] = []
@@ -367,15 +351,9 @@ class ContinuousBatcher:
         for row in self._rows:
             row.request.output.put(exc)
         self._rows.clear()
-        while self._waiting:
-            self._waiting.popleft().output.put(exc)
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item.output.put(exc)
+        for request in [*self._waiting, *_drained(self._inbox)]:
+            request.output.put(exc)
+        self._waiting.clear()
 
     def _admit(self) -> bool:
         """Take new requests in and give rows and blocks to as many as fit, oldest first; False once closed."""
@@ -445,8 +423,8 @@ class ContinuousBatcher:
             budget -= self._prefill_chunk(row, budget)
         if decoding:
             self._decode_step(decoding)
-        elif self._pending is not None:
-            self._read_pending()
+        else:
+            self._launched.flush()
         self._release()
 
     def _forward_chunk(self, table: Any, ids: list[int], start: int) -> Any:
@@ -480,7 +458,7 @@ class ContinuousBatcher:
             if row.prefilling:
                 return len(ids)
             chosen = sample(logits, self.temperature, self.top_p)
-            token = _to_host(chosen)[0]
+            token = to_host(chosen)[0]
         except Exception as exc:  # noqa: BLE001 - the caller gets the error, other requests go on
             log.warning("%s: prefill of a %d-token prompt failed: %s", self.name, len(prompt), exc)
             row.end = exc
@@ -494,8 +472,7 @@ class ContinuousBatcher:
     def _decode_step(self, decoding: list[_Row]) -> None:
         decoding = [row for row in decoding if not row.done]
         if not decoding:
-            if self._pending is not None:
-                self._read_pending()
+            self._launched.flush()
             return
         # The device's lengths: a row whose last step's tokens are still on their way is one further on.
         lengths = [row.length + row.queued for row in decoding]
@@ -509,40 +486,16 @@ class ContinuousBatcher:
                 logits = self._eager_step(index, max(lengths) + 1, uniform=min(lengths) == max(lengths), run=one)
             chosen = sample(logits, self.temperature, self.top_p)
             self.rows.advanced(index, chosen)
-            launched = (decoding, _HostCopy(chosen))
+            launched = (decoding, HostCopy(chosen))
         except Exception as exc:  # noqa: BLE001 - the batch's requests fail; the scheduler keeps serving
             log.exception("%s: decode step failed", self.name)
             for row in decoding:
                 row.end = exc
-            if self._pending is not None:
-                self._read_pending()
+            self._launched.flush()
             return
-        for row in decoding:
-            row.queued += 1
         self.stats.decode_steps += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(decoding))
-        if self.overlap:
-            # This step runs on the device while the host reads the one before it.
-            previous, self._pending = self._pending, launched
-            if previous is not None:
-                self._read(*previous)
-        else:
-            self._read(*launched)
-
-    def _read_pending(self) -> None:
-        pending, self._pending = self._pending, None
-        self._read(*pending)
-
-    def _read(self, rows: list[_Row], copy: _HostCopy) -> None:
-        """Hand one step's tokens to its rows; a row that ended meanwhile drops its token (its step was wasted)."""
-        tokens = copy.tokens()
-        for row, token in zip(rows, tokens, strict=True):
-            row.queued -= 1
-            if row.done:
-                continue
-            row.length += 1
-            row.last = token
-            self._emit(row, token)
+        self._launched.add(*launched)
 
     def _eager_step(self, index: Any, span: int, *, uniform: bool = False, run: int | None = None) -> Any:
         rows, size = self.rows, self.cache.block_size
