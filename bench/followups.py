@@ -138,8 +138,9 @@ def _outcome(result, relevant: list[str]) -> dict:
 def play(settings, retriever, dialogue: dict) -> dict:
     """One dialogue in a new conversation: the last turn under each rule, and both searches behind the new one."""
     from support_bot.chat.retrieve import (
-        customer_questions, looks_like_follow_up, retrieve, rewrite_floor, rewrite_follow_up,
+        customer_questions, last_answer_entry, looks_like_follow_up, retrieve, rewrite_floor, rewrite_follow_up,
     )
+    from support_bot.chat.grounding import citation
     from support_bot.chat.store import start_conversation, store_reply
     from support_bot.core.db import session_scope
 
@@ -151,7 +152,9 @@ def play(settings, retriever, dialogue: dict) -> dict:
         result = retrieve(turn, retriever)
         answered = bool(result.hits) and not result.abstain
         reply = (result.hits[0].answer or result.hits[0].text) if answered else DECLINE
-        store_reply(settings, turn.question, reply, [], abstained=not answered)
+        # Cited as the product cites an answer's source: the next turn reads which entry the bot rested on.
+        store_reply(settings, turn.question, reply, [citation(1, result.hits[0])] if answered else [],
+                    abstained=not answered)
     turn = _turn(settings, conversation_id, dialogue["turns"][-1])
     relevant = dialogue["relevant"]
     k = max(settings.retrieval.top_k, settings.retrieval.related_questions)
@@ -160,7 +163,10 @@ def play(settings, retriever, dialogue: dict) -> dict:
     rewritten = rewrite_follow_up(text, customer_questions(turn)) if follow_up else None
     retry = retriever.search(rewritten, k=k) if rewritten else None
     # The knowledge base's own cut-offs, as `retrieve` reads them: calibrated ones when the index has them.
-    floor = rewrite_floor(text, retriever.settings_for(retriever.reader.current()))
+    # Where the rewrite lands on the entry the last answer rested on, its floor is lower (rewrite_floor).
+    stays = retry is not None and bool(retry.hits) and last_answer_entry(turn) == (
+        str(retry.hits[0].source), str(retry.hits[0].entry_id))
+    floor = rewrite_floor(text, retriever.settings_for(retriever.reader.current()), stays_on_entry=stays)
     return {
         "turns": dialogue["turns"], "kind": dialogue["kind"], "relevant": relevant,
         "follow_up": follow_up, "rewritten": rewritten, "floor": floor,
@@ -297,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                 str(m): _stress_summary([{**r, "m": choose(r, m)} for r in rows], "m") for m in margins
             },
         }
+        if args.details:
+            # The ones the product's rule gets wrong: what reading a new question with the previous one cost.
+            out["stress"]["misses"] = [r for r in rows if not r["new_rule"]["ok"] and r["alone"]["ok"]]
     print(json.dumps(out))
     return 0
 

@@ -201,7 +201,7 @@ def prefer_rewrite(original: Searched, rewritten: Searched, *, follow_up: bool, 
     return rewritten.top_score >= original.top_score + margin
 
 
-def rewrite_floor(text: str, cfg: RetrievalSettings) -> float | None:
+def rewrite_floor(text: str, cfg: RetrievalSettings, *, stays_on_entry: bool = False) -> float | None:
     """The score at which a rewrite of `text` is answered even when its own search would decline: halfway between
     the knowledge base's two cut-offs (min_score_distinct and min_score, calibrated with it) for a question that
     cannot be read on its own (a continuation, a word standing for something named before, a few words); None for
@@ -213,12 +213,36 @@ def rewrite_floor(text: str, cfg: RetrievalSettings) -> float | None:
     conversation's topic, which the knowledge base covered a turn ago; halfway answers those and, of new questions
     asked right after an unrelated one, declines as many as the cut-off itself (bench/followups.py; the lower cut-off
     alone declines fewer).
+
+    A rewrite whose top entry is the one the bot's last answer rested on (`stays_on_entry`: "does it contain pork?"
+    after the ingredients were quoted) is the customer asking more about what they were just told: its floor is
+    retrieval.related_min_score, the score at which an entry is close enough to offer as a related question.
     """
-    return (cfg.min_score_distinct + cfg.min_score) / 2 if _leans_on_previous(text) else None
+    if not _leans_on_previous(text):
+        return None
+    if stays_on_entry:
+        return min(cfg.related_min_score, cfg.min_score_distinct)
+    return (cfg.min_score_distinct + cfg.min_score) / 2
 
 
 def _searched(result: Any) -> Searched:
     return Searched(top_score=result.hits[0].score if result.hits else None, abstain=result.abstain)
+
+
+def last_answer_entry(turn: Turn) -> tuple[str, str] | None:
+    """(source, entry id) of the entry the bot's reply just before this question rested on (its first citation);
+    None when that reply declined or cited nothing, or someone else spoke last."""
+    last = turn.memory.last
+    if last is None or last.role != "bot" or last.abstained:
+        return None
+    for cited in last.citations or []:
+        if isinstance(cited, dict) and cited.get("entry_id") is not None:
+            return str(cited.get("source")), str(cited["entry_id"])
+    return None
+
+
+def _top_entry(result: Any) -> tuple[str, str] | None:
+    return (str(result.hits[0].source), str(result.hits[0].entry_id)) if result.hits else None
 
 
 def customer_questions(turn: Turn) -> list[str]:
@@ -241,8 +265,10 @@ def retrieve(turn: Turn, retriever: Any) -> Any:
     retry = retriever.search(rewritten, k=k)
     # The cut-offs the knowledge base is searched with: its own when calibrated (Retriever.settings_for).
     cfg = retriever.settings_for(retriever.reader.current())
+    previous = last_answer_entry(turn)
+    stays = previous is not None and _top_entry(retry) == previous
     if prefer_rewrite(_searched(result), _searched(retry), follow_up=follow_up,
-                      margin=settings.retrieval.follow_up_margin, floor=rewrite_floor(text, cfg)):
+                      margin=settings.retrieval.follow_up_margin, floor=rewrite_floor(text, cfg, stays_on_entry=stays)):
         if retry.abstain:
             # Its own search would decline; the conversation answers it (rewrite_floor).
             return replace(retry, abstain=False,

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from ingest.pipeline import ingest_path
+from support_bot.chat.grounding import citation
 from support_bot.chat.memory import remember
 from support_bot.chat.retrieve import (
     Searched,
@@ -206,12 +207,20 @@ class _Scripted:
         return _result(query, entry_id, score, abstain)
 
 
-def _turn(settings, text, *earlier):
+def _turn(settings, text, *earlier, last=None):
+    """A turn after the customer's `earlier` questions; `last` is the bot's reply just before it (a stored message)."""
     history = []
     for question in earlier:
         history += [ChatMessage(role="user", content=question), ChatMessage(role="assistant", content="An answer.")]
     return SimpleNamespace(settings=settings, question=SimpleNamespace(text=text),
-                           memory=SimpleNamespace(history=history))
+                           memory=SimpleNamespace(history=history, last=last))
+
+
+def _reply(*entry_ids, abstained=False, role="bot"):
+    """A stored reply citing these entries of the source "faq", as the chat turn stores one."""
+    citations = [{"n": n, "chunk_id": f"c-{e}", "source": "faq", "entry_id": e, "title": e, "url": None}
+                 for n, e in enumerate(entry_ids, 1)]
+    return SimpleNamespace(role=role, citations=citations, abstained=abstained)
 
 
 def test_retrieve_takes_the_rewrite_of_a_follow_up_that_fits_it_better(settings):
@@ -254,6 +263,38 @@ def test_retrieve_judges_a_rewrite_against_the_knowledge_bases_own_cut_offs(sett
     assert retrieve(_turn(settings, text, "Do gift cards expire?"), retriever).hits[0].entry_id == "other"
 
 
+def test_a_rewrite_landing_on_the_entry_just_answered_with_stands_at_the_related_score():
+    cfg = RetrievalSettings(min_score=0.8, min_score_distinct=0.64, related_min_score=0.5)
+    assert rewrite_floor("does it contain pork?", cfg, stays_on_entry=True) == 0.5
+    assert rewrite_floor("does it contain pork?", cfg) == pytest.approx(0.72)
+    # Never above the knowledge base's own lower cut-off, and still nothing for a question that only says "the".
+    assert rewrite_floor("does it contain pork?", cfg.model_copy(update={"min_score_distinct": 0.45}),
+                         stays_on_entry=True) == 0.45
+    assert rewrite_floor("how do I check the balance?", cfg, stays_on_entry=True) is None
+
+
+def test_retrieve_answers_a_follow_up_about_the_entry_it_just_answered_with(settings):
+    calibrated = settings.retrieval.model_copy(update={"min_score": 0.8, "min_score_distinct": 0.64})
+    previous, text = "What are the ingredients in the vaccines?", "does it contain pork?"
+    rewritten = f"{text} ingredients vaccines"
+    retriever = _Scripted({text: ("102", 0.49, True), rewritten: ("63", 0.61, True)}, calibrated)
+    result = retrieve(_turn(settings, text, previous, last=_reply("63")), retriever)
+    assert result.hits[0].entry_id == "63" and not result.abstain
+    # The same score on another entry than the one the last answer rested on: declined, as its own search says.
+    assert retrieve(_turn(settings, text, previous, last=_reply("12")), retriever).abstain
+    # The last answer's first source counts; after a decline, or an agent's message, nothing was rested on.
+    assert not retrieve(_turn(settings, text, previous, last=_reply("63", "12")), retriever).abstain
+    assert retrieve(_turn(settings, text, previous, last=_reply("12", "63")), retriever).abstain
+    assert retrieve(_turn(settings, text, previous, last=_reply("63", abstained=True)), retriever).abstain
+    assert retrieve(_turn(settings, text, previous, last=_reply("63", role="agent")), retriever).abstain
+    # The margin over the question as written still holds.
+    close = _Scripted({text: ("102", 0.55, True), rewritten: ("63", 0.61, True)}, calibrated)
+    assert retrieve(_turn(settings, text, previous, last=_reply("63")), close).hits[0].entry_id == "102"
+    # Under the related score, declined.
+    low = _Scripted({text: ("102", 0.3, True), rewritten: ("63", 0.45, True)}, calibrated)
+    assert retrieve(_turn(settings, text, previous, last=_reply("63")), low).abstain
+
+
 def test_retrieve_without_a_conversation_searches_the_question_alone(settings):
     retriever = _Scripted({"is it free?": ("ret-04", 0.5, True)})
     assert retrieve(_turn(settings, "is it free?"), retriever).hits[0].entry_id == "ret-04"
@@ -285,8 +326,8 @@ def _ask(settings, retriever, conversation_id, text):
                 summaries=None)
     result = retrieve(turn, retriever)
     answered = bool(result.hits) and not result.abstain
-    store_reply(settings, question, result.hits[0].answer if answered else "Sorry, I don't know.", [],
-                abstained=not answered)
+    store_reply(settings, question, result.hits[0].answer if answered else "Sorry, I don't know.",
+                [citation(1, result.hits[0])] if answered else [], abstained=not answered)
     return turn, result
 
 
