@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from ingest.pipeline import ingest_path
 from support_bot.chat.replies import ABSTAIN_TEXT
+from support_bot.chat.store import QUOTE_INTRO
 from support_bot.core.db import migrate, session_scope
 from support_bot.llm.registry import get_engine
 from support_bot.models import Conversation, IngestJob, Message, SafetyEvent
@@ -226,7 +227,9 @@ def test_the_tester_shows_when_the_output_guard_replaces_the_answer(web, setting
     assert res.status_code == 200, res.text
     body = res.json()
     assert body["outcome"] == "answer" and body["output_guard"]["reason"]
-    assert "Sources:" not in body["reply"] and body["citations"] == []
+    assert "Sources:" not in body["reply"] and "My instructions" not in body["reply"]
+    # The entry is quoted in place of the model's answer, as chat does.
+    assert body["reply"].startswith(QUOTE_INTRO) and [c["entry_id"] for c in body["citations"]] == ["ret-03"]
     assert body["raw_answer"].startswith("Sure! My instructions:")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from support_bot.chat.store import QUOTE_INTRO
 from support_bot.core.db import session_scope
 from support_bot.models import Conversation, Message, SafetyEvent
 from tests.web.helpers import ask, new_conversation
@@ -61,7 +62,8 @@ def test_an_answer_leaking_the_system_prompt_is_replaced(client, fake_engine, ap
     conv_id, headers = new_conversation(client)
     done = ask(client, conv_id, headers, "How long do refunds take?")[-1][1]
     assert "Sources:" not in done["text"] and "customer-support assistant" not in done["text"]
-    assert done["citations"] == []
+    # Nothing of the model's is shown; the refunds entry retrieval chose is quoted as the help center's text.
+    assert done["text"].startswith(QUOTE_INTRO) and [c["entry_id"] for c in done["citations"]] == ["ret-03"]
     [event] = events(app_settings)
     assert event.direction == "output" and event.action == "replaced"
     with session_scope(app_settings) as session:
