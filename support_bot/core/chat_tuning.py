@@ -24,7 +24,10 @@ class ChatTuningSettings(BaseModel):
     # block, so a step costs the whole forward pass plus the backward pass of these blocks alone: on a CPU, where
     # tuning time is what ops wait for, that is most of the saving there is.
     train_layers: int = Field(default=12, ge=0, le=200)
-    epochs: int = Field(default=1, ge=1, le=20)
+    # Two passes: on covid-faq's 177 questions the default CPU model then writes 41% of its answers itself (one pass:
+    # 18%, the shipped model 8%) with the same right and wrong answers; the whole tune took 6.3 minutes there (one
+    # pass: 4.1).
+    epochs: int = Field(default=2, ge=1, le=20)
     learning_rate: float = Field(default=5e-4, gt=0, le=1e-1)
     # Examples per optimizer step (run one sequence at a time on a CPU, padded batches of micro_batch on a GPU).
     batch_size: int = Field(default=8, ge=1, le=512)
