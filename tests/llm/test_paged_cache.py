@@ -200,3 +200,46 @@ def test_a_request_is_cut_at_the_context_not_past_it(model, make_batcher):
             collect(too_long)
     finally:
         batcher.close()
+
+
+def _shaped(layers: int, heads: int, kv_heads: int, hidden: int, vocab: int):
+    """A model as the GPU sizing sees it: its configuration, and its weights on the first GPU."""
+    import torch
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                             hidden_size=hidden, vocab_size=vocab)
+    weights = [SimpleNamespace(device=torch.device("cuda", 0))]
+    return SimpleNamespace(config=config, parameters=lambda: iter(weights))
+
+
+@pytest.mark.parametrize(("rows", "fits"), [(64, True), (72, False)])
+def test_64_concurrent_2k_token_chats_of_a_7b_model_fit_on_an_80gb_card(monkeypatch, rows, fits):
+    import torch
+
+    from support_bot.llm.backends.hf.kv_cache import BLOCK_SIZE, _gpu_blocks_that_fit, blocks_for
+
+    # An 80 GB H100 reports about 79.2 GiB; Llama-2-7B's weights take 12.6 GiB of it in bf16, its context 0.5 GiB.
+    free = int((79.2 - 12.6 - 0.5) * 2**30)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, int(79.2 * 2**30)))
+    llama_2_7b = _shaped(layers=32, heads=32, kv_heads=32, hidden=4096, vocab=32000)
+    # The benchmark's chats: a 1,536-token prompt and 128 new tokens each; room left for a batch of `rows` reading
+    # the whole 4,096-token context, so the sizing holds whatever the batch's span.
+    blocks = _gpu_blocks_that_fit(llama_2_7b, torch.bfloat16, BLOCK_SIZE, rows, 4096)
+    needed = rows * blocks_for(1536 + 128) + 1  # block 0 is scratch
+    assert (blocks >= needed) is fits
+
+
+def test_gpu_sizing_keeps_room_for_keys_and_values_repeated_to_every_query_head(monkeypatch):
+    import torch
+
+    from support_bot.llm.backends.hf.kv_cache import BLOCK_SIZE, _gpu_blocks_that_fit
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (64 * 2**30, 80 * 2**30))
+    # Two models with the same KV bytes per token: one key/value head per query head, or one per 4 of 32 wider ones.
+    alike = _gpu_blocks_that_fit(_shaped(32, 8, 8, 1024, 32000), torch.bfloat16, BLOCK_SIZE, 64, 4096)
+    grouped = _gpu_blocks_that_fit(_shaped(32, 32, 8, 4096, 32000), torch.bfloat16, BLOCK_SIZE, 64, 4096)
+    per_token = 2 * 32 * 8 * 128 * 2
+    one_layer_gathered = 64 * 4096 * per_token // 32
+    # The grouped model also reserves the gathered keys/values repeated 4 times: that many fewer blocks.
+    assert (alike - grouped) * BLOCK_SIZE * per_token == pytest.approx(4 * one_layer_gathered, rel=0.01)

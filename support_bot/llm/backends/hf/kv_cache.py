@@ -268,10 +268,15 @@ def _gpu_blocks_that_fit(model: Any, dtype: Any, block_size: int, rows: int, spa
     per_token = _kv_bytes_per_token(model, dtype)
     per_block = per_token * block_size
     config = _text_config(model)
-    # Leave room for activations: the logits of a full batch, one layer's keys/values gathered for the whole batch
-    # (and repeated to every query head, as attention may do), and a fixed margin per device.
-    heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or 1
-    gathered = rows * span * per_token // config.num_hidden_layers * (1 + max(1, heads // kv_heads))
+    # Leave room for activations: the logits of a full batch, one layer's keys/values gathered for the whole batch,
+    # and a fixed margin per device. With grouped-query attention the gathered keys/values may be repeated to every
+    # query head as well (transformers does so where sdpa cannot take the groups); with one key/value head per query
+    # head (Llama-2-7B/13B) nothing is repeated, and counting a copy there kept 64 requests of 1,664 tokens off an
+    # 80 GB card (tests/llm/test_paged_cache.py).
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    repeat = heads // kv_heads
+    gathered = rows * span * per_token // config.num_hidden_layers * (1 + (repeat if repeat > 1 else 0))
     reserve = (1 << 30) * len(devices) + rows * config.vocab_size * 4 * 4 + gathered
     blocks = int(max(0, free * GPU_CACHE_SHARE - reserve) // per_block)
     if blocks < 2:
