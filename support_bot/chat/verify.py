@@ -192,7 +192,8 @@ class AnswerVerifier:
         """(what follows the shown sentences, the citations, whether the whole reply is a quote of the best entry).
 
         After verified sentences: their citation markers. With none shown: the output guard's own text when the
-        model's output was abusive, unsafe, a jailbreak's or an injection's (_QUOTE_AFTER), else the best entry quoted.
+        model's output was abusive, unsafe, a jailbreak's or an injection's; else (a model that only repeated its
+        instructions included, _QUOTE_AFTER) the best entry quoted.
         """
         if self.shown:
             used = self.judge.used
