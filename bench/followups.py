@@ -138,7 +138,7 @@ def _outcome(result, relevant: list[str]) -> dict:
 def play(settings, retriever, dialogue: dict) -> dict:
     """One dialogue in a new conversation: the last turn under each rule, and both searches behind the new one."""
     from support_bot.chat.retrieve import (
-        customer_questions, last_answer_entry, looks_like_follow_up, retrieve, rewrite_floor, rewrite_follow_up,
+        customer_questions, looks_like_follow_up, rests_on_last_answer, retrieve, rewrite_floor, rewrite_follow_up,
     )
     from support_bot.chat.grounding import citation
     from support_bot.chat.store import start_conversation, store_reply
@@ -164,8 +164,7 @@ def play(settings, retriever, dialogue: dict) -> dict:
     retry = retriever.search(rewritten, k=k) if rewritten else None
     # The knowledge base's own cut-offs, as `retrieve` reads them: calibrated ones when the index has them.
     # Where the rewrite lands on the entry the last answer rested on, its floor is lower (rewrite_floor).
-    stays = retry is not None and bool(retry.hits) and last_answer_entry(turn) == (
-        str(retry.hits[0].source), str(retry.hits[0].entry_id))
+    stays = retry is not None and rests_on_last_answer(turn, retry)
     floor = rewrite_floor(text, retriever.settings_for(retriever.reader.current()), stays_on_entry=stays)
     return {
         "turns": dialogue["turns"], "kind": dialogue["kind"], "relevant": relevant,

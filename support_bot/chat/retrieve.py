@@ -241,8 +241,12 @@ def last_answer_entry(turn: Turn) -> tuple[str, str] | None:
     return None
 
 
-def _top_entry(result: Any) -> tuple[str, str] | None:
-    return (str(result.hits[0].source), str(result.hits[0].entry_id)) if result.hits else None
+def rests_on_last_answer(turn: Turn, result: Any) -> bool:
+    """Whether `result`'s top entry is the one the bot's reply just before this question rested on (rewrite_floor's
+    `stays_on_entry`)."""
+    previous = last_answer_entry(turn)
+    return previous is not None and bool(result.hits) and (
+        str(result.hits[0].source), str(result.hits[0].entry_id)) == previous
 
 
 def customer_questions(turn: Turn) -> list[str]:
@@ -265,10 +269,9 @@ def retrieve(turn: Turn, retriever: Any) -> Any:
     retry = retriever.search(rewritten, k=k)
     # The cut-offs the knowledge base is searched with: its own when calibrated (Retriever.settings_for).
     cfg = retriever.settings_for(retriever.reader.current())
-    previous = last_answer_entry(turn)
-    stays = previous is not None and _top_entry(retry) == previous
+    floor = rewrite_floor(text, cfg, stays_on_entry=rests_on_last_answer(turn, retry))
     if prefer_rewrite(_searched(result), _searched(retry), follow_up=follow_up,
-                      margin=settings.retrieval.follow_up_margin, floor=rewrite_floor(text, cfg, stays_on_entry=stays)):
+                      margin=settings.retrieval.follow_up_margin, floor=floor):
         if retry.abstain:
             # Its own search would decline; the conversation answers it (rewrite_floor).
             return replace(retry, abstain=False,

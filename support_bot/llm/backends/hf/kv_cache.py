@@ -276,7 +276,8 @@ def _gpu_blocks_that_fit(model: Any, dtype: Any, block_size: int, rows: int, spa
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     repeat = heads // kv_heads
-    gathered = rows * span * per_token // config.num_hidden_layers * (1 + (repeat if repeat > 1 else 0))
+    copies = 1 + repeat if repeat > 1 else 1
+    gathered = rows * span * per_token // config.num_hidden_layers * copies
     reserve = (1 << 30) * len(devices) + rows * config.vocab_size * 4 * 4 + gathered
     blocks = int(max(0, free * GPU_CACHE_SHARE - reserve) // per_block)
     if blocks < 2:
