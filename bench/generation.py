@@ -434,6 +434,8 @@ def main() -> None:
     parser.add_argument("--references", help="generate,static,compiled (default: all on a GPU; no compiled on a CPU)")
     parser.add_argument("--arrival", choices=["burst", "poisson"], default="burst",
                         help="poisson: also staggered arrivals with varied prompt lengths")  # fmt: skip
+    parser.add_argument("--attention", choices=["auto", "flex", "dense"], default="auto",
+                        help="the engine's decode attention (settings llm.decode_attention)")
     parser.add_argument("--rate", type=float, default=2.0, help="poisson arrivals a second")
     parser.add_argument("--requests", type=int, default=16, help="requests in the poisson run")
     args = parser.parse_args()
@@ -465,6 +467,7 @@ def main() -> None:
         label = name
     # Long CPU runs must not end early because a request outlived the product's per-answer timeout.
     settings.llm.timeout_s = 24 * 3600
+    settings.llm.decode_attention = args.attention
     if args.prompt_tokens + args.new_tokens > resolved.context_window:
         parser.error(f"prompt + new tokens exceed the model's {resolved.context_window}-token window")
 
@@ -494,6 +497,7 @@ def main() -> None:
 
     references: dict[str, dict[str, Any]] = {k: {} for k in kinds}
     ours: dict[str, Any] = {}
+    attention = args.attention  # what the engine ran with (auto resolved, or a fallback from flex to dense)
     poisson: dict[str, Any] = {}
     arrivals = poisson_arrivals(len(staggered), args.rate)
     bare_prefill = 0.0
@@ -522,6 +526,7 @@ def main() -> None:
             engine = new_engine()
             try:
                 _keep_best(ours, bench_engine(engine, prompts, concurrency, args.new_tokens))
+                attention = engine.batcher.attention
                 if staggered and repeat == 0:
                     poisson["engine"] = poisson_engine(engine, staggered, arrivals, args.new_tokens)
             finally:
@@ -548,6 +553,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "repeats": args.repeats,
         "engine": ours,
+        "attention": attention,
         "generate": references["generate"],
         **{REFERENCES[k]: references[k] for k in kinds[1:] if references[k]},
         "prefill_ms": bare_prefill,

@@ -11,7 +11,9 @@
 # python-dotenv and theirs) are used when installed, else installed from wheels in $WHEELS (default bench/wheels)
 # with `pip install --no-index`; without them the steps that need them are skipped and say so.
 # Environment: PYTHON (default python3), WHEELS, BUDGET_S (default 470: the benchmark is stopped in time for its
-# partial JSON to print within 8 minutes), CONCURRENCY, PROMPT_TOKENS, NEW_TOKENS, REFERENCES.
+# partial JSON to print within 8 minutes), CONCURRENCY, PROMPT_TOKENS, NEW_TOKENS, REFERENCES, ATTENTION (the engine's
+# decode attention: auto, the default, is FlexAttention over each request's own KV blocks on one GPU; dense for the
+# masked span; the JSON's "attention" says which ran).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -58,7 +60,7 @@ fi
 tests_rc=0
 if "$PYTHON" -c "import pytest" 2>/dev/null; then
     # --noconftest: the suite's fixtures need the database and web stack; this file needs neither.
-    say "correctness: batched == single greedy tokens ($mode)"
+    say "correctness: batched == single greedy tokens, flex and dense decode attention ($mode)"
     "$PYTHON" -m pytest -q -p no:cacheprovider --noconftest tests/llm/test_batching_on_device.py >&2
     tests_rc=$?
 else
@@ -68,11 +70,11 @@ fi
 if [[ $mode == gpu ]]; then
     args=(--shape llama-2-7b --random-weights --concurrency "${CONCURRENCY:-1,32,64}" --max-batch-size 64
           --prompt-tokens "${PROMPT_TOKENS:-1536}" --new-tokens "${NEW_TOKENS:-128}"
-          --references "${REFERENCES:-generate,static,compiled}")
+          --references "${REFERENCES:-generate,static,compiled}" --attention "${ATTENTION:-auto}")
 else
     args=(--shape tiny --random-weights --concurrency "${CONCURRENCY:-1,4}" --max-batch-size 4
           --prompt-tokens "${PROMPT_TOKENS:-64}" --new-tokens "${NEW_TOKENS:-16}"
-          --references "${REFERENCES:-generate,static}")
+          --references "${REFERENCES:-generate,static}" --attention "${ATTENTION:-auto}")
 fi
 left=$((BUDGET_S - ($(date +%s) - started)))
 if ((left < 60)); then

@@ -36,6 +36,10 @@ class LLMSettings(BaseModel):
     # The model must send the first piece of an answer within this (a hung or overloaded server); past it, or past
     # timeout_s for the whole answer, the customer gets an apology and a person instead of a wait.
     first_token_timeout_s: float = Field(default=30.0, gt=0)
+    # Decode attention of the local transformers engine: "flex" reads each request's own KV blocks with FlexAttention
+    # (per-row lengths, no mask over the batch's span); "dense" gathers the batch's span under an explicit mask;
+    # "auto": flex where decode steps run as CUDA graphs on one GPU, dense elsewhere (and where flex fails to compile).
+    decode_attention: Literal["auto", "flex", "dense"] = "auto"
     # Where `models pull` stores weights; default <data_dir>/models.
     cache_dir: Path | None = None
     # Extra pip arguments for `models pull` (e.g. a local --find-links directory for offline installs).

@@ -91,3 +91,35 @@ def test_requests_batched_together_decode_exactly_as_each_alone(model, overlap):
     for prompt, tokens in zip(prompts, alone, strict=True):
         assert tokens == _generate(model, prompt, new_tokens)[: len(tokens)]
         assert len(tokens) == new_tokens or _generate(model, prompt, new_tokens)[len(tokens)] == EOS
+
+
+@pytest.mark.parametrize("attention", ["flex", "dense"])
+def test_both_decode_attentions_give_single_decodings_tokens_to_rows_of_different_lengths(model, attention):
+    """Flex (each row reads its own blocks; on a GPU compiled and captured per batch bucket) and dense (the batch's
+    span under a mask): rows of different lengths joining at different times decode as each alone, as `generate`."""
+    from support_bot.llm.backends.hf import flex
+
+    if attention == "flex" and not flex.available():
+        pytest.skip("needs torch's flex_attention")
+    prompts = [_prompt(length, 40 + seed) for seed, length in enumerate([7, 150, 33, 300, 64])]
+    new_tokens = 20
+    batcher = ContinuousBatcher(model, eos_token_ids={EOS}, max_seq_len=512, max_batch_size=4, attention=attention)
+    try:
+        requests, heads = [], []
+        for prompt in prompts:
+            request = _request(prompt, new_tokens)
+            batcher.submit(request)
+            requests.append(request)
+            # The next request joins while this one decodes (its first token is out).
+            head = request.output.get(timeout=120)
+            if isinstance(head, BaseException):
+                raise head
+            heads.append(head)
+        batched = [[head, *_tokens(request)] for head, request in zip(heads, requests, strict=True)]
+        assert batcher.attention == attention and batcher.stats.largest_batch > 1
+    finally:
+        batcher.close()
+    for prompt, tokens in zip(prompts, batched, strict=True):
+        expected = _generate(model, prompt, new_tokens)
+        assert tokens == expected[: len(tokens)]
+        assert len(tokens) == new_tokens or expected[len(tokens)] == EOS

@@ -59,9 +59,12 @@ def pick_dtype(requested: str, device: str) -> Any:
 
 
 def _usable_attention(model: Any) -> None:
-    """Decode steps pass an explicit 4D mask, which the sdpa and eager attention paths take as is."""
+    """Decode steps pass an explicit 4D mask, which the sdpa and eager attention paths take as is (and the paged
+    flex implementation a model is switched to for decode on a GPU hands to sdpa)."""
+    from support_bot.llm.backends.hf.flex import ATTENTION_NAME
+
     implementation = getattr(model.config, "_attn_implementation", None)
-    if implementation not in ("sdpa", "eager"):
+    if implementation not in ("sdpa", "eager", ATTENTION_NAME):
         log.info("switching attention from %s to sdpa for batched decoding", implementation)
         model.set_attn_implementation("sdpa")
 
@@ -202,6 +205,7 @@ class TransformersEngine(StreamingEngine):
             top_p=config.top_p if config.do_sample and config.top_p is not None else 1.0,
             cuda_graphs=cuda_graphs,
             name=self.name,
+            attention=None if self.settings.llm.decode_attention == "auto" else self.settings.llm.decode_attention,
         )
 
     @property

@@ -10,9 +10,10 @@ rows of a captured batch bucket and the unused tail of a block table point at it
 - "prefill": one request's chunk of prompt tokens [start, start + n). Its keys/values are written to the request's
   slots; the first chunk attends over its own fresh states (exactly as plain `generate` prefills), a later chunk over
   the request's slots [0, start + n) gathered from the pool, under a causal mask shifted by `start`.
-- "decode": one new token per row; each row writes at its own length and reads its slots [0, span) gathered through
-  its block table (an explicit mask hides each row's tail; see scheduler.py for what the GPU path reads). A single
-  row whose blocks are consecutive reads a view of the pool instead of a gathered copy.
+- "decode": one new token per row; each row writes at its own length. Under FlexAttention (`pool`) every layer hands
+  attention the pool itself and a block mask picks each row's blocks (flex.py); otherwise each row reads its slots
+  [0, span) gathered through its block table under an explicit mask that hides its tail. A single row whose blocks
+  are consecutive reads a view of the pool instead of a gathered copy.
 On a CPU the pool grows (doubling its block count; block ids stay valid); on a GPU it is one allocation sized to
 free memory, so captured CUDA graphs keep valid addresses.
 """
@@ -89,6 +90,8 @@ class _Plan:
         self.table: Any = None  # prefill: the request's block ids [W]; decode: block tables [batch, W]
         self.positions: Any = None  # prefill: the chunk's positions [n]; decode: each row's write position [batch]
         self.run: int | None = None  # decode of one row whose blocks are consecutive: its first slot
+        # Decode under a FlexAttention block mask (flex.py): every layer hands attention the whole pool, ungathered.
+        self.pool = False
         self._per_device: dict[Any, tuple[Any, Any]] = {}
 
     def prefill(self, table: Any, start: int, positions: Any) -> None:
@@ -96,11 +99,15 @@ class _Plan:
         self.span = start + positions.shape[0]
         self._per_device = {}
 
-    def decode(self, tables: Any, positions: Any, span: int, *, run: int | None = None) -> None:
+    def decode(
+        self, tables: Any, positions: Any, span: int, *, run: int | None = None, pool: bool = False
+    ) -> None:
         """`run`: the first slot of the one row's blocks when they are consecutive (a single stream on a pool that
-        handed them out in order): every layer then reads its keys and values as a view of the pool, not a copy."""
+        handed them out in order): every layer then reads its keys and values as a view of the pool, not a copy.
+        `pool`: the step's attention takes a block mask over the whole pool (flex.py); nothing is gathered."""
         self.mode, self.table, self.positions, self.span = "decode", tables, positions, span
         self.run = run
+        self.pool = pool
         self._per_device = {}
 
     def indices(self, device: Any) -> tuple[Any, Any]:
@@ -117,7 +124,7 @@ class _Plan:
                 read = (table[columns // size] * size + columns % size)[None]
             else:
                 write = table.gather(1, (positions // size)[:, None])[:, 0] * size + positions % size
-                read = table[:, columns // size] * size + columns % size
+                read = None if self.pool else table[:, columns // size] * size + columns % size
             cached = (write, read)
             self._per_device[device] = cached
         return cached
@@ -163,6 +170,9 @@ def _paged_cache_class() -> type:
             else:
                 self.keys[write] = key_states[:, :, 0]
                 self.values[write] = value_states[:, :, 0]
+                if plan.pool:
+                    # [1, kv_heads, slots, dim]: the pool itself, shared by every row; the block mask picks the rows'.
+                    return self.keys.permute(1, 0, 2)[None], self.values.permute(1, 0, 2)[None]
                 if plan.run is not None:
                     # One row on consecutive blocks: its span is a slice of the pool (a view; plain `generate` copies
                     # its whole cache every step, and so would the gather below).
@@ -199,10 +209,17 @@ def _paged_cache_class() -> type:
     class PagedCache(Cache):
         """Per-layer block pools; requests own blocks through their tables, rows of a batch never share one."""
 
-        def __init__(self, num_layers: int, blocks: int, *, max_blocks: int, block_size: int = BLOCK_SIZE) -> None:
+        def __init__(
+            self, num_layers: int, blocks: int, *, max_blocks: int, block_size: int = BLOCK_SIZE, device: Any = None
+        ) -> None:
+            import torch
+
             self.block_size = block_size
             self.plan = _Plan(block_size)
             self.pool = BlockPool(blocks, max_blocks=max_blocks)
+            # Each block's index in the table of the request holding it: how a block mask tells a row's own blocks
+            # from the rest of the pool (flex.py).
+            self.order = torch.zeros(blocks, dtype=torch.long, device=device)
             super().__init__(layers=[PagedLayer(self) for _ in range(num_layers)])
 
         def can_take(self, n: int) -> bool:
@@ -210,12 +227,20 @@ def _paged_cache_class() -> type:
 
         def take(self, n: int) -> list[int]:
             """`n` free blocks, growing the pool first where it may (a CPU cache)."""
+            import torch
+
             total = self.pool.growth_for(n)
             if total != self.pool.total:
                 for layer in self.layers:
                     layer.grow(total * self.block_size)
+                order = torch.zeros(total, dtype=self.order.dtype, device=self.order.device)
+                order[: self.order.shape[0]] = self.order
+                self.order = order
                 self.pool.grow(total)
-            return self.pool.take(n)
+            blocks = self.pool.take(n)
+            device = self.order.device
+            self.order[torch.tensor(blocks, dtype=torch.long, device=device)] = torch.arange(n, device=device)
+            return blocks
 
         def give_back(self, blocks: list[int]) -> None:
             self.pool.give_back(blocks)

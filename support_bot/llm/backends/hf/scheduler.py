@@ -20,14 +20,15 @@ One scheduler step:
    step per finished request). On a CPU every kernel runs as it is called, there is nothing to hide, and steps do
    not overlap.
 
-Attention: each row writes at its own length and reads its own blocks over the batch's span under a mask that
-hides its tail. On a CPU the span is the longest row + 1 (eager, no padding to a bucket). On a single GPU the decode
-step is replayed from CUDA graphs, one per (batch bucket, span bucket), all captured at warm-up before the first
-request is served (graphs.py); padding rows of a bucket point at the scratch block. An eager step whose rows all
-have one length (a single stream, or requests that started together) passes no mask, and sdpa runs unmasked as in
-`generate`. A mask-free per-row-length kernel (flash/varlen or FlexAttention over the block tables) is not used:
-other steps pass the dense additive mask that transformers' sdpa and eager attention take, so a captured step still
-reads its span bucket for every row.
+Attention: each row writes at its own length. With FlexAttention (flex.py; the default where decode steps are
+captured on one GPU) a decode step hands attention the whole pool under a block mask built from the rows' block
+tables, so each row reads its own blocks up to its own length and no mask over the batch's span exists: one CUDA
+graph per batch bucket, captured at warm-up, serves rows of any lengths, and padding rows of a bucket read the scratch
+block only. With dense attention (CPUs, several GPUs, or a stack whose compiler cannot build the flex kernel) each
+row reads its own blocks gathered over the batch's span under a mask that hides its tail: on a CPU the span is the
+longest row + 1 (eager, no padding to a bucket); on a single GPU the step is replayed from graphs per (batch bucket,
+span bucket) (graphs.py), each row reading the span bucket. An eager dense step whose rows all have one length (a
+single stream, or requests that started together) passes no mask, and sdpa runs unmasked as in `generate`.
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from support_bot.llm.backends.hf import flex
 from support_bot.llm.backends.hf.graphs import _CudaGraphDecoder
 from support_bot.llm.backends.hf.kv_cache import (
     BLOCK_SIZE, MIN_CPU_BLOCKS, _accepts, _cache_kwarg, _gpu_blocks_that_fit, _paged_cache_class, _static_cache,
     _text_config, blocks_for,
 )
-from support_bot.llm.backends.hf.steps import HostCopy, Launched, to_host
+from support_bot.llm.backends.hf.steps import HostCopy, Launched, StepInputs, to_host
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +226,9 @@ def sample(logits: Any, temperature: float, top_p: float) -> Any:
     return torch.multinomial(probs, 1)[:, 0]
 
 
-def _build_cache(model: Any, dtype: Any, *, static: bool, rows: int, width: int, block_size: int, name: str) -> Any:
+def _build_cache(
+    model: Any, dtype: Any, *, static: bool, rows: int, width: int, block_size: int, name: str, device: Any = None
+) -> Any:
     """The paged cache: on a GPU one pool sized to free memory, on a CPU a small pool that grows as needed."""
     num_layers = _text_config(model).num_hidden_layers
     most = width * rows + 1  # every row at the full context, plus the scratch block
@@ -232,8 +236,10 @@ def _build_cache(model: Any, dtype: Any, *, static: bool, rows: int, width: int,
         # One allocation: graphs capture buffer addresses, so the cache never moves.
         blocks = min(_gpu_blocks_that_fit(model, dtype, block_size, rows, width * block_size), most)
         log.info("%s: KV cache of %d blocks x %d tokens", name, blocks - 1, block_size)
-        return _paged_cache_class()(num_layers, blocks, max_blocks=blocks, block_size=block_size)
-    return _paged_cache_class()(num_layers, min(MIN_CPU_BLOCKS, most), max_blocks=most, block_size=block_size)
+        return _paged_cache_class()(num_layers, blocks, max_blocks=blocks, block_size=block_size, device=device)
+    return _paged_cache_class()(
+        num_layers, min(MIN_CPU_BLOCKS, most), max_blocks=most, block_size=block_size, device=device
+    )
 
 
 def _drained(inbox: queue.SimpleQueue) -> list[GenerationRequest]:
@@ -265,6 +271,7 @@ class ContinuousBatcher:
         name: str = "llm",
         block_size: int = BLOCK_SIZE,
         overlap: bool | None = None,
+        attention: str | None = None,
     ) -> None:
         import torch
 
@@ -286,16 +293,31 @@ class ContinuousBatcher:
         if cuda_graphs and not (static and single_device):
             raise ValueError("CUDA graphs need the whole model on one GPU")
         self.cuda_graphs = cuda_graphs
-        self._mask_free_decode = getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa"
+        # Decode attention (see the module docstring): "flex" reads each row's own blocks of the pool under a block
+        # mask; "dense" gathers the batch's span and masks each row's tail. By default flex where the decode step is
+        # captured in graphs (one GPU) and the installed stack has it; a failed capture falls back to dense.
+        if attention not in (None, "flex", "dense"):
+            raise ValueError(f"unknown decode attention {attention!r} (flex or dense)")
+        if attention is None:
+            gpu = cuda_graphs and self.input_device.type == "cuda"
+            attention = "flex" if gpu and flex.use_on(model) else "dense"
+        elif attention == "flex" and not flex.use_on(model):
+            raise ValueError("FlexAttention decode needs torch's flex_attention and a model on sdpa attention")
+        self.attention = attention
+        implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        self._mask_free_decode = implementation in ("sdpa", flex.ATTENTION_NAME)
         self.max_seq_len = max_seq_len
         self.max_rows = max_batch_size
         # Block-table width: a row never holds more than the context.
         self.table_width = blocks_for(max_seq_len, block_size)
         self.cache = _build_cache(
             model, self.dtype, static=static, rows=max_batch_size, width=self.table_width, block_size=block_size,
-            name=name,
+            name=name, device=self.input_device,
         )  # fmt: skip
         self.rows = _RowState(max_batch_size, self.table_width, self.input_device)
+        # The fixed inputs of graph-captured and flex decode steps, and the block mask that reads them.
+        self.inputs = StepInputs(max_batch_size, self.table_width, self.input_device)
+        self.flex_mask = flex.DecodeMask(self.inputs.tables, self.inputs.positions, self.cache)
         self._graphs = _CudaGraphDecoder(self) if cuda_graphs else None
         # Overlapped decode steps (see the module docstring): on a GPU by default, where launches are asynchronous.
         self.overlap = self.input_device.type == "cuda" if overlap is None else overlap
@@ -499,6 +521,10 @@ class ContinuousBatcher:
 
     def _eager_step(self, index: Any, span: int, *, uniform: bool = False, run: int | None = None) -> Any:
         rows, size = self.rows, self.cache.block_size
+        if self.attention == "flex":
+            n = index.shape[0]
+            self.inputs.fill(rows, index, n)
+            return self.decode_forward(n, span)
         positions = rows.lengths[index]
         self.cache.plan.decode(rows.tables[index], positions, span, run=None if run is None else run * size)
         # Rows of one length (one stream, or a batch that started together) see every column of the span: no mask,
@@ -510,6 +536,22 @@ class ContinuousBatcher:
             position_ids=positions[:, None],
             attention_mask=mask,
             cache=self.cache,
+        )
+        return out.logits[:, -1]
+
+    def decode_forward(self, rows: int, span: int) -> Any:
+        """One decode step of the first `rows` rows of `self.inputs` (the graphs capture this): with flex attention
+        each row reads its own blocks of the pool; dense attention gathers `span` columns per row under a mask."""
+        inputs = self.inputs
+        tokens, positions, tables = inputs.tokens[:rows], inputs.positions[:rows], inputs.tables[:rows]
+        if self.attention == "flex":
+            self.cache.plan.decode(tables, positions, 0, pool=True)
+            mask = self.flex_mask.build(rows)
+        else:
+            self.cache.plan.decode(tables, positions, span)
+            mask = self.decode_mask(positions, span)
+        out = self._forward(
+            input_ids=tokens[:, None], position_ids=positions[:, None], attention_mask=mask, cache=self.cache
         )
         return out.logits[:, -1]
 

@@ -68,3 +68,34 @@ class Launched:
                 row.length += 1
                 row.last = token
                 self._emit(row, token)
+
+
+class StepInputs:
+    """Fixed device buffers a decode step reads: each row's newest token, its position and its block table.
+
+    Refilled in place (device to device) from the scheduler's row state before a step, never reallocated: captured
+    CUDA graphs and the block mask of a FlexAttention step (flex.py) hold their addresses. Rows past the live batch
+    (padding of a captured batch bucket) are zeroed: they write to and read the scratch block 0 at position 0.
+    """
+
+    def __init__(self, rows: int, width: int, device: Any) -> None:
+        import torch
+
+        self.tokens = torch.zeros(rows, dtype=torch.long, device=device)
+        self.positions = torch.zeros(rows, dtype=torch.long, device=device)
+        self.tables = torch.zeros((rows, width), dtype=torch.long, device=device)
+
+    def fill(self, state: Any, index: Any, rows: int) -> None:
+        """The live rows at slots `index` of `state` (the scheduler's _RowState) first, then padding up to `rows`."""
+        n = index.shape[0]
+        self.tokens[:n] = state.last[index]
+        self.positions[:n] = state.lengths[index]
+        self.tables[:n] = state.tables[index]
+        self.tokens[n:rows] = 0
+        self.positions[n:rows] = 0
+        self.tables[n:rows] = 0
+
+    def zero(self, rows: int) -> None:
+        self.tokens[:rows] = 0
+        self.positions[:rows] = 0
+        self.tables[:rows] = 0
