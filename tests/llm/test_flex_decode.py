@@ -226,3 +226,27 @@ def test_the_engine_setting_picks_the_decode_attention_and_streams_agree(setting
         finally:
             engine.close()
     assert answers["flex"] == answers["dense"] and all(answers["dense"])
+
+
+def test_a_flex_step_that_fails_mid_serving_is_rerun_dense_and_the_requests_go_on(model, make_batcher, monkeypatch):
+    """A kernel that cannot be built for a new shape must not fail the batch: the step runs again with dense
+    attention, which serves from then on, and every request still gets generate's tokens."""
+    calls = []
+    real = flex._flex
+
+    def fails_on_the_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2 * model.config.num_hidden_layers:
+            raise RuntimeError("flex kernel compile failed for this shape (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flex, "_flex", fails_on_the_third_step)
+    prompts = [_prompt(length, 3500 + length) for length in (6, 41, 19)]
+    batcher = make_batcher(max_batch_size=4, attention="flex")
+    requests = []
+    for p in prompts:
+        r = request(p, 10)
+        batcher.submit(r)
+        requests.append(r)
+    assert [collect(r) for r in requests] == [(reference(model, p, 10, frozenset({EOS})), "length") for p in prompts]
+    assert batcher.attention == "dense" and len(calls) > 2 * model.config.num_hidden_layers

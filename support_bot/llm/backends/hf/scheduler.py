@@ -504,8 +504,7 @@ class ContinuousBatcher:
             if self._graphs is not None:
                 logits = self._graphs.run(index, max(lengths) + 1)
             if logits is None:
-                one = decoding[0].run if len(decoding) == 1 else None
-                logits = self._eager_step(index, max(lengths) + 1, uniform=min(lengths) == max(lengths), run=one)
+                logits = self._eager_logits(decoding, index, lengths)
             chosen = sample(logits, self.temperature, self.top_p)
             self.rows.advanced(index, chosen)
             launched = (decoding, HostCopy(chosen))
@@ -518,6 +517,21 @@ class ContinuousBatcher:
         self.stats.decode_steps += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(decoding))
         self._launched.add(*launched)
+
+    def _eager_logits(self, decoding: list[_Row], index: Any, lengths: list[int]) -> Any:
+        """An uncaptured decode step. A FlexAttention step that fails (a kernel that cannot be compiled for a new
+        shape) is run again with dense attention, which serves from then on: the retry writes the same keys and
+        values to the same slots, and the batch's requests go on instead of failing."""
+        one = decoding[0].run if len(decoding) == 1 else None
+        uniform = min(lengths) == max(lengths)
+        try:
+            return self._eager_step(index, max(lengths) + 1, uniform=uniform, run=one)
+        except Exception:
+            if self.attention != "flex":
+                raise
+            log.exception("%s: a FlexAttention decode step failed; dense decode attention from now on", self.name)
+            self.attention = "dense"
+            return self._eager_step(index, max(lengths) + 1, uniform=uniform, run=one)
 
     def _eager_step(self, index: Any, span: int, *, uniform: bool = False, run: int | None = None) -> Any:
         rows, size = self.rows, self.cache.block_size
