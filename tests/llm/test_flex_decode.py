@@ -1,6 +1,7 @@
 """Decode attention with per-row lengths (FlexAttention over the paged pool, flex.py) on a tiny random-weight Llama
 (fp32, CPU, FlexAttention's unfused reference): each row reads only its own blocks up to its own length, batched
-decoding equals single decoding and the dense masked path, and captured steps need one graph per batch bucket."""
+decoding equals single decoding and the dense masked path, and a flex step or capture that fails falls back to dense
+attention. Captured flex steps (one graph per batch bucket): test_scheduler.py's graph bookkeeping test."""
 
 from __future__ import annotations
 
@@ -113,41 +114,6 @@ def test_flex_decoding_of_requests_joining_at_different_times_equals_each_alone(
         assert head + collect(r)[0] == reference(model, prompt, n, frozenset({EOS}))
     assert batcher.stats.largest_batch >= 3 and batcher.stats.blocks_used == 0
     assert model.config._attn_implementation == flex.ATTENTION_NAME
-
-
-def test_captured_flex_steps_need_one_graph_per_batch_bucket(model, make_batcher, monkeypatch):
-    """The graph path's logic on CPU (a "graph" re-runs its captured step into the captured output, as a replay
-    does): every step reads the batcher's fixed inputs, so one graph per bucket serves rows of any lengths."""
-    from support_bot.llm.backends.hf import graphs, scheduler
-
-    captured: list[int] = []
-
-    def capture(step, *, device, pool):
-        step()
-        output = step()
-        captured.append(1)
-        return (lambda: output.copy_(step())), output
-
-    monkeypatch.setattr(scheduler, "_static_cache", lambda device: True)
-    monkeypatch.setattr(scheduler, "_gpu_blocks_that_fit", lambda model, dtype, block_size, rows, span: 120)
-    monkeypatch.setattr(graphs, "_capture_cuda_graph", capture)
-    batcher = make_batcher(max_batch_size=6, cuda_graphs=True, attention="flex")
-    deadline = time.monotonic() + 60
-    while len(captured) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert set(batcher._graphs.graphs) == {(b, 0) for b in (1, 2, 4, 6)}
-    specs = [(5, 40), (90, 50), (12, 30), (33, 45), (60, 20)]
-    prompts = [_prompt(length, 3200 + i) for i, (length, _) in enumerate(specs)]
-    requests, heads = [], []
-    for prompt, (_, n) in zip(prompts, specs, strict=True):
-        r = request(prompt, n)
-        batcher.submit(r)
-        requests.append(r)
-        heads.append(take(r, 2))
-    for prompt, (_, n), r, head in zip(prompts, specs, requests, heads, strict=True):
-        assert head + collect(r)[0] == reference(model, prompt, n, frozenset({EOS}))
-    assert len(captured) == 4 and batcher.attention == "flex"
-    assert batcher.stats.largest_batch >= 3 and batcher.stats.blocks_used == 0
 
 
 def test_a_flex_capture_that_fails_falls_back_to_dense_captured_steps(model, make_batcher, monkeypatch):
