@@ -102,36 +102,27 @@ class DecodeSteps:
             return self._eager_step(index, max(lengths) + 1, uniform=uniform, run=one)
 
     def _eager_step(self, index: Any, span: int, *, uniform: bool = False, run: int | None = None) -> Any:
-        rows, size = self.rows, self.cache.block_size
-        if self.attention == "flex":
-            n = index.shape[0]
-            self.inputs.fill(rows, index, n)
-            return self.decode_forward(n, span)
-        positions = rows.lengths[index]
-        self.cache.plan.decode(rows.tables[index], positions, span, run=None if run is None else run * size)
-        # Rows of one length (one stream, or a batch that started together) see every column of the span: no mask,
-        # so sdpa takes its unmasked kernel, as `generate` does. Other attention code builds a causal mask from
-        # the cache's length, which a paged cache does not report: it always gets the explicit one.
-        mask = None if uniform and self._mask_free_decode else self.decode_mask(positions, span)
-        out = self._forward(
-            input_ids=rows.last[index][:, None],
-            position_ids=positions[:, None],
-            attention_mask=mask,
-            cache=self.cache,
-        )
-        return out.logits[:, -1]
+        n = index.shape[0]
+        self.inputs.fill(self.rows, index, n)
+        return self.decode_forward(n, span, uniform=uniform, run=run)
 
-    def decode_forward(self, rows: int, span: int) -> Any:
+    def decode_forward(self, rows: int, span: int, *, uniform: bool = False, run: int | None = None) -> Any:
         """One decode step of the first `rows` rows of `self.inputs` (the graphs capture this): with flex attention
-        each row reads its own blocks of the pool; dense attention gathers `span` columns per row under a mask."""
+        each row reads its own blocks of the pool; dense attention gathers `span` columns per row under a mask.
+
+        Dense, eager: rows of one length (`uniform`: one stream, or a batch that started together) see every column
+        of the span, so no mask is passed and sdpa takes its unmasked kernel, as `generate` does (other attention code
+        builds a causal mask from the cache's length, which a paged cache does not report: it always gets the
+        explicit one); `run`, one row's first block when its blocks are consecutive, reads a view of the pool."""
         inputs = self.inputs
         tokens, positions, tables = inputs.tokens[:rows], inputs.positions[:rows], inputs.tables[:rows]
         if self.attention == "flex":
             self.cache.plan.decode(tables, positions, 0, pool=True)
             mask = self.flex_mask.build(rows)
         else:
-            self.cache.plan.decode(tables, positions, span)
-            mask = self.decode_mask(positions, span)
+            size = self.cache.block_size
+            self.cache.plan.decode(tables, positions, span, run=None if run is None else run * size)
+            mask = None if uniform and self._mask_free_decode else self.decode_mask(positions, span)
         out = self._forward(
             input_ids=tokens[:, None], position_ids=positions[:, None], attention_mask=mask, cache=self.cache
         )

@@ -205,7 +205,7 @@ class TransformersEngine(StreamingEngine):
             top_p=config.top_p if config.do_sample and config.top_p is not None else 1.0,
             cuda_graphs=cuda_graphs,
             name=self.name,
-            attention=None if self.settings.llm.decode_attention == "auto" else self.settings.llm.decode_attention,
+            attention=self.settings.llm.decode_attention,
         )
 
     @property

@@ -232,7 +232,7 @@ class ContinuousBatcher(DecodeSteps):
         name: str = "llm",
         block_size: int = BLOCK_SIZE,
         overlap: bool | None = None,
-        attention: str | None = None,
+        attention: str = "auto",
     ) -> None:
         import torch
 
@@ -257,9 +257,9 @@ class ContinuousBatcher(DecodeSteps):
         # Decode attention (see the module docstring): "flex" reads each row's own blocks of the pool under a block
         # mask; "dense" gathers the batch's span and masks each row's tail. By default flex where the decode step is
         # captured in graphs (one GPU) and the installed stack has it; a failed capture falls back to dense.
-        if attention not in (None, "flex", "dense"):
-            raise ValueError(f"unknown decode attention {attention!r} (flex or dense)")
-        if attention is None:
+        if attention not in ("auto", "flex", "dense"):
+            raise ValueError(f"unknown decode attention {attention!r} (auto, flex or dense)")
+        if attention == "auto":
             gpu = cuda_graphs and self.input_device.type == "cuda"
             attention = "flex" if gpu and flex.use_on(model) else "dense"
         elif attention == "flex" and not flex.use_on(model):

@@ -91,11 +91,10 @@ class StepInputs:
         self.tokens[:n] = state.last[index]
         self.positions[:n] = state.lengths[index]
         self.tables[:n] = state.tables[index]
-        self.tokens[n:rows] = 0
-        self.positions[n:rows] = 0
-        self.tables[n:rows] = 0
+        self.zero(rows, start=n)
 
-    def zero(self, rows: int) -> None:
-        self.tokens[:rows] = 0
-        self.positions[:rows] = 0
-        self.tables[:rows] = 0
+    def zero(self, rows: int, *, start: int = 0) -> None:
+        """Rows [start, rows) as padding: token 0 at position 0 on the scratch block."""
+        self.tokens[start:rows] = 0
+        self.positions[start:rows] = 0
+        self.tables[start:rows] = 0
