@@ -2,7 +2,7 @@
 
 python bench/generation.py [--model NAME | --shape llama-2-7b --random-weights] [--concurrency 1,8,32]
                            [--prompt-tokens 1536] [--new-tokens 128] [--references generate,static,compiled]
-                           [--arrival poisson --rate 2 --requests 32]
+                           [--arrival poisson --rate 2 --requests 32] [--cpu-linear auto|linear|weight_first]
   -> {"device", "model", "engine": {"tok_s_c1", "tok_s_c8", ..., "ttft_ms", "itl_p50_ms_c1", ...},
       "generate": {...}, "generate_static": {...}, "generate_compiled": {...}, "poisson": {...}, ...} (last line)
 
@@ -12,6 +12,8 @@ runs the full --new-tokens (end-of-sequence ignored) so both sides produce the s
 ttft_ms: time to the first token of one request with the prompt (median of 3).
 itl_p50_ms_cN / itl_p99_ms_cN: inter-token latency in that run: the gaps between one stream's consecutive pieces
 (engine; a piece is one token unless the detokenizer held one back) or decode steps (generate).
+cpu_linear (CPU runs): the linear kernel the engine took per row-count bucket (support_bot/llm/backends/hf/cpu_linear.py);
+plain `generate` on the same model always runs transformers' own F.linear.
 References: `generate` is plain `model.generate` (dynamic cache); `generate_static` adds a static cache;
 `generate_compiled` a static cache with the forward compiled by torch.compile (GPU only; warmed up at each batch size
 before timing, as a fair reference should be). The engine gets one short warm-up only, so that any lazy work (graph
@@ -436,6 +438,8 @@ def main() -> None:
                         help="poisson: also staggered arrivals with varied prompt lengths")  # fmt: skip
     parser.add_argument("--attention", choices=["auto", "flex", "dense"], default="auto",
                         help="the engine's decode attention (settings llm.decode_attention)")
+    parser.add_argument("--cpu-linear", choices=["auto", "linear", "weight_first"], default="auto",
+                        help="the engine's CPU linear kernels (settings llm.cpu_linear)")
     parser.add_argument("--rate", type=float, default=2.0, help="poisson arrivals a second")
     parser.add_argument("--requests", type=int, default=16, help="requests in the poisson run")
     args = parser.parse_args()
@@ -468,6 +472,7 @@ def main() -> None:
     # Long CPU runs must not end early because a request outlived the product's per-answer timeout.
     settings.llm.timeout_s = 24 * 3600
     settings.llm.decode_attention = args.attention
+    settings.llm.cpu_linear = args.cpu_linear
     if args.prompt_tokens + args.new_tokens > resolved.context_window:
         parser.error(f"prompt + new tokens exceed the model's {resolved.context_window}-token window")
 
@@ -498,6 +503,7 @@ def main() -> None:
     references: dict[str, dict[str, Any]] = {k: {} for k in kinds}
     ours: dict[str, Any] = {}
     attention = args.attention  # what the engine ran with (auto resolved, or a fallback from flex to dense)
+    linear_kernels: dict[str, str] | None = None  # CPU: the linear kernel per row-count bucket (cpu_linear.py)
     poisson: dict[str, Any] = {}
     arrivals = poisson_arrivals(len(staggered), args.rate)
     bare_prefill = 0.0
@@ -527,6 +533,8 @@ def main() -> None:
             try:
                 _keep_best(ours, bench_engine(engine, prompts, concurrency, args.new_tokens))
                 attention = engine.batcher.attention
+                if engine.batcher.linear_kernels is not None:
+                    linear_kernels = {str(rows): k for rows, k in engine.batcher.linear_kernels.choices.items()}
                 if staggered and repeat == 0:
                     poisson["engine"] = poisson_engine(engine, staggered, arrivals, args.new_tokens)
             finally:
@@ -554,6 +562,7 @@ def main() -> None:
         "repeats": args.repeats,
         "engine": ours,
         "attention": attention,
+        **({"cpu_linear": linear_kernels} if linear_kernels else {}),
         "generate": references["generate"],
         **{REFERENCES[k]: references[k] for k in kinds[1:] if references[k]},
         "prefill_ms": bare_prefill,

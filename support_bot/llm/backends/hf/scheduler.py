@@ -33,6 +33,7 @@ single stream, or requests that started together) passes no mask, and sdpa runs 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from support_bot.llm.backends.hf import flex
+from support_bot.llm.backends.hf.cpu_linear import LinearKernels
 from support_bot.llm.backends.hf.decode import DecodeSteps, chunk_mask, decode_mask, sample  # noqa: F401 - re-exported
 from support_bot.llm.backends.hf.graphs import _CudaGraphDecoder
 from support_bot.llm.backends.hf.kv_cache import (
@@ -233,6 +235,7 @@ class ContinuousBatcher(DecodeSteps):
         block_size: int = BLOCK_SIZE,
         overlap: bool | None = None,
         attention: str = "auto",
+        cpu_linear: str = "auto",
     ) -> None:
         import torch
 
@@ -267,6 +270,10 @@ class ContinuousBatcher(DecodeSteps):
         self.attention = attention
         implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
         self._mask_free_decode = implementation in ("sdpa", flex.ATTENTION_NAME)
+        # On a CPU, the linear layers' kernel per row count, timed on this model when the scheduler starts
+        # (cpu_linear.py): decode steps of a few rows take the weight-first product where it is faster.
+        on_cpu = self.input_device.type == "cpu"
+        self.linear_kernels = LinearKernels(model, cpu_linear) if on_cpu and single_device else None
         self.max_seq_len = max_seq_len
         self.max_rows = max_batch_size
         # Block-table width: a row never holds more than the context.
@@ -316,8 +323,11 @@ class ContinuousBatcher(DecodeSteps):
     def _run(self) -> None:
         import torch
 
+        kernels = self.linear_kernels
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), (kernels.serving() if kernels else contextlib.nullcontext()):
+                if kernels is not None:
+                    kernels.tune()
                 if self._graphs is not None and not self._graphs.warm_up():
                     self._graphs = None
                 while self._admit():
