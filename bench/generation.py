@@ -3,6 +3,7 @@
 python bench/generation.py [--model NAME | --shape llama-2-7b --random-weights] [--concurrency 1,8,32]
                            [--prompt-tokens 1536] [--new-tokens 128] [--references generate,static,compiled]
                            [--arrival poisson --rate 2 --requests 32] [--cpu-linear auto|linear|weight_first]
+                           [--prompt-lookup N]
   -> {"device", "model", "engine": {"tok_s_c1", "tok_s_c8", ..., "ttft_ms", "itl_p50_ms_c1", ...},
       "generate": {...}, "generate_static": {...}, "generate_compiled": {...}, "poisson": {...}, ...} (last line)
 
@@ -14,6 +15,10 @@ itl_p50_ms_cN / itl_p99_ms_cN: inter-token latency in that run: the gaps between
 (engine; a piece is one token unless the detokenizer held one back) or decode steps (generate).
 cpu_linear (CPU runs): the linear kernel the engine took per row-count bucket (support_bot/llm/backends/hf/cpu_linear.py);
 plain `generate` on the same model always runs transformers' own F.linear.
+prompt_lookup: draft tokens per step (--prompt-lookup, default the setting), and the draft tokens a lone greedy stream
+checked and kept over all engine runs (support_bot/llm/backends/hf/lookup.py). Decoding past end-of-sequence, a small
+model often repeats itself, which drafts from its own answer predict well: compare with --prompt-lookup 0, and see
+bench/answers.py for whole answers that stop where the model ends them.
 References: `generate` is plain `model.generate` (dynamic cache); `generate_static` adds a static cache;
 `generate_compiled` a static cache with the forward compiled by torch.compile (GPU only; warmed up at each batch size
 before timing, as a fair reference should be). The engine gets one short warm-up only, so that any lazy work (graph
@@ -440,6 +445,8 @@ def main() -> None:
                         help="the engine's decode attention (settings llm.decode_attention)")
     parser.add_argument("--cpu-linear", choices=["auto", "linear", "weight_first"], default="auto",
                         help="the engine's CPU linear kernels (settings llm.cpu_linear)")
+    parser.add_argument("--prompt-lookup", type=int, default=None, metavar="N",
+                        help="draft tokens a lone stream checks per step (settings llm.prompt_lookup_tokens; 0: off)")
     parser.add_argument("--rate", type=float, default=2.0, help="poisson arrivals a second")
     parser.add_argument("--requests", type=int, default=16, help="requests in the poisson run")
     args = parser.parse_args()
@@ -473,6 +480,8 @@ def main() -> None:
     settings.llm.timeout_s = 24 * 3600
     settings.llm.decode_attention = args.attention
     settings.llm.cpu_linear = args.cpu_linear
+    if args.prompt_lookup is not None:
+        settings.llm.prompt_lookup_tokens = args.prompt_lookup
     if args.prompt_tokens + args.new_tokens > resolved.context_window:
         parser.error(f"prompt + new tokens exceed the model's {resolved.context_window}-token window")
 
@@ -504,6 +513,7 @@ def main() -> None:
     ours: dict[str, Any] = {}
     attention = args.attention  # what the engine ran with (auto resolved, or a fallback from flex to dense)
     linear_kernels: dict[str, str] | None = None  # CPU: the linear kernel per row-count bucket (cpu_linear.py)
+    lookup = {"tokens": settings.llm.prompt_lookup_tokens, "drafted": 0, "accepted": 0}  # lookup.py, all engine runs
     poisson: dict[str, Any] = {}
     arrivals = poisson_arrivals(len(staggered), args.rate)
     bare_prefill = 0.0
@@ -533,6 +543,9 @@ def main() -> None:
             try:
                 _keep_best(ours, bench_engine(engine, prompts, concurrency, args.new_tokens))
                 attention = engine.batcher.attention
+                stats = engine.batcher.stats
+                lookup["drafted"] += stats.drafted
+                lookup["accepted"] += stats.accepted
                 if engine.batcher.linear_kernels is not None:
                     linear_kernels = {str(rows): k for rows, k in engine.batcher.linear_kernels.choices.items()}
                 if staggered and repeat == 0:
@@ -563,6 +576,7 @@ def main() -> None:
         "engine": ours,
         "attention": attention,
         **({"cpu_linear": linear_kernels} if linear_kernels else {}),
+        "prompt_lookup": lookup,
         "generate": references["generate"],
         **{REFERENCES[k]: references[k] for k in kinds[1:] if references[k]},
         "prefill_ms": bare_prefill,

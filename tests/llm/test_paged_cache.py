@@ -117,7 +117,8 @@ def test_a_long_prompt_is_prefilled_between_the_decode_steps_of_running_requests
     running_prompt, long_prompt = _prompt(6, 50), _prompt(120, 51)
     expected_a = reference(model, running_prompt, 60, frozenset({EOS}))
     expected_b = reference(model, long_prompt, 10, frozenset({EOS}))
-    batcher = make_batcher(prefill_token_budget=16)
+    # One token per decode step (no prompt lookup once `a` runs alone again), so chunked steps are prefill only.
+    batcher = make_batcher(prefill_token_budget=16, lookup_tokens=0)
     a = request(running_prompt, 60)
     batcher.submit(a)
     head = take(a, 5)

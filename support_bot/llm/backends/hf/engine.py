@@ -196,18 +196,13 @@ class TransformersEngine(StreamingEngine):
         config = self.generation_config(1)
         eos = config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        llm = self.settings.llm
         self.batcher = ContinuousBatcher(
-            model,
-            eos_token_ids=eos_ids,
-            max_seq_len=self.context_window,
-            max_batch_size=max_batch_size,
-            temperature=self.settings.llm.temperature,
-            top_p=config.top_p if config.do_sample and config.top_p is not None else 1.0,
-            cuda_graphs=cuda_graphs,
-            name=self.name,
-            attention=self.settings.llm.decode_attention,
-            cpu_linear=self.settings.llm.cpu_linear,
-        )
+            model, eos_token_ids=eos_ids, max_seq_len=self.context_window, max_batch_size=max_batch_size,
+            temperature=llm.temperature, top_p=config.top_p if config.do_sample and config.top_p is not None else 1.0,
+            cuda_graphs=cuda_graphs, name=self.name, attention=llm.decode_attention, cpu_linear=llm.cpu_linear,
+            lookup_tokens=llm.prompt_lookup_tokens,
+        )  # fmt: skip
 
     @property
     def adapter(self) -> str | None:

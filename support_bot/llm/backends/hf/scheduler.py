@@ -47,6 +47,7 @@ from support_bot.llm.backends.hf import flex
 from support_bot.llm.backends.hf.cpu_linear import LinearKernels
 from support_bot.llm.backends.hf.decode import DecodeSteps, chunk_mask, decode_mask, sample  # noqa: F401 - re-exported
 from support_bot.llm.backends.hf.graphs import _CudaGraphDecoder
+from support_bot.llm.backends.hf.lookup import LOOKUP_TOKENS, LookupSteps
 from support_bot.llm.backends.hf.kv_cache import (
     BLOCK_SIZE, MIN_CPU_BLOCKS, _accepts, _cache_kwarg, _gpu_blocks_that_fit, _paged_cache_class, _static_cache,
     _text_config, blocks_for,
@@ -107,6 +108,9 @@ class BatcherStats:
     prefill_chunks: int = 0
     decode_steps: int = 0
     largest_batch: int = 0
+    # Prompt lookup (lookup.py): draft tokens checked, and those kept.
+    drafted: int = 0
+    accepted: int = 0
     # Requests currently holding a row / waiting for one.
     active: int = 0
     waiting: int = 0
@@ -128,6 +132,12 @@ class _Row:
     queued: int = 0
     # What the consumer hears once the row's blocks are freed: a Finished marker or the error that ended it.
     end: Any = None
+    # The prompt and every token emitted since (prompt lookup drafts from it), and its n-gram index once built.
+    history: list[int] = field(default_factory=list)
+    lookup: Any = None
+
+    def __post_init__(self) -> None:
+        self.history = list(self.request.prompt_ids)
 
     @functools.cached_property
     def run(self) -> int | None:
@@ -216,9 +226,9 @@ def _drained(inbox: queue.SimpleQueue) -> list[GenerationRequest]:
             out.append(item)
 
 
-class ContinuousBatcher(DecodeSteps):
+class ContinuousBatcher(DecodeSteps, LookupSteps):
     """Owns a causal LM on a scheduler thread and continues many prompts at once in shared steps (the decode step
-    itself: decode.py)."""
+    itself: decode.py; a lone greedy stream's prompt-lookup step: lookup.py)."""
 
     def __init__(
         self,
@@ -236,6 +246,7 @@ class ContinuousBatcher(DecodeSteps):
         overlap: bool | None = None,
         attention: str = "auto",
         cpu_linear: str = "auto",
+        lookup_tokens: int = LOOKUP_TOKENS,
     ) -> None:
         import torch
 
@@ -274,6 +285,8 @@ class ContinuousBatcher(DecodeSteps):
         # (cpu_linear.py): decode steps of a few rows take the weight-first product where it is faster.
         on_cpu = self.input_device.type == "cpu"
         self.linear_kernels = LinearKernels(model, cpu_linear) if on_cpu and single_device else None
+        # Draft tokens a lone greedy stream checks per step from its own prompt (lookup.py); 0: never.
+        self.lookup_tokens = max(0, lookup_tokens)
         self.max_seq_len = max_seq_len
         self.max_rows = max_batch_size
         # Block-table width: a row never holds more than the context.
@@ -415,13 +428,15 @@ class ContinuousBatcher(DecodeSteps):
                 break
             budget -= self._prefill_chunk(row, budget)
         if decoding:
-            self._decode_step(decoding)
+            if not self._lookup_step(decoding):
+                self._decode_step(decoding)
         else:
             self._launched.flush()
         self._release()
 
-    def _forward_chunk(self, table: Any, ids: list[int], start: int) -> Any:
-        """Run prompt tokens `ids` at positions start.. of the request whose block ids are `table`; last logits."""
+    def _forward_chunk(self, table: Any, ids: list[int], start: int, keep: int = 1) -> Any:
+        """Run tokens `ids` at positions start.. of the request whose block ids are `table`; the last `keep`
+        positions' logits [keep, vocab]."""
         import torch
 
         device, n = self.input_device, len(ids)
@@ -433,11 +448,11 @@ class ContinuousBatcher(DecodeSteps):
             input_ids=torch.tensor([ids], dtype=torch.long, device=device),
             position_ids=positions[None],
             cache=self.cache,
-            # Only the last position's logits are needed; the full [prompt, vocab] matrix is a sizeable cost.
-            **({"logits_to_keep": 1} if self._keep_last else {}),
+            # Only the last positions' logits are needed; the full [prompt, vocab] matrix is a sizeable cost.
+            **({"logits_to_keep": keep} if self._keep_last else {}),
             **mask,
         )
-        return out.logits[:, -1]
+        return out.logits[0, -keep:]
 
     def _prefill_chunk(self, row: _Row, budget: int) -> int:
         """Prefill up to `budget` more prompt tokens of `row`; the tokens used."""
@@ -464,6 +479,7 @@ class ContinuousBatcher(DecodeSteps):
 
     def _emit(self, row: _Row, token: int) -> None:
         request = row.request
+        row.history.append(token)
         if token in self.eos_token_ids and not request.ignore_eos:
             self._finish(row, "eos")
             return
