@@ -10,9 +10,7 @@ import pytest
 
 from support_bot.llm.backends.hf import cpu_linear
 from support_bot.llm.backends.hf.cpu_linear import BUCKETS, LinearKernels, weight_first
-from tests.llm.test_scheduler import (  # noqa: F401 - fixtures
-    EOS, _prompt, collect, make_batcher, model, reference, request, take,
-)
+from tests.llm.test_scheduler import joining_equals_generate, make_batcher, model  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("shape", [(1, 64), (2, 64), (3, 1, 64), (5, 64), (2, 7, 64)])
@@ -118,17 +116,8 @@ def test_a_second_engine_on_the_same_model_reuses_the_timing(model):
 
 @pytest.mark.parametrize("choice", ["weight_first", "auto"])
 def test_batched_decoding_with_the_tuned_kernels_equals_generate(model, make_batcher, choice):
-    specs = [(5, 30), (37, 12), (120, 25), (9, 40), (64, 33)]
-    prompts = [_prompt(length, 4100 + i) for i, (length, _) in enumerate(specs)]
     batcher = make_batcher(max_batch_size=4, cpu_linear=choice)
-    requests, heads = [], []
-    for prompt, (_, n) in zip(prompts, specs, strict=True):
-        r = request(prompt, n)
-        batcher.submit(r)
-        requests.append(r)
-        heads.append(take(r, 1))
-    for prompt, (_, n), r, head in zip(prompts, specs, requests, heads, strict=True):
-        assert head + collect(r)[0] == reference(model, prompt, n, frozenset({EOS}))
+    joining_equals_generate(model, batcher, [(5, 30), (37, 12), (120, 25), (9, 40), (64, 33)], 4100)
     assert batcher.stats.largest_batch >= 3
     if choice == "weight_first":
         assert set(batcher.linear_kernels.choices.values()) == {"weight_first"}

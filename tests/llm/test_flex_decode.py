@@ -11,7 +11,7 @@ import pytest
 
 from support_bot.llm.backends.hf import flex
 from tests.llm.test_scheduler import (  # noqa: F401 - fixtures
-    EOS, _prompt, collect, make_batcher, model, reference, request, take,
+    EOS, _prompt, collect, joining_equals_generate, make_batcher, model, reference, request, take,
 )
 
 pytestmark = pytest.mark.skipif(not flex.available(), reason="needs torch's flex_attention")
@@ -101,17 +101,8 @@ def test_a_flex_step_gives_the_dense_steps_logits(model, make_batcher):
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["one-step-at-a-time", "overlapped"])
 def test_flex_decoding_of_requests_joining_at_different_times_equals_each_alone(model, make_batcher, overlap):
-    specs = [(5, 30), (37, 12), (120, 25), (9, 40), (200, 8), (64, 33)]
-    prompts = [_prompt(length, 3100 + i) for i, (length, _) in enumerate(specs)]
     batcher = make_batcher(max_batch_size=4, attention="flex", overlap=overlap)
-    requests, heads = [], []
-    for prompt, (_, n) in zip(prompts, specs, strict=True):
-        r = request(prompt, n)
-        batcher.submit(r)
-        requests.append(r)
-        heads.append(take(r, 1))  # the next one joins a running batch
-    for prompt, (_, n), r, head in zip(prompts, specs, requests, heads, strict=True):
-        assert head + collect(r)[0] == reference(model, prompt, n, frozenset({EOS}))
+    joining_equals_generate(model, batcher, [(5, 30), (37, 12), (120, 25), (9, 40), (200, 8), (64, 33)], 3100)
     assert batcher.stats.largest_batch >= 3 and batcher.stats.blocks_used == 0
     assert model.config._attn_implementation == flex.ATTENTION_NAME
 

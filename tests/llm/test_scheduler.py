@@ -81,6 +81,20 @@ def request(prompt: list[int], max_new_tokens: int, *, timeout_s: float = 60.0, 
     )
 
 
+def joining_equals_generate(model, batcher, specs: list[tuple[int, int]], seed: int, *, head: int = 1) -> None:
+    """Requests of (prompt length, new tokens), each submitted once the one before has given `head` tokens (so it
+    joins a running batch): every one gets plain greedy `generate`'s tokens."""
+    prompts = [_prompt(length, seed + i) for i, (length, _) in enumerate(specs)]
+    requests, heads = [], []
+    for prompt, (_, n) in zip(prompts, specs, strict=True):
+        r = request(prompt, n)
+        batcher.submit(r)
+        requests.append(r)
+        heads.append(take(r, head))
+    for prompt, (_, n), r, first in zip(prompts, specs, requests, heads, strict=True):
+        assert first + collect(r)[0] == reference(model, prompt, n, frozenset({EOS}))
+
+
 @pytest.fixture
 def batch_sizes(model, monkeypatch) -> list[int]:
     """Batch size of every decode step from now on; each step also takes a little longer, so requests overlap."""
@@ -341,16 +355,7 @@ def test_graph_bookkeeping_keeps_live_rows_intact(model, make_batcher, monkeypat
     keys = batcher.cache.layers[0].keys
     assert keys.shape[0] == 200 * 16
 
-    specs = [(5, 40), (90, 50), (12, 30), (33, 45), (60, 20)]
-    prompts = [_prompt(length, 1100 + i) for i, (length, _) in enumerate(specs)]
-    requests, heads = [], []
-    for prompt, (_, n) in zip(prompts, specs, strict=True):
-        r = request(prompt, n)
-        batcher.submit(r)
-        requests.append(r)
-        heads.append(take(r, 2))
-    for prompt, (_, n), r, head in zip(prompts, specs, requests, heads, strict=True):
-        assert head + collect(r)[0] == reference(model, prompt, n, frozenset({EOS}))
+    joining_equals_generate(model, batcher, [(5, 40), (90, 50), (12, 30), (33, 45), (60, 20)], 1100, head=2)
     # No capture while serving, and the pool never moved (graphs hold its address).
     assert len(captured) == 4 * len(spans) and batcher.cache.layers[0].keys is keys
     assert batcher.attention == attention
