@@ -51,7 +51,9 @@ def test_a_message_published_on_one_connection_reaches_subscribers_on_another(re
         assert sub.get(timeout=5) == RESYNC  # becoming ready tells existing readers to look at the database
         publisher.publish("conv:abc", {"type": "event", "seq": 41})
         assert next_message(sub) == {"type": "event", "seq": 41}
-        assert other_channel.drain() == [RESYNC]
+        # Nothing published reaches another channel. (Its resync notice depends on timing: the listener, started by the
+        # first subscribe, may already be ready when the second one registers, and only existing readers hear it.)
+        assert [m for m in other_channel.drain() if m not in CONTROL] == []
         # Another installation (prefix) on the same Redis hears nothing of it.
         publisher.publish("conv:abc", {"type": "event", "seq": 42})
         assert next_message(sub) == {"type": "event", "seq": 42}
