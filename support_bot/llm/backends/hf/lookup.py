@@ -56,8 +56,6 @@ class PromptLookup:
 
     def draft(self, k: int) -> list[int]:
         """Up to `k` tokens that followed the latest earlier occurrence of the stream's last n tokens; [] if none."""
-        if k <= 0:
-            return []
         self._catch_up()
         for n in self.sizes:
             if len(self.tokens) < n:
